@@ -1,0 +1,179 @@
+"""``datadns``: run an embedded Data DNS federation on one machine.
+
+``datadns up`` starts SecantusDB (data kept under ``--home``), a central resolver
+and two sites (each a Girder with the plugin), gives each site sample datasets
+on disk, and prints where to go. Ctrl-C stops every process it started; a
+second run reuses the data.
+"""
+
+import os
+import secrets
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from . import sample, stack
+
+SITES = ('site-a', 'site-b')
+
+
+def _adminPassword(home):
+    """The admin password: from the environment, else generated once and kept on disk."""
+    if os.environ.get('DATADNS_ADMIN_PASSWORD'):
+        return os.environ['DATADNS_ADMIN_PASSWORD']
+    path = Path(home) / 'admin-password'
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(12) + '\n')
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@click.group()
+def main():
+    """Run Data DNS on this machine."""
+
+
+@main.command()
+@click.option(
+    '--home',
+    default=lambda: os.environ.get('DATADNS_HOME', 'var'),
+    show_default='var (or $DATADNS_HOME)',
+    type=click.Path(file_okay=False),
+    help='Where the database, the sample data and the logs are kept.',
+)
+@click.option(
+    '--port',
+    default=8080,
+    show_default=True,
+    envvar='DATADNS_PORT',
+    help='Port of the central resolver; the sites take the next ones.',
+)
+@click.option(
+    '--admin',
+    'adminLogin',
+    default='admin',
+    show_default=True,
+    envvar='DATADNS_ADMIN_LOGIN',
+    help='Admin login at every server.',
+)
+def up(home, port, adminLogin):
+    """Start a central resolver and two sites with sample data; Ctrl-C stops them."""
+    home = Path(home).resolve()
+    (home / 'logs').mkdir(parents=True, exist_ok=True)
+    password = _adminPassword(home)
+    services = []
+    stopping = threading.Event()
+
+    def stopAll(*_):
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stopAll)
+    signal.signal(signal.SIGINT, stopAll)
+
+    def start(service, what, **kwargs):
+        click.echo(f'  starting {what} ...', nl=False)
+        service.start(**kwargs)
+        services.append(service)
+        click.echo(' ok')
+        return service
+
+    try:
+        click.secho(f'Data DNS: starting the embedded stack in {home}', bold=True)
+        db = start(
+            stack.SecantusDB(storage=home / 'db', port=_free(port + 100), logDir=home / 'logs'),
+            'SecantusDB (data kept on disk)',
+        )
+        env = {}
+        if stack.Redis.available():
+            redis = start(stack.Redis(logDir=home / 'logs'), 'Redis (notifications)')
+            env['GIRDER_NOTIFICATION_REDIS_URL'] = redis.url
+        names = ('central',) + SITES
+        girders = {}
+        for offset, name in enumerate(names):
+            girders[name] = start(
+                stack.Girder(
+                    db.uri,
+                    dbName=f'datadns_{name.replace("-", "_")}',
+                    port=port + offset,
+                    logDir=home / 'logs' / name,
+                    extraEnv=env,
+                ),
+                f'Girder "{name}" on port {port + offset}',
+            )
+        clients = {}
+        for name, girder in girders.items():
+            gc = sample.ensureAdmin(girder.apiUrl, adminLogin, password)
+            gc.put(
+                'system/setting',
+                parameters={
+                    'list': _json(
+                        {'resolver.site_name': name, 'resolver.site_api_url': girder.apiUrl}
+                    )
+                },
+            )
+            clients[name] = gc
+        datasets = {}
+        for name in SITES:
+            click.echo(f'  sample datasets at {name} ...', nl=False)
+            datasets[name] = sample.provisionSite(
+                clients[name], name, home / 'data' / name, home / 'assetstore' / name
+            )
+            click.echo(f' {len(datasets[name])} tagged folders')
+        _printWelcome(girders, datasets, adminLogin, password, home)
+        while not stopping.wait(1):
+            for service in services:
+                if service.proc.poll() is not None:
+                    click.secho(
+                        f'{service.name} exited (code {service.proc.returncode}); '
+                        f'see {service.log}',
+                        fg='red',
+                        err=True,
+                    )
+                    stopping.set()
+    except Exception as exc:
+        click.secho(f'Failed: {exc}', fg='red', err=True)
+        raise SystemExit(1)
+    finally:
+        click.echo('Stopping ...')
+        for service in reversed(services):
+            service.stop()
+        click.echo('Stopped. Data kept in %s' % home)
+
+
+def _free(port):
+    return port if _portFree(port) else stack.freePort()
+
+
+def _portFree(port):
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(('127.0.0.1', port))
+            return True
+        except OSError:
+            return False
+
+
+def _json(value):
+    import json
+
+    return json.dumps([{'key': k, 'value': v} for k, v in value.items()])
+
+
+def _printWelcome(girders, datasets, login, password, home):
+    central = girders['central']
+    click.echo()
+    click.secho('Data DNS is up.', bold=True, fg='green')
+    for name, girder in girders.items():
+        click.echo(f'  {name:8s} {girder.url}/')
+    click.echo(f'  admin login: {login}   password: {password}   (kept in {home}/admin-password)')
+    click.echo()
+    click.echo('Resolve a dataset (JSON for API clients, the landing page in a browser):')
+    site, (name, identifier, _folder) = 'site-a', datasets['site-a'][0]
+    click.echo(f'  {girders[site].apiUrl}/resolve?id={identifier}    ({name} at {site})')
+    click.echo(f'  central: {central.apiUrl}/resolve?id={identifier}')
+    click.echo()
+    click.echo('Press Ctrl-C to stop everything.')

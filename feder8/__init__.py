@@ -1,0 +1,1 @@
+"""feder8: the sidecar that registers a site's datasets with the central resolver."""

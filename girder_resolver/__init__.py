@@ -1,0 +1,57 @@
+"""Data DNS: a Girder plugin that resolves dataset identifiers to notebooks next to the data."""
+
+import logging
+from pathlib import Path
+
+from girder.plugin import GirderPlugin, registerPluginStaticContent
+
+logger = logging.getLogger(__name__)
+
+#: Where the web client's Vite build lands (see web_client/vite.config.js).
+WEB_CLIENT_DIST = Path(__file__).parent / 'web_client_dist'
+WEB_CLIENT_JS = 'girder-plugin-resolver.umd.cjs'
+WEB_CLIENT_CSS = 'style.css'
+
+
+def registerWebClient(tree):
+    """Serve the built web client, if there is one.
+
+    Girder refuses to start when a plugin registers static files that do not
+    exist, and the API must work before anyone has run the web build.
+    """
+    if not (WEB_CLIENT_DIST / WEB_CLIENT_JS).is_file():
+        logger.warning(
+            'Data DNS web client not built (%s missing): serving the API only',
+            WEB_CLIENT_DIST / WEB_CLIENT_JS,
+        )
+        return False
+    css = [f'/{WEB_CLIENT_CSS}'] if (WEB_CLIENT_DIST / WEB_CLIENT_CSS).is_file() else []
+    registerPluginStaticContent(
+        plugin='resolver', css=css, js=[f'/{WEB_CLIENT_JS}'], staticDir=WEB_CLIENT_DIST, tree=tree
+    )
+    return True
+
+
+class ResolverPlugin(GirderPlugin):
+    DISPLAY_NAME = 'Data DNS resolver'
+
+    def load(self, info):
+        from girder.utility.model_importer import ModelImporter
+
+        from . import events, settings  # noqa: F401 (registers setting validators)
+        from .models.dataset import Dataset
+        from .models.site import Site
+        from .rest.dataset import DatasetResource
+        from .rest.resolve import Resolve
+
+        ModelImporter.registerModel('resolver_dataset', Dataset, 'resolver')
+        ModelImporter.registerModel('resolver_site', Site, 'resolver')
+
+        info['apiRoot'].resolve = Resolve()
+        info['apiRoot'].resolver = DatasetResource()
+
+        events.bind('resolver')
+        registerWebClient(info['serverRoot'])
+
+        count = Dataset().reindexLocal()
+        logger.info('Data DNS: %d tagged folders indexed', count)

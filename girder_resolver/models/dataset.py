@@ -1,0 +1,226 @@
+"""The dataset index: one document per (canonical identifier, site, folder).
+
+Local entries mirror folder metadata at this site and are kept in step by
+Girder's model events (see ``girder_resolver.events``); remote entries arrive
+through site registrations. Resolution is one indexed query on ``identifier``.
+"""
+
+import datetime
+import logging
+
+from bson import ObjectId
+from girder.constants import AccessType
+from girder.exceptions import ValidationException
+from girder.models.folder import Folder
+from girder.models.model_base import Model
+
+from .. import settings
+from ..identifiers import InvalidIdentifier, normalize
+from ..settings import PluginSettings
+
+logger = logging.getLogger(__name__)
+
+#: The most identifiers one folder may carry; more is almost surely a mistake.
+MAX_IDENTIFIERS_PER_FOLDER = 100
+
+
+def identifiersFromMetadata(value):
+    """Return (identifiers, rejected) for a folder's identifier metadata value.
+
+    ``value`` may be a string or a list of strings; anything unparsable is
+    returned in ``rejected`` as ``(text, reason)`` rather than raising, so one bad
+    entry never hides the good ones.
+    """
+    if value is None:
+        return [], []
+    values = value if isinstance(value, list) else [value]
+    found, rejected = {}, []
+    for text in values[:MAX_IDENTIFIERS_PER_FOLDER]:
+        try:
+            ident = normalize(text)
+        except InvalidIdentifier as exc:
+            rejected.append((text, str(exc)))
+            continue
+        found[ident.canonical] = ident
+    return list(found.values()), rejected
+
+
+class Dataset(Model):
+    def initialize(self):
+        self.name = 'resolver_dataset'
+        self.ensureIndices(
+            [
+                'identifier',
+                'site',
+                ([('site', 1), ('folderId', 1)], {}),
+                (
+                    [('identifier', 1), ('site', 1), ('folderId', 1)],
+                    {'unique': True, 'name': 'identifier_site_folder'},
+                ),
+            ]
+        )
+        self.exposeFields(
+            level=AccessType.READ,
+            fields={'_id', 'identifier', 'scheme', 'site', 'folderId', 'name', 'local', 'updated'},
+        )
+
+    def validate(self, doc):
+        for field in ('identifier', 'scheme', 'site', 'folderId', 'name'):
+            if not isinstance(doc.get(field), str) or not doc[field]:
+                raise ValidationException(f'Dataset field "{field}" must be a non-empty string.')
+        if normalize(doc['identifier']).canonical != doc['identifier']:
+            raise ValidationException('Dataset identifiers are stored in canonical form.')
+        return doc
+
+    # Local entries ---------------------------------------------------------
+
+    def syncFolder(self, folder):
+        """Make the local entries of ``folder`` match its identifier metadata.
+
+        Returns the list of canonical identifiers now indexed for it.
+        """
+        key = settings.get(PluginSettings.IDENTIFIER_KEY)
+        site = settings.get(PluginSettings.SITE_NAME)
+        folderId = str(folder['_id'])
+        idents, rejected = identifiersFromMetadata((folder.get('meta') or {}).get(key))
+        for text, reason in rejected:
+            logger.warning('Folder %s: ignoring identifier %r: %s', folderId, text, reason)
+        wanted = [i.canonical for i in idents]
+        self.collection.delete_many(
+            {
+                'folderId': folderId,
+                'local': True,
+                '$or': [{'identifier': {'$nin': wanted}}, {'site': {'$ne': site}}],
+            }
+        )
+        now = datetime.datetime.now(datetime.timezone.utc)
+        for ident in idents:
+            self.collection.update_one(
+                {'identifier': ident.canonical, 'site': site, 'folderId': folderId},
+                {
+                    '$set': {
+                        'scheme': ident.scheme,
+                        'name': folder['name'],
+                        'local': True,
+                        'updated': now,
+                    },
+                    '$setOnInsert': {'created': now},
+                },
+                upsert=True,
+            )
+        return wanted
+
+    def removeFolder(self, folderId):
+        self.collection.delete_many({'folderId': str(folderId), 'local': True})
+
+    def reindexLocal(self):
+        """Rebuild local entries from folder metadata.
+
+        Picks up folders tagged before the plugin was installed or while it was
+        not running, and drops entries whose folder was untagged or deleted.
+        Returns the number of folders indexed.
+        """
+        key = settings.get(PluginSettings.IDENTIFIER_KEY)
+        seen = set()
+        for folder in Folder().find({f'meta.{key}': {'$exists': True}}):
+            if self.syncFolder(folder):
+                seen.add(str(folder['_id']))
+        stale = [
+            d['folderId']
+            for d in self.collection.find({'local': True}, {'folderId': True})
+            if d['folderId'] not in seen
+        ]
+        if stale:
+            self.collection.delete_many({'local': True, 'folderId': {'$in': stale}})
+        return len(seen)
+
+    # Queries ----------------------------------------------------------------
+
+    def readableFolder(self, doc, user):
+        """The folder of a local entry if ``user`` may read it, else None."""
+        if not doc.get('local'):
+            return None
+        try:
+            folder = Folder().load(ObjectId(doc['folderId']), force=True)
+        except Exception:
+            return None
+        if folder is None or not Folder().hasAccess(folder, user, AccessType.READ):
+            return None
+        return folder
+
+    def visible(self, doc, user):
+        """Whether ``user`` may see this entry: remote entries are public by registration."""
+        return not doc.get('local') or self.readableFolder(doc, user) is not None
+
+    def findVisible(self, query, user, limit=0, offset=0, sort=None):
+        """Entries matching ``query`` that ``user`` may see, paged after filtering."""
+        skipped = 0
+        returned = 0
+        for doc in self.find(query, sort=sort or [('identifier', 1), ('site', 1)]):
+            if not self.visible(doc, user):
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            yield doc
+            returned += 1
+            if limit and returned >= limit:
+                return
+
+    def locations(self, identifier, user, preferSite=None):
+        """Where ``identifier`` lives, as seen by ``user``, best location first.
+
+        Healthy locations come first; among them an explicit ``preferSite`` wins,
+        then higher weight, then more free capacity. Local entries the user may
+        not read are left out, so private data never leaks.
+        """
+        from .site import Site
+
+        siteModel = Site()
+        localSite = settings.get(PluginSettings.SITE_NAME)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        sites = {}
+        locations = []
+        for doc in self.find({'identifier': identifier}):
+            if doc.get('local'):
+                folder = self.readableFolder(doc, user)
+                if folder is None:
+                    continue
+                locations.append(
+                    {
+                        'site': localSite,
+                        'apiUrl': siteModel.localApiUrl(),
+                        'folderId': doc['folderId'],
+                        'name': folder['name'],
+                        'healthy': True,
+                        'lastSeen': now,
+                        'local': True,
+                        '_rank': (0, 0),
+                    }
+                )
+                continue
+            if doc['site'] not in sites:
+                sites[doc['site']] = siteModel.findOne({'name': doc['site']})
+            site = sites[doc['site']]
+            if site is None:
+                continue
+            locations.append(
+                {
+                    'site': site['name'],
+                    'apiUrl': site['apiUrl'],
+                    'folderId': doc['folderId'],
+                    'name': doc['name'],
+                    'healthy': siteModel.healthy(site, now),
+                    'lastSeen': site.get('lastHeartbeat'),
+                    'local': False,
+                    '_rank': (-site.get('weight', 1), -siteModel.freeCapacity(site)),
+                }
+            )
+
+        def rank(loc):
+            return (not loc['healthy'], loc['site'] != preferSite, loc['_rank'], loc['site'])
+
+        locations.sort(key=rank)
+        for loc in locations:
+            del loc['_rank']
+        return locations

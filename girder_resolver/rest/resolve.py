@@ -1,0 +1,104 @@
+"""``/resolve``: from a persistent identifier to the places that hold the data."""
+
+import urllib.parse
+
+import cherrypy
+from girder.api import access
+from girder.api.describe import Description, autoDescribeRoute
+from girder.api.rest import Resource, getApiUrl, getCurrentUser
+from girder.exceptions import RestException
+
+from ..models.dataset import Dataset
+from . import parseIdentifier
+
+
+def _quality(accept, mediaType):
+    """The q-value an Accept header gives ``mediaType`` (0 if it is not accepted)."""
+    best, bestSpecificity = 0.0, -1
+    major = mediaType.split('/')[0]
+    for part in accept.split(','):
+        fields = [f.strip() for f in part.split(';')]
+        rangeType = fields[0].lower()
+        q = 1.0
+        for f in fields[1:]:
+            if f.startswith('q='):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        if rangeType == mediaType:
+            specificity = 2
+        elif rangeType == f'{major}/*':
+            specificity = 1
+        elif rangeType == '*/*':
+            specificity = 0
+        else:
+            continue
+        if specificity > bestSpecificity:
+            best, bestSpecificity = q, specificity
+    return best
+
+
+def prefersHtml(accept):
+    """True for a browser navigating to a link: it ranks HTML above JSON."""
+    if not accept:
+        return False
+    return _quality(accept, 'text/html') > _quality(accept, 'application/json')
+
+
+def webClientUrl():
+    apiUrl = getApiUrl()
+    return apiUrl[: -len('/api/v1')] if apiUrl.endswith('/api/v1') else apiUrl
+
+
+class Resolve(Resource):
+    def __init__(self):
+        super().__init__()
+        self.resourceName = 'resolve'
+        self.route('GET', (), self.resolve)
+
+    @access.public
+    @autoDescribeRoute(
+        Description('Resolve a persistent identifier to the sites and folders that hold it.')
+        .notes(
+            'DOIs, Handles, ARKs, URNs, PURLs and http(s) URLs are accepted in any common '
+            'spelling. A browser (Accept preferring text/html) is sent with a 303 to the '
+            "web client's #resolve page; other clients get JSON. Locations are listed "
+            'healthy first; folders the caller may not read are left out.'
+        )
+        .param('id', 'The identifier, e.g. doi:10.5072/FK2ABC or https://doi.org/10.5072/fk2abc')
+        .param('site', 'Preferred site, ranked first among healthy ones.', required=False)
+        .param(
+            'autolaunch',
+            'Passed on to the web page: launch once logged in.',
+            required=False,
+            dataType='boolean',
+            default=False,
+        )
+        .errorResponse('The identifier does not parse.', 400)
+        .errorResponse('No location is known for the identifier.', 404)
+    )
+    def resolve(self, id, site, autolaunch):
+        if prefersHtml(cherrypy.request.headers.get('Accept', '')):
+            query = {'id': id if isinstance(id, str) else ''}
+            if site:
+                query['site'] = site
+            if autolaunch:
+                query['autolaunch'] = '1'
+            target = f'{webClientUrl()}/#resolve?{urllib.parse.urlencode(query)}'
+            raise cherrypy.HTTPRedirect(target, 303)
+        identifier = parseIdentifier(id)
+        if site is not None and not isinstance(site, str):
+            raise RestException('Give at most one "site" parameter.', code=400)
+        locations = Dataset().locations(identifier.canonical, getCurrentUser(), preferSite=site)
+        if not locations:
+            raise RestException(
+                f'No site holds {identifier.canonical}, or you may not read it. Check the '
+                'identifier, or log in if the dataset is private.',
+                code=404,
+            )
+        return {
+            'identifier': identifier.canonical,
+            'scheme': identifier.scheme,
+            'locations': locations,
+        }

@@ -1,0 +1,179 @@
+"""Plugin settings: keys, defaults and validators.
+
+Every setting an operator can change lives here, with its default beside it, so
+the admin page, the docs and the code agree on one list.
+"""
+
+import re
+
+from girder.exceptions import ValidationException
+from girder.models.setting import Setting
+from girder.utility import setting_utilities
+
+
+class PluginSettings:
+    #: Folder metadata key that carries a dataset's identifier (a string or a list).
+    IDENTIFIER_KEY = 'resolver.identifier_key'
+    #: This site's name in the federation; local dataset entries carry it.
+    SITE_NAME = 'resolver.site_name'
+    #: Public API URL of this site (what the central hands out); empty = derived from requests.
+    SITE_API_URL = 'resolver.site_api_url'
+    #: Seconds after its last heartbeat that a site stops counting as healthy.
+    HEARTBEAT_TTL = 'resolver.heartbeat_ttl'
+    #: Name of the Girder group whose members may register sites (admins always may).
+    REGISTRAR_GROUP = 'resolver.registrar_group'
+    #: Largest number of datasets accepted in one registration request.
+    MAX_REGISTRATION = 'resolver.max_registration'
+    #: Launcher backend: 'process' or 'docker'.
+    BACKEND = 'resolver.backend'
+    #: Notebook image for the docker backend.
+    IMAGE = 'resolver.image'
+    #: Memory limit of a notebook container, e.g. '1g'.
+    MEMORY_LIMIT = 'resolver.memory_limit'
+    #: Host name or address put in notebook URLs handed to browsers.
+    NOTEBOOK_HOST = 'resolver.notebook_host'
+    #: Seconds of inactivity after which the culler stops a notebook.
+    IDLE_TIMEOUT = 'resolver.idle_timeout'
+    #: Seconds after which a notebook is stopped whatever its activity (0 = never).
+    MAX_AGE = 'resolver.max_age'
+    #: How many live notebooks one person may hold at a site.
+    USER_CAP = 'resolver.user_cap'
+    #: Number of warm, unclaimed notebooks kept ready (0 = no pool).
+    POOL_SIZE = 'resolver.pool_size'
+    #: JSON object mapping a folder id to a dataset path on disk, for folders not imported
+    #: from a filesystem assetstore.
+    DATA_PATHS = 'resolver.data_paths'
+
+
+_DEFAULTS = {
+    PluginSettings.IDENTIFIER_KEY: 'identifier',
+    PluginSettings.SITE_NAME: 'local',
+    PluginSettings.SITE_API_URL: '',
+    PluginSettings.HEARTBEAT_TTL: 90,
+    PluginSettings.REGISTRAR_GROUP: '',
+    PluginSettings.MAX_REGISTRATION: 200000,
+    PluginSettings.BACKEND: 'process',
+    PluginSettings.IMAGE: 'localhost/datadns-notebook:latest',
+    PluginSettings.MEMORY_LIMIT: '1g',
+    PluginSettings.NOTEBOOK_HOST: '127.0.0.1',
+    PluginSettings.IDLE_TIMEOUT: 3600,
+    PluginSettings.MAX_AGE: 0,
+    PluginSettings.USER_CAP: 2,
+    PluginSettings.POOL_SIZE: 0,
+    PluginSettings.DATA_PATHS: {},
+}
+
+_SITE_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
+_METADATA_KEY_RE = re.compile(r'^[^.$\x00]{1,128}$')
+
+
+def get(key):
+    return Setting().get(key)
+
+
+def validSiteName(name):
+    """True when ``name`` may name a site: 1-64 letters, digits, '.', '_' or '-'."""
+    return isinstance(name, str) and bool(_SITE_NAME_RE.match(name))
+
+
+def _default(key):
+    return lambda: _DEFAULTS[key]
+
+
+for _key in _DEFAULTS:
+    setting_utilities.default(_key)(_default(_key))
+
+
+def _positiveInt(doc, minimum=0):
+    try:
+        doc['value'] = int(doc['value'])
+    except (TypeError, ValueError):
+        raise ValidationException(f'{doc["key"]} must be a whole number.', 'value')
+    if doc['value'] < minimum:
+        raise ValidationException(f'{doc["key"]} must be at least {minimum}.', 'value')
+
+
+@setting_utilities.validator(PluginSettings.IDENTIFIER_KEY)
+def _validateIdentifierKey(doc):
+    if not isinstance(doc['value'], str) or not _METADATA_KEY_RE.match(doc['value']):
+        raise ValidationException(
+            'The identifier key must be a metadata key of 1-128 characters without "." or "$".',
+            'value',
+        )
+
+
+@setting_utilities.validator(PluginSettings.SITE_NAME)
+def _validateSiteName(doc):
+    if not validSiteName(doc['value']):
+        raise ValidationException(
+            'A site name is 1-64 letters, digits, ".", "_" or "-", starting with a letter '
+            'or digit.',
+            'value',
+        )
+
+
+@setting_utilities.validator(PluginSettings.SITE_API_URL)
+def _validateSiteApiUrl(doc):
+    value = doc['value'] or ''
+    if not isinstance(value, str) or (value and not re.match(r'^https?://[^\s]+$', value)):
+        raise ValidationException('The site API URL must be an http(s) URL.', 'value')
+    doc['value'] = value.rstrip('/')
+
+
+@setting_utilities.validator(PluginSettings.REGISTRAR_GROUP)
+def _validateRegistrarGroup(doc):
+    if not isinstance(doc['value'] or '', str):
+        raise ValidationException('The registrar group must be a group name.', 'value')
+    doc['value'] = (doc['value'] or '').strip()
+
+
+@setting_utilities.validator(PluginSettings.BACKEND)
+def _validateBackend(doc):
+    from .launcher import BACKENDS
+
+    if doc['value'] not in BACKENDS:
+        raise ValidationException(
+            f'The backend must be one of: {", ".join(sorted(BACKENDS))}.', 'value'
+        )
+
+
+@setting_utilities.validator(
+    {PluginSettings.IMAGE, PluginSettings.MEMORY_LIMIT, PluginSettings.NOTEBOOK_HOST}
+)
+def _validateNonEmptyString(doc):
+    if not isinstance(doc['value'], str) or not doc['value'].strip():
+        raise ValidationException(f'{doc["key"]} must be a non-empty string.', 'value')
+    doc['value'] = doc['value'].strip()
+
+
+@setting_utilities.validator(
+    {PluginSettings.IDLE_TIMEOUT, PluginSettings.HEARTBEAT_TTL, PluginSettings.USER_CAP}
+)
+def _validateAtLeastOne(doc):
+    _positiveInt(doc, 1)
+
+
+@setting_utilities.validator(
+    {PluginSettings.MAX_AGE, PluginSettings.POOL_SIZE, PluginSettings.MAX_REGISTRATION}
+)
+def _validateNonNegative(doc):
+    _positiveInt(doc, 0)
+
+
+@setting_utilities.validator(PluginSettings.DATA_PATHS)
+def _validateDataPaths(doc):
+    value = doc['value']
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value or '{}')
+        except ValueError:
+            raise ValidationException('Data paths must be a JSON object.', 'value')
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.startswith('/') for k, v in value.items()
+    ):
+        raise ValidationException(
+            'Data paths must map folder ids to absolute paths on disk.', 'value'
+        )
+    doc['value'] = value

@@ -1,0 +1,54 @@
+"""Shared test setup: a real SecantusDB for pytest-girder, started once per session.
+
+Set ``DATADNS_TEST_MONGO_URI`` to test against another MongoDB-wire server
+(a real MongoDB, say) instead.
+"""
+
+import logging
+import os
+
+import pytest
+
+from datadns import stack
+
+
+def pytest_configure(config):
+    uri = os.environ.get('DATADNS_TEST_MONGO_URI')
+    if not uri and not config.getoption('--mock-db'):
+        db = stack.SecantusDB(storage=':memory:')
+        db.start()
+        config._datadnsDb = db
+        uri = db.uri
+    if uri:
+        config.option.mongo_uri = uri
+
+
+def pytest_unconfigure(config):
+    db = getattr(config, '_datadnsDb', None)
+    if db is not None:
+        db.stop()
+
+
+@pytest.fixture(scope='session')
+def mongoUri(pytestconfig):
+    """Base MongoDB URI of the test database server (no database name)."""
+    return pytestconfig.getoption('--mongo-uri')
+
+
+class _NoTextIndexNoise:
+    """SecantusDB has no $text index; Girder logs a traceback per model on every connect."""
+
+    def filter(self, record):
+        return 'text search not enabled' not in record.getMessage()
+
+
+logging.getLogger('girder.models.model_base').addFilter(_NoTextIndexNoise())
+
+
+@pytest.fixture(autouse=True)
+def _eagerLocalTasks(request):
+    """Run Girder's "local" Celery tasks (import, folder deletion) in-process, as the
+    embedded stack does."""
+    if 'db' in request.fixturenames:
+        request.getfixturevalue('eagerWorkerTasks')
+    yield

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Install what Data DNS needs on a fresh Debian machine. Idempotent and quiet when
+# everything is already there.
+#   scripts/setup.sh          what `make run` needs: Python deps, the web client
+#   scripts/setup.sh --test   also what the tests need: Podman's Docker API,
+#                             the notebook image, Chromium, Redis
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+TEST=0
+[ "${1:-}" = "--test" ] && TEST=1
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have npm || need_apt+=(npm)
+if [ "$TEST" = 1 ]; then
+    have podman || need_apt+=(podman)
+    have runc || need_apt+=(runc)
+    have mmdebstrap || need_apt+=(mmdebstrap)
+    have chromium || need_apt+=(chromium)
+    have newuidmap || need_apt+=(uidmap)
+    have redis-server || need_apt+=(redis-server)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "Missing system packages: ${need_apt[*]}; install them (as root: apt-get install ${need_apt[*]})" >&2
+        exit 1
+    fi
+    step "Installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    step "Creating the Python environment in $VENV"
+    python3 -m venv "$VENV"
+fi
+stamp="$VENV/.datadns-installed"
+extras=""
+[ "$TEST" = 1 ] && extras="[test]"
+if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || ! grep -qx "extras=$extras" "$stamp"; then
+    step "Installing Python packages (pip install -e .$extras)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e ".$extras" 2>&1 \
+        | grep -v '^WARNING: Location' || true
+    "$VENV/bin/python" -c 'import girder_resolver, secantus' 2>/dev/null \
+        || "$VENV/bin/python" -c 'import girder_resolver'
+    echo "extras=$extras" > "$stamp"
+fi
+
+if have npm; then
+    scripts/build-web.sh
+else
+    echo "npm not found: the web client is not built; the API works without it" >&2
+fi
+
+if [ "$TEST" = 1 ]; then
+    step "Starting Podman's Docker-compatible service"
+    scripts/podman-service.sh start >/dev/null
+    step "Building the notebook image (first time only)"
+    scripts/build-notebook-image.sh
+fi
