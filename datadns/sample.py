@@ -76,7 +76,8 @@ def ensureAssetstore(gc, root):
 
 
 def ensureCollection(gc, name, description='', public=True):
-    for coll in gc.get('collection', parameters={'text': name, 'limit': 0}):
+    # No 'text' filter: it is a $text search, which SecantusDB lacks.
+    for coll in gc.get('collection', parameters={'limit': 0}):
         if coll['name'] == name:
             return coll
     return gc.post(
