@@ -1,0 +1,49 @@
+"""Launcher backends: how a notebook server is started next to the data.
+
+Nothing outside this package knows which backend runs; callers pick one by
+name from the site's settings::
+
+    launcher = get_launcher('process', work_root='/var/lib/datadns')
+    handle = launcher.start(LaunchSpec(notebook_id, token, data_path, 'data'))
+    launcher.wait_ready(handle, token=token)
+    url = launcher.url(handle, token=token)
+
+The backends know nothing of Girder. The docker backend imports the docker SDK
+only when it is used, so this package imports without it.
+"""
+
+from .base import Launcher, LaunchError, LaunchSpec, Option, sanitize_data_name
+from .docker import DockerLauncher
+from .process import ProcessLauncher
+
+BACKENDS = {
+    'process': ProcessLauncher,
+    'docker': DockerLauncher,
+}
+
+
+def get_launcher(name, **config):
+    """The launcher backend called ``name``, configured with ``config`` (its options).
+
+    Raises ValueError for an unknown backend name or option.
+    """
+    try:
+        backend = BACKENDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f'Unknown notebook launcher {name!r}; choose one of: {", ".join(sorted(BACKENDS))}.'
+        ) from None
+    return backend(**config)
+
+
+__all__ = [
+    'BACKENDS',
+    'DockerLauncher',
+    'LaunchError',
+    'LaunchSpec',
+    'Launcher',
+    'Option',
+    'ProcessLauncher',
+    'get_launcher',
+    'sanitize_data_name',
+]

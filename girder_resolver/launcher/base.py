@@ -1,0 +1,315 @@
+"""The launcher interface that every notebook backend implements.
+
+In the spirit of JupyterHub's ``Spawner``: one narrow abstract class, backends
+that know nothing of Girder or the web layer, and options declared once on each
+class with a help text beside them. A backend turns a :class:`LaunchSpec` into
+a running ``jupyter_server`` and describes it by a *handle*: a small
+JSON-serialisable dict that is stored with the notebook and is enough for any
+later Python process (e.g. Girder after a restart) to poll, stop or adopt it.
+"""
+
+import abc
+import datetime
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+_NOTEBOOK_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
+_UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9._ -]+')
+_WILDCARD_HOSTS = {'', '0.0.0.0', '::', '[::]'}
+
+
+class LaunchError(Exception):
+    """A notebook could not be started or reached; the message is fit for a user."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configuration option of a launcher: its default and what it means."""
+
+    default: Any
+    help: str
+
+
+def sanitize_data_name(name):
+    """Turn a dataset's name into a safe single file name for the notebook's file tree.
+
+    Path separators and other unusual characters become '_', leading dots are
+    dropped (a hidden name would not be listed), and an empty result becomes
+    'data'.
+    """
+    cleaned = _UNSAFE_NAME_CHARS.sub('_', str(name or '')).strip().lstrip('.').strip()
+    cleaned = cleaned[:100].rstrip()
+    return cleaned or 'data'
+
+
+@dataclass
+class LaunchSpec:
+    """What to launch: one notebook server with one dataset mounted read-only.
+
+    ``notebook_id`` names the notebook in file names, container names and
+    labels (letters, digits, '.', '_', '-'); ``token`` is the Jupyter token;
+    ``data_path`` the dataset directory on this machine, which must exist;
+    ``data_name`` the name under which the dataset appears in the notebook's
+    file tree (sanitised); ``base_url`` the URL path prefix the server serves
+    under (default ``/notebook/<notebook_id>/``); ``labels`` free-form
+    string labels recorded with the notebook (container labels, marker file).
+    """
+
+    notebook_id: str
+    token: str
+    data_path: str
+    data_name: str = 'data'
+    base_url: str = ''
+    labels: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.notebook_id = str(self.notebook_id)
+        if not _NOTEBOOK_ID.match(self.notebook_id):
+            raise LaunchError(
+                f'Invalid notebook id {self.notebook_id!r}: use letters, digits, ".", "_" '
+                'and "-" only.'
+            )
+        if not self.token or any(c.isspace() for c in self.token):
+            raise LaunchError('A notebook needs a non-empty token without spaces.')
+        self.data_name = sanitize_data_name(self.data_name)
+        self.base_url = normalize_base_url(self.base_url or f'/notebook/{self.notebook_id}/')
+        self.labels = {str(k): str(v) for k, v in (self.labels or {}).items()}
+        self.data_path = os.path.abspath(self.data_path)
+        self.check_data_path()
+
+    def check_data_path(self):
+        """Raise :class:`LaunchError` unless the dataset directory exists and is readable."""
+        if not os.path.isdir(self.data_path):
+            raise LaunchError(
+                f'The dataset directory {self.data_path} does not exist on this server; '
+                'the dataset may have been moved or not imported here.'
+            )
+        if not os.access(self.data_path, os.R_OK | os.X_OK):
+            raise LaunchError(f'The dataset directory {self.data_path} is not readable.')
+
+
+def normalize_base_url(base_url):
+    """A URL path prefix with exactly one leading and one trailing slash."""
+    stripped = str(base_url).strip('/')
+    return f'/{stripped}/' if stripped else '/'
+
+
+def _base_url_of(handle, spec_or_base_url):
+    if isinstance(spec_or_base_url, LaunchSpec):
+        return spec_or_base_url.base_url
+    if spec_or_base_url:
+        return normalize_base_url(spec_or_base_url)
+    return handle['baseUrl']
+
+
+def _connect_host(host):
+    """Where this machine reaches a server that listens on ``host``."""
+    if host in _WILDCARD_HOSTS:
+        return '127.0.0.1'
+    if ':' in host and not host.startswith('['):
+        return f'[{host}]'
+    return host
+
+
+# The notebook servers run on this machine: environment proxies must not apply.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Launcher(abc.ABC):
+    """One way of running notebook servers (a process, a container, ...).
+
+    Subclasses implement :meth:`start`, :meth:`stop`, :meth:`is_alive`,
+    :meth:`list_running` and :meth:`logs_tail`; the base class refuses to
+    instantiate one that does not. Readiness, polling, activity and URLs are
+    shared, since every backend runs the same ``jupyter_server``.
+
+    Options are declared in the class attribute ``options`` (a dict of name to
+    :class:`Option`); subclasses add theirs, and the constructor takes them as
+    keyword arguments and refuses unknown ones.
+    """
+
+    name: ClassVar[str] = ''
+    options: ClassVar[dict] = {
+        'public_host': Option(
+            '127.0.0.1',
+            'Host name or address put in the notebook URL that a browser opens.',
+        ),
+        'public_scheme': Option('http', 'URL scheme of the notebook URL that a browser opens.'),
+        'ready_timeout': Option(
+            60.0, 'Seconds that wait_ready() waits by default for a new server to answer.'
+        ),
+        'request_timeout': Option(
+            3.0, 'Seconds allowed for each HTTP request to a notebook server.'
+        ),
+    }
+
+    def __init__(self, **config):
+        known = self.all_options()
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ValueError(
+                f'Unknown option(s) for the {self.name or type(self).__name__} launcher: '
+                f'{", ".join(unknown)}. Known options: {", ".join(sorted(known))}.'
+            )
+        self.config = {key: config.get(key, option.default) for key, option in known.items()}
+
+    @classmethod
+    def all_options(cls):
+        """Every option this launcher takes, its own and inherited, by name."""
+        merged = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(getattr(klass, 'options', None) or {})
+        return merged
+
+    @classmethod
+    def describe_options(cls):
+        """Human-readable list of the options, their defaults and help texts."""
+        return '\n'.join(
+            f'{key} (default {option.default!r}): {option.help}'
+            for key, option in sorted(cls.all_options().items())
+        )
+
+    # -- what each backend implements ------------------------------------------
+
+    @abc.abstractmethod
+    def start(self, spec):
+        """Start a notebook server for ``spec`` and return its handle (a JSON-able dict).
+
+        Returns as soon as the server process or container runs; use
+        :meth:`wait_ready` to wait until it answers. Raises :class:`LaunchError`.
+        """
+
+    @abc.abstractmethod
+    def stop(self, handle):
+        """Stop the notebook and release what it held (port, container, working directory).
+
+        Idempotent: stopping a notebook that is already gone is not an error.
+        """
+
+    @abc.abstractmethod
+    def is_alive(self, handle):
+        """Whether the notebook's process or container still runs (answering or not)."""
+
+    @abc.abstractmethod
+    def list_running(self):
+        """Handles of the notebooks this backend started that still run, on this machine.
+
+        Found by marker or label rather than by memory, so that a restarted
+        server can adopt live notebooks; leftovers of dead ones are cleared.
+        """
+
+    @abc.abstractmethod
+    def logs_tail(self, handle, lines=40):
+        """The last lines of the notebook server's output, for error messages ('' if none)."""
+
+    # -- shared behaviour ------------------------------------------------------
+
+    def url(self, handle, spec_or_base_url=None, token=None):
+        """The notebook URL that a browser opens.
+
+        The path is the spec's or the given base URL (default: the handle's);
+        with ``token``, ``?token=…`` is appended so the first visit logs in.
+        """
+        host = _connect_host(self.config['public_host'])
+        url = (
+            f'{self.config["public_scheme"]}://{host}:{handle["port"]}'
+            f'{_base_url_of(handle, spec_or_base_url)}'
+        )
+        if token:
+            url += '?' + urllib.parse.urlencode({'token': token})
+        return url
+
+    def api_url(self, handle, path, base_url=None):
+        """URL of ``{base_url}api/{path}`` as reached from this machine."""
+        base_url = normalize_base_url(base_url) if base_url else handle['baseUrl']
+        return f'http://{_connect_host(handle["host"])}:{handle["port"]}{base_url}api/{path}'
+
+    def _get_status(self, handle, token=None, base_url=None):
+        """GET api/status; returns (HTTP status, parsed JSON body or None)."""
+        request = urllib.request.Request(self.api_url(handle, 'status', base_url))
+        if token:
+            request.add_header('Authorization', f'token {token}')
+        try:
+            with _http.open(request, timeout=self.config['request_timeout']) as response:
+                return response.status, json.loads(response.read() or b'null')
+        except urllib.error.HTTPError as error:
+            return error.code, None
+
+    def poll(self, handle):
+        """Whether the notebook is alive and its server answers HTTP (any status below 500).
+
+        Raises :class:`LaunchError` when the backend itself (e.g. the container
+        engine) cannot be reached, rather than calling the notebook dead.
+        """
+        if not self.is_alive(handle):
+            return False
+        try:
+            status, _ = self._get_status(handle)
+        except (OSError, ValueError):
+            return False
+        return status < 500
+
+    def wait_ready(self, handle, timeout=None, token=None):
+        """Wait until ``{base_url}api/status`` answers; raise :class:`LaunchError` on timeout.
+
+        With ``token`` it must answer 200 to that token, which also proves the
+        token; without, any answer (403 included) shows that the server is up.
+        Fails early when the process or container exits.
+        """
+        timeout = self.config['ready_timeout'] if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        last_error = 'no answer yet'
+        delay = 0.05
+        while True:
+            if not self.is_alive(handle):
+                raise LaunchError(
+                    'The notebook server stopped while starting. Its last output:\n'
+                    + self.logs_tail(handle)
+                )
+            try:
+                status, _ = self._get_status(handle, token)
+                if status == 200 or (token is None and status < 500):
+                    return
+                last_error = f'HTTP {status}'
+            except (OSError, ValueError) as error:
+                last_error = str(getattr(error, 'reason', None) or error)
+            if time.monotonic() >= deadline:
+                raise LaunchError(
+                    f'The notebook server did not answer within {timeout:g} s '
+                    f'(last error: {last_error}). Its last output:\n' + self.logs_tail(handle)
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def last_activity(self, handle, token, base_url=None):
+        """When the notebook was last used, from jupyter_server's ``api/status``.
+
+        A timezone-aware UTC datetime, or None if the server cannot be reached
+        or does not say.
+        """
+        try:
+            status, body = self._get_status(handle, token, base_url)
+        except (OSError, ValueError):
+            return None
+        if status != 200 or not isinstance(body, dict) or not body.get('last_activity'):
+            return None
+        return parse_utc(body['last_activity'])
+
+
+def parse_utc(text):
+    """Parse jupyter_server's ISO 8601 timestamps ('…Z') into an aware UTC datetime."""
+    try:
+        value = datetime.datetime.fromisoformat(str(text).replace('Z', '+00:00'))
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        # jupyter_server writes UTC; an unmarked time is UTC too.
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc)

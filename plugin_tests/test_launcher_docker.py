@@ -1,0 +1,218 @@
+"""The docker launcher backend, against real containers (no Girder).
+
+Needs DOCKER_HOST pointing at a live Docker Engine API (on a machine without
+Docker Engine: ``eval "$(scripts/podman-service.sh start)"``) and the notebook
+image (``scripts/build-notebook-image.sh``). Without them the tests are skipped,
+except in CI (CI=true), where they fail.
+"""
+
+import datetime
+import json
+import os
+import socket
+import time
+
+import pytest
+import requests
+
+from girder_resolver.launcher import DockerLauncher, LaunchError, LaunchSpec, get_launcher
+
+TOKEN = 'docker-test-token'
+DATA_NAME = 'survey 2016'
+IMAGE = os.environ.get('DATADNS_NOTEBOOK_IMAGE', 'localhost/datadns-notebook:latest')
+
+
+def _docker_unavailable():
+    """Why the docker tests cannot run here, or None when they can."""
+    if not os.environ.get('DOCKER_HOST'):
+        return (
+            'DOCKER_HOST is not set; start an engine, e.g. '
+            'eval "$(scripts/podman-service.sh start)"'
+        )
+    try:
+        import docker
+
+        client = docker.from_env(version='auto', timeout=20)
+        client.ping()
+    except Exception as error:  # any failure to reach the engine means the same here
+        return f'no Docker API answers at DOCKER_HOST={os.environ["DOCKER_HOST"]}: {error}'
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        return f'the notebook image {IMAGE} is missing; run scripts/build-notebook-image.sh'
+    finally:
+        client.close()
+    return None
+
+
+@pytest.fixture(scope='module')
+def docker_engine():
+    """A docker SDK client for DOCKER_HOST; skips (or, in CI, fails) without one."""
+    reason = _docker_unavailable()
+    if reason:
+        if os.environ.get('CI') == 'true':
+            pytest.fail(f'The docker launcher tests must run in CI, but {reason}', pytrace=False)
+        pytest.skip(reason)
+    import docker
+
+    client = docker.from_env(version='auto')
+    yield client
+    client.close()
+
+
+def _make_dataset(root):
+    data = root / 'dataset'
+    (data / 'tables').mkdir(parents=True)
+    (data / 'readme.txt').write_text('hello\n')
+    (data / 'tables' / 'values.csv').write_text('a,b\n1,2\n')
+    return data
+
+
+def _auth(token=TOKEN):
+    return {'Authorization': f'token {token}'}
+
+
+def _contents(launcher, handle, path):
+    return launcher.api_url(handle, f'contents/{path}')
+
+
+def _connect_refused(host, port):
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, port)) != 0
+
+
+@pytest.fixture(scope='module')
+def started(docker_engine, tmp_path_factory):
+    """One running notebook container shared by the checks: (launcher, spec, handle)."""
+    root = tmp_path_factory.mktemp('docker')
+    launcher = get_launcher('docker', image=IMAGE, labels={'datadns.test': '1'})
+    spec = LaunchSpec(
+        notebook_id='docker-shared',
+        token=TOKEN,
+        data_path=str(_make_dataset(root)),
+        data_name=DATA_NAME,
+    )
+    begin = time.monotonic()
+    handle = launcher.start(spec)
+    launcher.wait_ready(handle, timeout=60, token=TOKEN)
+    print(f'\ncontainer notebook start-to-ready: {time.monotonic() - begin:.2f} s')
+    yield launcher, spec, handle
+    launcher.stop(handle)
+
+
+def test_handle_is_json_and_names_the_container(started, docker_engine):
+    launcher, spec, handle = started
+    assert json.loads(json.dumps(handle)) == handle
+    assert handle['backend'] == 'docker'
+    assert handle['notebookId'] == spec.notebook_id
+    container = docker_engine.containers.get(handle['containerId'])
+    assert container.labels['datadns.notebook'] == spec.notebook_id
+    assert container.labels['datadns.managed'] == '1'
+    assert container.labels['datadns.test'] == '1'
+    assert launcher.poll(handle)
+
+
+def test_dataset_is_listed_under_its_name(started):
+    launcher, _, handle = started
+    response = requests.get(_contents(launcher, handle, DATA_NAME), headers=_auth(), timeout=10)
+    assert response.status_code == 200, response.text
+    assert {item['name'] for item in response.json()['content']} == {'readme.txt', 'tables'}
+    file = requests.get(
+        _contents(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth(), timeout=10
+    )
+    assert file.json()['content'] == 'a,b\n1,2\n'
+
+
+def test_requests_without_the_token_are_refused(started):
+    launcher, _, handle = started
+    assert requests.get(_contents(launcher, handle, ''), timeout=10).status_code == 403
+
+
+def test_writes_into_the_dataset_are_refused(started):
+    launcher, spec, handle = started
+    new_file = {'type': 'file', 'format': 'text', 'content': 'overwrite'}
+    put = requests.put(
+        _contents(launcher, handle, f'{DATA_NAME}/new.txt'), json=new_file, headers=_auth()
+    )
+    assert put.status_code == 403
+    assert 'read-only' in put.json()['message']
+    delete = requests.delete(
+        _contents(launcher, handle, f'{DATA_NAME}/readme.txt'), headers=_auth()
+    )
+    assert delete.status_code == 403
+    assert sorted(os.listdir(spec.data_path)) == ['readme.txt', 'tables']
+
+
+def test_the_mount_itself_is_read_only_inside_the_container(started, docker_engine):
+    _, spec, handle = started
+    container = docker_engine.containers.get(handle['containerId'])
+    target = f'/home/jovyan/{DATA_NAME}/from-kernel.txt'
+    exit_code, output = container.exec_run(['sh', '-c', f'echo x > "{target}"'])
+    assert exit_code != 0
+    assert b'Read-only file system' in output
+    assert not os.path.exists(os.path.join(spec.data_path, 'from-kernel.txt'))
+
+
+def test_notebook_home_is_writable(started):
+    launcher, _, handle = started
+    notebook = {
+        'type': 'notebook',
+        'format': 'json',
+        'content': {'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5},
+    }
+    put = requests.put(
+        _contents(launcher, handle, 'analysis.ipynb'), json=notebook, headers=_auth()
+    )
+    assert put.status_code == 201, put.text
+
+
+def test_last_activity_is_an_aware_utc_datetime(started):
+    launcher, _, handle = started
+    activity = launcher.last_activity(handle, TOKEN)
+    assert isinstance(activity, datetime.datetime)
+    assert activity.utcoffset() == datetime.timedelta(0)
+    assert launcher.last_activity(handle, 'wrong-token') is None
+
+
+def test_a_restarted_server_adopts_the_running_container(started):
+    _, spec, handle = started
+    adopted = [
+        h for h in DockerLauncher(image=IMAGE).list_running() if h['notebookId'] == 'docker-shared'
+    ]
+    assert len(adopted) == 1
+    for key in ('containerId', 'containerName', 'host', 'port', 'baseUrl'):
+        assert adopted[0][key] == handle[key]
+    assert DockerLauncher().poll(adopted[0])
+
+
+def test_stop_removes_the_container_and_frees_the_port(docker_engine, tmp_path):
+    import docker
+
+    launcher = DockerLauncher(image=IMAGE)
+    spec = LaunchSpec('docker-stop', TOKEN, str(_make_dataset(tmp_path)))
+    handle = launcher.start(spec)
+    launcher.wait_ready(handle, token=TOKEN)
+
+    launcher.stop(handle)
+
+    with pytest.raises(docker.errors.NotFound):
+        docker_engine.containers.get(handle['containerId'])
+    assert _connect_refused(handle['host'], handle['port'])
+    assert not launcher.poll(handle)
+    assert all(h['notebookId'] != 'docker-stop' for h in launcher.list_running())
+    assert sorted(os.listdir(spec.data_path)) == ['readme.txt', 'tables']
+    launcher.stop(handle)  # a second stop is harmless
+
+
+def test_a_missing_image_is_a_launch_error(docker_engine, tmp_path):
+    launcher = DockerLauncher(image='localhost/datadns-no-such-image:latest')
+    with pytest.raises(LaunchError, match='not available'):
+        launcher.start(LaunchSpec('docker-noimage', TOKEN, str(_make_dataset(tmp_path))))
+
+
+def test_a_missing_dataset_directory_is_a_launch_error(docker_engine, tmp_path):
+    spec = LaunchSpec('docker-missing', TOKEN, str(_make_dataset(tmp_path)))
+    os.rename(spec.data_path, spec.data_path + '-moved')
+    with pytest.raises(LaunchError, match='does not exist'):
+        DockerLauncher(image=IMAGE).start(spec)
