@@ -36,20 +36,28 @@ class ResolverPlugin(GirderPlugin):
     DISPLAY_NAME = 'Data DNS resolver'
 
     def load(self, info):
+        from girder.constants import TokenScope
         from girder.utility.model_importer import ModelImporter
 
         from . import events, settings  # noqa: F401 (registers setting validators)
+        from .constants import LAUNCH_SCOPE
         from .models.dataset import Dataset
         from .models.site import Site
-        from .rest.dataset import DatasetResource
+        from .rest.dataset import Resolver
         from .rest.resolve import Resolve
 
         ModelImporter.registerModel('resolver_dataset', Dataset, 'resolver')
         ModelImporter.registerModel('resolver_site', Site, 'resolver')
 
         info['apiRoot'].resolve = Resolve()
-        info['apiRoot'].resolver = DatasetResource()
+        info['apiRoot'].resolver = Resolver()
 
+        TokenScope.describeScope(
+            LAUNCH_SCOPE,
+            'Launch notebooks for federation users',
+            'Lets a central resolver launch and stop notebooks at this site on behalf of its '
+            'users, and nothing else.',
+        )
         events.bind('resolver')
         registerWebClient(info['serverRoot'])
 

@@ -1,18 +1,48 @@
-"""Sites of the federation: who registered them, where they answer, how alive they are.
+"""Sites of the federation, and the registrations that fill the index with their datasets.
 
-A site's launch credential is write-only: it is stored here so the central can
-launch on a user's behalf, and is never returned by ``filter`` or logged.
+A site's launch credential is write-only: it is kept so the central can launch
+on a user's behalf at that site, and it is never exposed by ``filter``, never
+returned by an endpoint, and never logged.
 """
 
 import datetime
+import re
 
+import pymongo
 from girder.api.rest import getApiUrl
 from girder.constants import AccessType
-from girder.exceptions import ValidationException
+from girder.exceptions import AccessException, RestException, ValidationException
+from girder.models.group import Group
 from girder.models.model_base import Model
 
 from .. import settings
+from ..identifiers import InvalidIdentifier, normalize
 from ..settings import PluginSettings
+
+_FOLDER_ID_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
+MAX_NAME_LENGTH = 512
+MAX_CREDENTIAL_LENGTH = 512
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def validateEntry(entry):
+    """(identifier, folderId, name) for one registered dataset, or raise ValueError(reason)."""
+    if not isinstance(entry, dict):
+        raise ValueError('each dataset must be an object')
+    try:
+        ident = normalize(entry.get('identifier'))
+    except InvalidIdentifier as exc:
+        raise ValueError(str(exc))
+    folderId = entry.get('folderId')
+    if not isinstance(folderId, str) or not _FOLDER_ID_RE.match(folderId):
+        raise ValueError('folderId must be 1-64 letters, digits, "_" or "-"')
+    name = entry.get('name', ident.canonical)
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f'name must be a non-empty string of at most {MAX_NAME_LENGTH} characters')
+    return ident, folderId, name.strip()
 
 
 class Site(Model):
@@ -28,6 +58,7 @@ class Site(Model):
                 'ownerId',
                 'created',
                 'lastHeartbeat',
+                'lastRegistration',
                 'weight',
                 'capacity',
                 'running',
@@ -40,11 +71,25 @@ class Site(Model):
             raise ValidationException(
                 'A site name is 1-64 letters, digits, ".", "_" or "-".', 'name'
             )
-        if not isinstance(doc.get('apiUrl'), str) or not doc['apiUrl'].startswith(
-            ('http://', 'https://')
-        ):
+        apiUrl = doc.get('apiUrl')
+        if not isinstance(apiUrl, str) or not re.match(r'^https?://[^\s/]+(/[^\s]*)?$', apiUrl):
             raise ValidationException('A site apiUrl must be an http(s) URL.', 'apiUrl')
+        doc['apiUrl'] = apiUrl.rstrip('/')
+        weight = doc.get('weight', 1)
+        if (
+            not isinstance(weight, int | float)
+            or isinstance(weight, bool)
+            or not (0 <= weight <= 1000)
+        ):
+            raise ValidationException('A site weight is a number from 0 to 1000.', 'weight')
+        credential = doc.get('credential')
+        if credential is not None and (
+            not isinstance(credential, str) or not 0 < len(credential) <= MAX_CREDENTIAL_LENGTH
+        ):
+            raise ValidationException('A credential is a non-empty string.', 'credential')
         return doc
+
+    # Health --------------------------------------------------------------------------
 
     def ttl(self):
         return datetime.timedelta(seconds=settings.get(PluginSettings.HEARTBEAT_TTL))
@@ -55,14 +100,206 @@ class Site(Model):
             return False
         if last.tzinfo is None:
             last = last.replace(tzinfo=datetime.timezone.utc)
-        now = now or datetime.datetime.now(datetime.timezone.utc)
-        return now - last <= self.ttl()
+        return (now or _now()) - last <= self.ttl()
 
     def freeCapacity(self, site):
         capacity = site.get('capacity')
         if not capacity:
             return 0
-        return max(0, capacity - site.get('running', 0))
+        return max(0, capacity - (site.get('running') or 0))
 
     def localApiUrl(self):
         return settings.get(PluginSettings.SITE_API_URL) or getApiUrl()
+
+    def publicView(self, site, user):
+        doc = self.filter(site, user)
+        doc['healthy'] = self.healthy(site)
+        doc['hasCredential'] = bool(site.get('credential'))
+        return doc
+
+    # Who may do what -------------------------------------------------------------------
+
+    def isRegistrar(self, user):
+        if user is None:
+            return False
+        if user.get('admin'):
+            return True
+        groupName = settings.get(PluginSettings.REGISTRAR_GROUP)
+        if not groupName:
+            return False
+        group = Group().findOne({'name': groupName})
+        return group is not None and group['_id'] in user.get('groups', [])
+
+    def requireOwner(self, site, user):
+        if user is None or not (user.get('admin') or site.get('ownerId') == user['_id']):
+            raise AccessException(
+                f'Site "{site["name"]}" is registered by another account; only its owner or '
+                'an admin may change it.'
+            )
+
+    # Registration ----------------------------------------------------------------------
+
+    def _claim(self, name, user, fields):
+        """Create the site owned by ``user``, or update it if ``user`` owns it."""
+        if name == settings.get(PluginSettings.SITE_NAME):
+            raise RestException(
+                f'"{name}" is the name of this server\'s own site; register under another name.',
+                code=409,
+            )
+        site = self.findOne({'name': name})
+        if site is None:
+            site = self.validate(
+                {
+                    'name': name,
+                    'ownerId': user['_id'],
+                    'created': _now(),
+                    'datasetCount': 0,
+                    **fields,
+                }
+            )
+            try:
+                self.collection.insert_one(site)
+                return site
+            except pymongo.errors.DuplicateKeyError:
+                # Someone registered the same name a moment ago: they own it.
+                site = self.findOne({'name': name})
+        self.requireOwner(site, user)
+        site.update(fields)
+        self.validate(site)
+        self.collection.update_one({'_id': site['_id']}, {'$set': fields})
+        return site
+
+    def register(
+        self, user, name, apiUrl, datasets, mode='full', removed=(), credential=None, weight=None
+    ):
+        """Record a site's datasets; ``full`` replaces the site's set, ``partial`` adds to it.
+
+        Every entry is validated on its own: rejected ones are listed with their
+        reason and the valid ones are kept. Returns the counts.
+        """
+        from .dataset import Dataset
+
+        if mode not in ('full', 'partial'):
+            raise RestException('mode must be "full" or "partial".', code=400)
+        if not isinstance(datasets, list) or not isinstance(removed, list | tuple):
+            raise RestException('"datasets" and "removed" must be lists.', code=400)
+        if mode == 'full' and removed:
+            raise RestException('"removed" only makes sense with mode "partial".', code=400)
+        limit = settings.get(PluginSettings.MAX_REGISTRATION)
+        if len(datasets) + len(removed) > limit:
+            raise RestException(
+                f'A registration holds at most {limit} datasets; send the rest with '
+                'mode "partial".',
+                code=413,
+            )
+        now = _now()
+        fields = {'apiUrl': apiUrl, 'lastHeartbeat': now, 'lastRegistration': now}
+        if credential is not None:
+            fields['credential'] = credential
+        if weight is not None:
+            fields['weight'] = weight
+        try:
+            site = self._claim(name, user, fields)
+        except ValidationException as exc:
+            raise RestException(str(exc), code=400)
+
+        wanted, rejected = {}, []
+        for entry in datasets:
+            try:
+                ident, folderId, dsName = validateEntry(entry)
+            except ValueError as exc:
+                rejected.append({'identifier': _show(entry), 'reason': str(exc)})
+                continue
+            wanted[(ident.canonical, folderId)] = (ident.scheme, dsName)
+        unwanted = []
+        for entry in removed:
+            try:
+                ident, folderId, _ = validateEntry({**entry, 'name': 'x'})
+            except (ValueError, TypeError) as exc:
+                rejected.append({'identifier': _show(entry), 'reason': str(exc)})
+                continue
+            unwanted.append((ident.canonical, folderId))
+
+        coll = Dataset().collection
+        base = {'site': name, 'local': False}
+        existing = {}
+        if mode == 'full':
+            for doc in coll.find(base, {'identifier': 1, 'folderId': 1, 'name': 1}):
+                existing[(doc['identifier'], doc['folderId'])] = doc
+        else:
+            for ident, folderId in list(wanted) + unwanted:
+                doc = coll.find_one(
+                    {**base, 'identifier': ident, 'folderId': folderId},
+                    {'identifier': 1, 'folderId': 1, 'name': 1},
+                )
+                if doc:
+                    existing[(ident, folderId)] = doc
+
+        ops, added, updated = [], 0, 0
+        for (ident, folderId), (scheme, dsName) in wanted.items():
+            old = existing.get((ident, folderId))
+            if old is None:
+                added += 1
+                ops.append(
+                    pymongo.UpdateOne(
+                        {'identifier': ident, 'site': name, 'folderId': folderId},
+                        {
+                            '$set': {
+                                'scheme': scheme,
+                                'name': dsName,
+                                'local': False,
+                                'updated': now,
+                            },
+                            '$setOnInsert': {'created': now},
+                        },
+                        upsert=True,
+                    )
+                )
+            elif old.get('name') != dsName:
+                updated += 1
+                ops.append(
+                    pymongo.UpdateOne(
+                        {'_id': old['_id']}, {'$set': {'name': dsName, 'updated': now}}
+                    )
+                )
+        if mode == 'full':
+            gone = [doc['_id'] for key, doc in existing.items() if key not in wanted]
+        else:
+            gone = [existing[key]['_id'] for key in unwanted if key in existing]
+        if gone:
+            ops.append(pymongo.DeleteMany({'_id': {'$in': gone}}))
+        if ops:
+            coll.bulk_write(ops, ordered=False)
+        total = coll.count_documents(base)
+        self.collection.update_one({'_id': site['_id']}, {'$set': {'datasetCount': total}})
+        return {
+            'site': name,
+            'mode': mode,
+            'added': added,
+            'updated': updated,
+            'removed': len(gone),
+            'total': total,
+            'rejected': rejected,
+        }
+
+    def heartbeat(self, site, running=None, capacity=None):
+        fields = {'lastHeartbeat': _now()}
+        if running is not None:
+            fields['running'] = running
+        if capacity is not None:
+            fields['capacity'] = capacity
+        self.collection.update_one({'_id': site['_id']}, {'$set': fields})
+        site.update(fields)
+        return site
+
+    def remove(self, site, **kwargs):
+        from .dataset import Dataset
+
+        Dataset().collection.delete_many({'site': site['name'], 'local': False})
+        return super().remove(site, **kwargs)
+
+
+def _show(entry):
+    """What to call a rejected entry in the response: its identifier text, cut short."""
+    value = entry.get('identifier') if isinstance(entry, dict) else entry
+    return str(value)[:200]

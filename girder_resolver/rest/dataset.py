@@ -8,17 +8,19 @@ from girder.exceptions import RestException
 from .. import settings
 from ..models.dataset import Dataset
 from . import parseIdentifier
+from .site import SiteRoutes
 
 SORT_FIELDS = {'identifier', 'site', 'name', 'updated'}
 
 
-class DatasetResource(Resource):
-    """Routes under ``/resolver``; each concern adds its own routes to it."""
+class Resolver(Resource, SiteRoutes):
+    """Routes under ``/resolver``: the dataset index and the federation's sites."""
 
     def __init__(self):
         super().__init__()
         self.resourceName = 'resolver'
         self.route('GET', ('dataset',), self.listDatasets)
+        self._addSiteRoutes()
 
     @access.public
     @autoDescribeRoute(

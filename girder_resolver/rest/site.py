@@ -1,0 +1,140 @@
+"""``/resolver/site``: registration, heartbeats and health of the federation's sites."""
+
+import cherrypy
+from girder.api import access
+from girder.api.describe import Description, autoDescribeRoute
+from girder.api.rest import getCurrentUser
+from girder.exceptions import AccessException, RestException
+
+from .. import settings
+from ..models.site import Site
+from ..settings import PluginSettings
+
+#: Bytes allowed per registered dataset when sizing the largest accepted body.
+_BYTES_PER_ENTRY = 1024
+
+
+def loadSite(name):
+    if not settings.validSiteName(name):
+        raise RestException('A site name is 1-64 letters, digits, ".", "_" or "-".', code=400)
+    site = Site().findOne({'name': name})
+    if site is None:
+        raise RestException(f'No site named "{name}" is registered.', code=404)
+    return site
+
+
+def _checkBodySize():
+    limit = settings.get(PluginSettings.MAX_REGISTRATION) * _BYTES_PER_ENTRY + 65536
+    length = cherrypy.request.headers.get('Content-Length')
+    if length and length.isdigit() and int(length) > limit:
+        raise RestException(
+            f'The registration body is {int(length)} bytes; at most {limit} are accepted. '
+            'Send the datasets in several "partial" registrations.',
+            code=413,
+        )
+
+
+class SiteRoutes:
+    """Mixed into the ``/resolver`` resource."""
+
+    def _addSiteRoutes(self):
+        self.route('GET', ('site',), self.listSites)
+        self.route('POST', ('site',), self.registerSite)
+        self.route('PUT', ('site', ':name', 'heartbeat'), self.heartbeat)
+        self.route('DELETE', ('site', ':name'), self.deleteSite)
+
+    @access.public
+    @autoDescribeRoute(
+        Description("List the federation's sites with their health and dataset counts.")
+        .notes('A site is healthy while its last heartbeat is younger than the TTL setting.')
+        .pagingParams(defaultSort='name')
+    )
+    def listSites(self, limit, offset, sort):
+        user = getCurrentUser()
+        return [
+            Site().publicView(site, user)
+            for site in Site().find({}, limit=limit, offset=offset, sort=sort)
+        ]
+
+    @access.user
+    @autoDescribeRoute(
+        Description('Register a site and its datasets (full snapshot or partial update).')
+        .notes(
+            'Body: {name, apiUrl, credential?, weight?, mode: "full"|"partial", '
+            'datasets: [{identifier, folderId, name}], removed?: [{identifier, folderId}]}. '
+            'The first registrar of a name owns it. "full" replaces the site\'s datasets; '
+            '"partial" adds or updates those given and drops those in "removed". Invalid '
+            'entries are listed in "rejected" with a reason; the valid ones are kept. '
+            "The credential is stored for launching on users' behalf and never returned."
+        )
+        .jsonParam('body', 'The registration.', paramType='body', requireObject=True)
+        .errorResponse('Malformed registration.', 400)
+        .errorResponse('Not a registrar, or the site belongs to another account.', 403)
+        .errorResponse("The name belongs to this server's own site.", 409)
+        .errorResponse('Too many datasets in one request.', 413)
+    )
+    def registerSite(self, body):
+        _checkBodySize()
+        user = getCurrentUser()
+        if not Site().isRegistrar(user):
+            raise AccessException(
+                'Only admins and members of the registrar group may register sites.'
+            )
+        unknown = set(body) - {
+            'name',
+            'apiUrl',
+            'credential',
+            'weight',
+            'mode',
+            'datasets',
+            'removed',
+        }
+        if unknown:
+            raise RestException(f'Unknown fields: {", ".join(sorted(unknown))}.', code=400)
+        name = body.get('name')
+        if not settings.validSiteName(name):
+            raise RestException('"name" must be 1-64 letters, digits, ".", "_" or "-".', code=400)
+        apiUrl = body.get('apiUrl')
+        if not isinstance(apiUrl, str):
+            raise RestException('"apiUrl" must be the site\'s public API URL.', code=400)
+        return Site().register(
+            user,
+            name,
+            apiUrl,
+            body.get('datasets', []),
+            mode=body.get('mode', 'full'),
+            removed=body.get('removed', []),
+            credential=body.get('credential'),
+            weight=body.get('weight'),
+        )
+
+    @access.user
+    @autoDescribeRoute(
+        Description('Mark a site alive, optionally reporting its notebook capacity.')
+        .param('name', 'The site name.', paramType='path')
+        .param('running', 'Notebooks running at the site.', required=False, dataType='integer')
+        .param('capacity', 'Notebooks the site can run.', required=False, dataType='integer')
+        .errorResponse("Not the site's owner.", 403)
+        .errorResponse('No such site (register it first).', 404)
+    )
+    def heartbeat(self, name, running, capacity):
+        site = loadSite(name)
+        Site().requireOwner(site, getCurrentUser())
+        for label, value in (('running', running), ('capacity', capacity)):
+            if value is not None and not 0 <= value <= 10**6:
+                raise RestException(f'"{label}" must be between 0 and 1000000.', code=400)
+        site = Site().heartbeat(site, running=running, capacity=capacity)
+        return Site().publicView(site, getCurrentUser())
+
+    @access.user
+    @autoDescribeRoute(
+        Description('Remove a site and every dataset it registered.')
+        .param('name', 'The site name.', paramType='path')
+        .errorResponse("Not the site's owner or an admin.", 403)
+        .errorResponse('No such site.', 404)
+    )
+    def deleteSite(self, name):
+        site = loadSite(name)
+        Site().requireOwner(site, getCurrentUser())
+        Site().remove(site)
+        return {'message': f'Site "{name}" and its datasets were removed.'}
