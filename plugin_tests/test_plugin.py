@@ -17,8 +17,8 @@ def testAMissingWebClientBuildIsSkippedNotFatal(tmp_path, monkeypatch):
 
 
 @pytest.mark.plugin('resolver')
-def testThePluginIsLoadedAndItsRoutesAnswer(server):
-    resp = server.request('/system/plugins')
+def testThePluginIsLoadedAndItsRoutesAnswer(server, admin):
+    resp = server.request('/system/plugins', user=admin)
     assertStatusOk(resp)
     assert 'resolver' in resp.json['loaded']
     assertStatusOk(server.request('/resolver/dataset'))
