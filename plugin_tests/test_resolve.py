@@ -280,3 +280,28 @@ def testTheDatasetListingFiltersBySiteAndIdentifier(server, admin, collection):
     assert [d['name'] for d in resp.json] == ['B']
     assertStatus(server.request('/resolver/dataset', params={'site': '{"$gt": ""}'}), 400)
     assertStatus(server.request('/resolver/dataset', params={'sort': 'meta.$x'}), 400)
+
+
+@pytest.mark.plugin('resolver')
+def testTheDatasetListingFiltersByCollectionAndShowsPublicFlags(server, admin, collection):
+    makeDataset(admin, collection, 'In here', DOI, public=True)
+    other = Collection().createCollection('Elsewhere', admin, public=True)
+    makeDataset(admin, other, 'Out there', 'hdl:2142/7', public=False)
+    resp = server.request('/resolver/dataset', user=admin,
+                          params={'collectionId': str(collection['_id'])})
+    assertStatusOk(resp)
+    assert [(d['name'], d['public'], d['collectionId']) for d in resp.json] == [
+        ('In here', True, str(collection['_id']))]
+    resp = server.request('/resolver/dataset', params={'collectionId': '{"$ne": 1}'})
+    assertStatus(resp, 400)
+
+
+@pytest.mark.plugin('resolver')
+def testTheDatasetListingPagesAcrossBatches(server, admin, collection):
+    for i in range(12):
+        makeDataset(admin, collection, f'D{i:02d}', f'doi:10.5072/{i:02d}', public=i % 2 == 0)
+    names = [d['name'] for d, _ in Dataset().findVisible({}, None, batchSize=5)]
+    assert names == [f'D{i:02d}' for i in range(0, 12, 2)]
+    page = [d['name'] for d, _ in Dataset().findVisible({}, None, limit=2, offset=3,
+                                                        batchSize=5)]
+    assert page == ['D06', 'D08']

@@ -148,24 +148,42 @@ class Dataset(Model):
             return None
         return folder
 
-    def visible(self, doc, user):
-        """Whether ``user`` may see this entry: remote entries are public by registration."""
-        return not doc.get('local') or self.readableFolder(doc, user) is not None
+    def findVisible(self, query, user, limit=0, offset=0, sort=None, batchSize=500):
+        """(entry, folder) pairs matching ``query`` that ``user`` may see, paged after filtering.
 
-    def findVisible(self, query, user, limit=0, offset=0, sort=None):
-        """Entries matching ``query`` that ``user`` may see, paged after filtering."""
-        skipped = 0
-        returned = 0
-        for doc in self.find(query, sort=sort or [('identifier', 1), ('site', 1)]):
-            if not self.visible(doc, user):
-                continue
-            if skipped < offset:
-                skipped += 1
-                continue
-            yield doc
-            returned += 1
-            if limit and returned >= limit:
+        Remote entries are public by registration and come with ``folder=None``;
+        local ones come with their folder when ``user`` may read it. Folders are
+        loaded in batches, one query per batch rather than one per entry.
+        """
+        cursor = self.find(query, sort=sort or [('identifier', 1), ('site', 1)])
+        skipped = returned = 0
+        while True:
+            batch = [doc for _, doc in zip(range(batchSize), cursor, strict=False)]
+            if not batch:
                 return
+            folderIds = [
+                ObjectId(d['folderId'])
+                for d in batch
+                if d.get('local') and ObjectId.is_valid(d['folderId'])
+            ]
+            folders = (
+                {str(f['_id']): f for f in Folder().find({'_id': {'$in': folderIds}})}
+                if folderIds
+                else {}
+            )
+            for doc in batch:
+                folder = None
+                if doc.get('local'):
+                    folder = folders.get(doc['folderId'])
+                    if folder is None or not Folder().hasAccess(folder, user, AccessType.READ):
+                        continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                yield doc, folder
+                returned += 1
+                if limit and returned >= limit:
+                    return
 
     def locations(self, identifier, user, preferSite=None):
         """Where ``identifier`` lives, as seen by ``user``, best location first.

@@ -1,12 +1,15 @@
 """``/resolver/dataset``: the dataset index, paged and filtered by access."""
 
+from bson import ObjectId
 from girder.api import access
 from girder.api.describe import Description, autoDescribeRoute
 from girder.api.rest import Resource, getCurrentUser
 from girder.exceptions import RestException
+from girder.models.folder import Folder
 
 from .. import settings
 from ..models.dataset import Dataset
+from ..settings import PluginSettings
 from . import parseIdentifier
 from .site import SiteRoutes
 
@@ -29,6 +32,11 @@ class Resolver(Resource, SiteRoutes):
         .param('site', 'Only entries held by this site.', required=False)
         .param('identifier', 'Only entries for this identifier (any spelling).', required=False)
         .param(
+            'collectionId',
+            'Only local entries whose folder lies in this collection.',
+            required=False,
+        )
+        .param(
             'local',
             'Only entries of this site (true) or registered by others (false).',
             required=False,
@@ -37,7 +45,7 @@ class Resolver(Resource, SiteRoutes):
         .pagingParams(defaultSort='identifier')
         .errorResponse('A filter does not parse.', 400)
     )
-    def listDatasets(self, site, identifier, local, limit, offset, sort):
+    def listDatasets(self, site, identifier, collectionId, local, limit, offset, sort):
         query = {}
         if site is not None:
             if not settings.validSiteName(site):
@@ -50,14 +58,34 @@ class Resolver(Resource, SiteRoutes):
         for field, _direction in sort:
             if field not in SORT_FIELDS:
                 raise RestException(f'Sort by one of: {", ".join(sorted(SORT_FIELDS))}.', code=400)
+        if collectionId is not None:
+            query['local'] = True
+            query['folderId'] = {'$in': self._taggedFolders(collectionId)}
         user = getCurrentUser()
         model = Dataset()
         out = []
-        for doc in model.findVisible(query, user, limit=limit, offset=offset, sort=sort):
+        for doc, folder in model.findVisible(query, user, limit=limit, offset=offset, sort=sort):
             entry = model.filter(doc, user)
-            entry['folderId'] = doc['folderId']
-            if doc.get('local'):
-                folder = model.readableFolder(doc, user)
-                entry['public'] = bool(folder and folder.get('public'))
+            if folder is not None:
+                entry['public'] = bool(folder.get('public'))
+                entry['collectionId'] = (
+                    str(folder['baseParentId'])
+                    if folder.get('baseParentType') == 'collection'
+                    else None
+                )
             out.append(entry)
         return out
+
+    def _taggedFolders(self, collectionId):
+        if not ObjectId.is_valid(collectionId):
+            raise RestException('"collectionId" must be a collection id.', code=400)
+        key = settings.get(PluginSettings.IDENTIFIER_KEY)
+        folders = Folder().find(
+            {
+                'baseParentType': 'collection',
+                'baseParentId': ObjectId(collectionId),
+                f'meta.{key}': {'$exists': True},
+            },
+            fields={'_id': True},
+        )
+        return [str(f['_id']) for f in folders]
