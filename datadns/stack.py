@@ -227,3 +227,48 @@ class Redis(Service):
         with socket.create_connection(('127.0.0.1', self.port), timeout=1) as s:
             s.sendall(b'PING\r\n')
             return s.recv(16).startswith(b'+PONG')
+
+
+class Feder8(Service):
+    """A ``feder8 run`` sidecar for one site."""
+
+    name = 'feder8'
+
+    def __init__(
+        self,
+        siteName,
+        girderUrl,
+        girderApiKey,
+        centralUrl,
+        centralApiKey,
+        interval=30,
+        publicUrl=None,
+        logDir=None,
+        extraArgs=(),
+    ):
+        super().__init__(logDir)
+        self.log = self.logDir / f'feder8-{siteName}.log'
+        self.siteName = siteName
+        self.settings = {
+            'FEDER8_SITE_NAME': siteName,
+            'FEDER8_GIRDER_URL': girderUrl,
+            'FEDER8_GIRDER_API_KEY': girderApiKey,
+            'FEDER8_PUBLIC_URL': publicUrl or girderUrl,
+            'FEDER8_CENTRAL_URL': centralUrl,
+            'FEDER8_CENTRAL_API_KEY': centralApiKey,
+            'FEDER8_INTERVAL': str(interval),
+        }
+        self.extraArgs = list(extraArgs)
+
+    def command(self):
+        return [sys.executable, '-m', 'feder8', 'run', *self.extraArgs]
+
+    def env(self):
+        return {**os.environ, **self.settings, 'PYTHONUNBUFFERED': '1'}
+
+    def ready(self):
+        # Running is all we can see from outside; registration is checked at the central.
+        return self.proc.poll() is None
+
+    def logText(self):
+        return self.log.read_text(errors='replace') if self.log.exists() else ''

@@ -1,0 +1,215 @@
+"""The federation with real processes on loopback: a central, two sites, a feder8 each."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from datadns import stack
+from datadns.federation import Federation
+from datadns.sample import SHARED_DATASET
+
+TTL = 3
+INTERVAL = 0.5
+
+
+@pytest.fixture(scope='module')
+def fed(mongoUri, tmp_path_factory):
+    federation = Federation(
+        mongoUri,
+        tmp_path_factory.mktemp('federation'),
+        dbPrefix=f'fed_{os.getpid()}',
+        interval=INTERVAL,
+        centralSettings={'resolver.heartbeat_ttl': TTL},
+    )
+    try:
+        federation.start()
+        yield federation
+    finally:
+        federation.stop()
+
+
+def central(fed, path, **params):
+    return requests.get(f'{fed.girders["central"].apiUrl}/{path}', params=params, timeout=10)
+
+
+def sites(fed):
+    return {s['name']: s for s in central(fed, 'resolver/site').json()}
+
+
+def eventually(check, timeout=20, what='condition'):
+    return stack.waitFor(check, timeout, what, interval=0.2)
+
+
+@pytest.fixture(scope='module')
+def running(fed):
+    for name in fed.siteNames:
+        fed.startFeder8(name)
+    eventually(lambda: len(sites(fed)) == 2, what='both sites registered')
+    return fed
+
+
+def testEachSiteRegistersItsDatasetsOnStartup(running):
+    listed = sites(running)
+    assert listed['site-a']['datasetCount'] == 3
+    assert listed['site-b']['datasetCount'] == 2
+    assert all(s['healthy'] for s in listed.values())
+    log = running.feder8s['site-a'].logText()
+    assert 'registered a full snapshot: 3 datasets at the central (added 3' in log
+
+
+def testTheReplicatedDatasetListsBothLocations(running):
+    resp = central(running, 'resolve', id=SHARED_DATASET[1].upper())
+    assert resp.status_code == 200
+    locations = resp.json()['locations']
+    assert sorted(loc['site'] for loc in locations) == ['site-a', 'site-b']
+    assert all(loc['healthy'] for loc in locations)
+    assert {loc['apiUrl'] for loc in locations} == {
+        running.girders['site-a'].apiUrl,
+        running.girders['site-b'].apiUrl,
+    }
+
+
+def testATaggedDatasetIsResolvableAtTheCentralWithinAnIntervalAndUntaggingRemovesIt(running):
+    gc = running.clients['site-a']
+    coll = gc.get('collection', parameters={'limit': 0})[0]
+    folder = gc.createFolder(coll['_id'], 'Fresh data', parentType='collection', public=True)
+    gc.addMetadataToFolder(folder['_id'], {'identifier': 'doi:10.5072/fresh'})
+    eventually(
+        lambda: central(running, 'resolve', id='10.5072/FRESH').status_code == 200,
+        timeout=INTERVAL * 10,
+        what='the new dataset at the central',
+    )
+    [location] = central(running, 'resolve', id='10.5072/FRESH').json()['locations']
+    assert (location['site'], location['folderId']) == ('site-a', folder['_id'])
+    assert 'sent changes' in running.feder8s['site-a'].logText()
+    gc.sendRestRequest('DELETE', f'folder/{folder["_id"]}/metadata', json=['identifier'])
+    eventually(
+        lambda: central(running, 'resolve', id='10.5072/FRESH').status_code == 404,
+        timeout=INTERVAL * 10,
+        what='the untagged dataset gone from the central',
+    )
+
+
+def testAPrivateDatasetIsNotPublishedToTheCentral(running):
+    gc = running.clients['site-b']
+    coll = gc.get('collection', parameters={'limit': 0})[0]
+    folder = gc.createFolder(coll['_id'], 'Embargoed', parentType='collection', public=False)
+    gc.addMetadataToFolder(folder['_id'], {'identifier': 'doi:10.5072/embargoed'})
+    gc.addMetadataToFolder(folder['_id'], {'note': 'touch'})
+    time.sleep(INTERVAL * 4)
+    assert central(running, 'resolve', id='doi:10.5072/embargoed').status_code == 404
+
+
+def testAStoppedFeder8TurnsItsSiteUnhealthyAfterTheTtlAndARestartHealsIt(running):
+    running.stopFeder8('site-b')
+    eventually(
+        lambda: not sites(running)['site-b']['healthy'], timeout=TTL * 4, what='site-b unhealthy'
+    )
+    resp = central(running, 'resolve', id=SHARED_DATASET[1])
+    assert [(loc['site'], loc['healthy']) for loc in resp.json()['locations']] == [
+        ('site-a', True),
+        ('site-b', False),
+    ]
+    running.startFeder8('site-b')
+    eventually(
+        lambda: sites(running)['site-b']['healthy'], timeout=TTL * 4, what='site-b healthy again'
+    )
+
+
+def testAFeder8StartedWhileTheCentralIsDownRegistersOnceItComesUp(running):
+    running.stopFeder8('site-b')
+    running.girders['central'].stop()
+    running.startFeder8('site-b')
+    log = running.feder8s['site-b']
+    eventually(lambda: 'retrying in' in log.logText(), timeout=20, what='a logged retry')
+    before = time.time()
+    running.startGirder('central')
+    eventually(
+        lambda: sites(running)['site-b']['healthy'],
+        timeout=30,
+        what='site-b registered after the central came up',
+    )
+    assert 'registered a full snapshot' in log.logText()
+    assert time.time() - before < 30
+    # site-a's feder8 ran through the outage too, and is healthy again.
+    eventually(
+        lambda: sites(running)['site-a']['healthy'],
+        timeout=TTL * 4,
+        what='site-a healthy after the outage',
+    )
+
+
+def testACentralThatForgotASiteIsReRegistered(running):
+    gc = running.clients['central']
+    gc.delete('resolver/site/site-a')
+    assert 'site-a' not in sites(running)
+    eventually(
+        lambda: sites(running).get('site-a', {}).get('datasetCount') == 3,
+        timeout=20,
+        what='site-a registered again',
+    )
+    assert 'does not know this site' in running.feder8s['site-a'].logText()
+
+
+def testTheLaunchCredentialNeverAppearsInResponsesOrLogs(running):
+    gc = running.clients['site-a']
+    me = gc.get('user/me')
+    keys = [
+        k['key']
+        for k in gc.get('api_key', parameters={'userId': me['_id'], 'limit': 0})
+        if k['name'].startswith('feder8 launch credential')
+    ]
+    assert len(keys) == 1
+    secret = keys[0]
+    admin = running.clients['central']
+    bodies = [
+        requests.get(f'{running.girders["central"].apiUrl}/resolver/site', timeout=10).text,
+        str(admin.get('resolver/site')),
+        str(admin.get('resolver/dataset', parameters={'limit': 0})),
+        str(admin.get('resolve', parameters={'id': SHARED_DATASET[1]})),
+    ]
+    assert all(secret not in body for body in bodies)
+    assert all(s['hasCredential'] for s in admin.get('resolver/site'))
+    for feder8 in running.feder8s.values():
+        assert secret not in feder8.logText()
+    for name in running.names():
+        assert secret not in running.girders[name].log.read_text(errors='replace')
+
+
+def _sync(fed, site, key=None):
+    env = {**os.environ, **fed.feder8(site).settings}
+    if key:
+        env['FEDER8_CENTRAL_API_KEY'] = key
+    return subprocess.run(
+        [sys.executable, '-m', 'feder8', 'sync'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def testTwoSitesRegisteringAtTheSameMomentBothSucceed(running):
+    results = {}
+    threads = [
+        threading.Thread(target=lambda s=s: results.__setitem__(s, _sync(running, s)))
+        for s in running.siteNames
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for site, result in results.items():
+        assert result.returncode == 0, result.stderr
+        assert f'for site "{site}"' in result.stdout
+
+
+def testSyncFailsWithAClearMessageOnABadCentralKey(running):
+    result = _sync(running, 'site-a', key='not-a-real-key-' + 'x' * 24)
+    assert result.returncode == 2
+    assert 'central resolver refused the API key' in result.stderr
