@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from . import sample, stack
+from .federation import Federation
 
 SITES = ('site-a', 'site-b')
 
@@ -58,7 +59,14 @@ def main():
     envvar='DATADNS_ADMIN_LOGIN',
     help='Admin login at every server.',
 )
-def up(home, port, adminLogin):
+@click.option(
+    '--interval',
+    default=10.0,
+    show_default=True,
+    envvar='DATADNS_INTERVAL',
+    help="Seconds between each feder8's heartbeats.",
+)
+def up(home, port, adminLogin, interval):
     """Start a central resolver and two sites with sample data; Ctrl-C stops them."""
     home = Path(home).resolve()
     (home / 'logs').mkdir(parents=True, exist_ok=True)
@@ -72,13 +80,14 @@ def up(home, port, adminLogin):
     signal.signal(signal.SIGTERM, stopAll)
     signal.signal(signal.SIGINT, stopAll)
 
-    def start(service, what, **kwargs):
+    def start(service, what, **kwargs):  # noqa: E306
         click.echo(f'  starting {what} ...', nl=False)
         service.start(**kwargs)
         services.append(service)
         click.echo(' ok')
         return service
 
+    fed = None
     try:
         click.secho(f'Data DNS: starting the embedded stack in {home}', bold=True)
         db = start(
@@ -89,39 +98,42 @@ def up(home, port, adminLogin):
         if stack.Redis.available():
             redis = start(stack.Redis(logDir=home / 'logs'), 'Redis (notifications)')
             env['GIRDER_NOTIFICATION_REDIS_URL'] = redis.url
-        names = ('central',) + SITES
-        girders = {}
-        for offset, name in enumerate(names):
-            girders[name] = start(
-                stack.Girder(
-                    db.uri,
-                    dbName=f'datadns_{name.replace("-", "_")}',
-                    port=port + offset,
-                    logDir=home / 'logs' / name,
-                    extraEnv=env,
-                ),
-                f'Girder "{name}" on port {port + offset}',
+        fed = Federation(
+            db.uri,
+            home,
+            sites=SITES,
+            password=password,
+            basePort=port,
+            interval=interval,
+            env=env,
+            withSampleData=False,
+        )
+        for name in fed.names():
+            click.echo(
+                f'  starting Girder "{name}" on port {port + fed.names().index(name)} ...', nl=False
             )
-        clients = {}
-        for name, girder in girders.items():
-            gc = sample.ensureAdmin(girder.apiUrl, adminLogin, password)
-            gc.put(
-                'system/setting',
-                parameters={
-                    'list': _json(
-                        {'resolver.site_name': name, 'resolver.site_api_url': girder.apiUrl}
-                    )
-                },
-            )
-            clients[name] = gc
-        datasets = {}
+            fed.startGirder(name)
+            services.append(fed.girders[name])
+            click.echo(' ok')
         for name in SITES:
             click.echo(f'  sample datasets at {name} ...', nl=False)
-            datasets[name] = sample.provisionSite(
-                clients[name], name, home / 'data' / name, home / 'assetstore' / name
+            fed.datasets[name] = sample.provisionSite(
+                fed.clients[name], name, home / 'data' / name, home / 'assetstore' / name
             )
-            click.echo(f' {len(datasets[name])} tagged folders')
-        _printWelcome(girders, datasets, adminLogin, password, home)
+            click.echo(f' {len(fed.datasets[name])} tagged folders')
+        fed.start(girders=False)
+        for name in SITES:
+            click.echo(f'  starting feder8 for {name} ...', nl=False)
+            services.append(fed.startFeder8(name))
+            click.echo(' ok')
+        click.echo('  waiting for the sites to register ...', nl=False)
+        stack.waitFor(
+            lambda: len(fed.clients['central'].get('resolver/site')) == len(SITES),
+            60,
+            'site registration',
+        )
+        click.echo(' ok')
+        _printWelcome(fed.girders, fed.datasets, adminLogin, password, home)
         while not stopping.wait(1):
             for service in services:
                 if service.proc.poll() is not None:
@@ -171,9 +183,15 @@ def _printWelcome(girders, datasets, login, password, home):
         click.echo(f'  {name:8s} {girder.url}/')
     click.echo(f'  admin login: {login}   password: {password}   (kept in {home}/admin-password)')
     click.echo()
-    click.echo('Resolve a dataset (JSON for API clients, the landing page in a browser):')
-    site, (name, identifier, _folder) = 'site-a', datasets['site-a'][0]
-    click.echo(f'  {girders[site].apiUrl}/resolve?id={identifier}    ({name} at {site})')
-    click.echo(f'  central: {central.apiUrl}/resolve?id={identifier}')
+    click.echo('Resolve a dataset at the central (JSON for API clients, a page in a browser):')
+    shown = {}
+    for site in ('site-a', 'site-b'):
+        for name, identifier, _folder in datasets[site]:
+            shown.setdefault(identifier, (name, []))[1].append(site)
+    for identifier, (name, where) in shown.items():
+        click.echo(f'  {central.apiUrl}/resolve?id={identifier}')
+        click.echo(f'      {name}, held by {" and ".join(where)}')
+    click.echo()
+    click.echo(f'Launch from a browser: {central.url}/#resolve?id={datasets["site-a"][0][1]}')
     click.echo()
     click.echo('Press Ctrl-C to stop everything.')

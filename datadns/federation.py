@@ -12,7 +12,11 @@ ADMIN_LOGIN = 'admin'
 
 
 def apiKey(gc, name, scope=None):
-    """A fresh API key for the client's user (full access unless ``scope`` is given)."""
+    """The client user's API key called ``name``, made if missing (full access by default)."""
+    me = gc.get('user/me')
+    for key in gc.get('api_key', parameters={'userId': me['_id'], 'limit': 0}):
+        if key['name'] == name and key.get('active', True):
+            return key['key']
     params = {'name': name, 'tokenDuration': 30, 'active': 'true'}
     if scope is not None:
         params['scope'] = json.dumps(scope)
@@ -86,9 +90,11 @@ class Federation:
         setSettings(gc, settings)
         return girder
 
-    def start(self, onStart=None):
-        for name in self.names():
-            self.startGirder(name, onStart)
+    def start(self, onStart=None, girders=True):
+        """Start the Girders, give the sites sample data, and make the API keys feder8 uses."""
+        if girders:
+            for name in self.names():
+                self.startGirder(name, onStart)
         if self.withSampleData:
             for name in self.siteNames:
                 self.datasets[name] = sample.provisionSite(
