@@ -287,11 +287,13 @@ def testTheDatasetListingFiltersByCollectionAndShowsPublicFlags(server, admin, c
     makeDataset(admin, collection, 'In here', DOI, public=True)
     other = Collection().createCollection('Elsewhere', admin, public=True)
     makeDataset(admin, other, 'Out there', 'hdl:2142/7', public=False)
-    resp = server.request('/resolver/dataset', user=admin,
-                          params={'collectionId': str(collection['_id'])})
+    resp = server.request(
+        '/resolver/dataset', user=admin, params={'collectionId': str(collection['_id'])}
+    )
     assertStatusOk(resp)
     assert [(d['name'], d['public'], d['collectionId']) for d in resp.json] == [
-        ('In here', True, str(collection['_id']))]
+        ('In here', True, str(collection['_id']))
+    ]
     resp = server.request('/resolver/dataset', params={'collectionId': '{"$ne": 1}'})
     assertStatus(resp, 400)
 
@@ -302,6 +304,5 @@ def testTheDatasetListingPagesAcrossBatches(server, admin, collection):
         makeDataset(admin, collection, f'D{i:02d}', f'doi:10.5072/{i:02d}', public=i % 2 == 0)
     names = [d['name'] for d, _ in Dataset().findVisible({}, None, batchSize=5)]
     assert names == [f'D{i:02d}' for i in range(0, 12, 2)]
-    page = [d['name'] for d, _ in Dataset().findVisible({}, None, limit=2, offset=3,
-                                                        batchSize=5)]
+    page = [d['name'] for d, _ in Dataset().findVisible({}, None, limit=2, offset=3, batchSize=5)]
     assert page == ['D06', 'D08']
