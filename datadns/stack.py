@@ -183,6 +183,9 @@ class Girder(Service):
         env = dict(os.environ)
         # No broker in the embedded stack: run Girder's "local" tasks in-process.
         env['GIRDER_WORKER_TASK_ALWAYS_EAGER'] = 'true'
+        # `girder serve` defaults to development mode, whose reloader restarts the server
+        # whenever a .py file under the working directory changes (dropping launches).
+        env.setdefault('GIRDER_SERVER_MODE', 'production')
         env.update(self.extraEnv)
         return env
 

@@ -52,6 +52,7 @@ class Dataset(Model):
             [
                 'identifier',
                 'site',
+                'folderId',
                 ([('site', 1), ('folderId', 1)], {}),
                 (
                     [('identifier', 1), ('site', 1), ('folderId', 1)],
@@ -213,7 +214,8 @@ class Dataset(Model):
                         'healthy': True,
                         'lastSeen': now,
                         'local': True,
-                        '_rank': (0, 0),
+                        # Locality before weight: the copy at this server needs no hop.
+                        '_rank': (float('-inf'), 0),
                     }
                 )
                 continue

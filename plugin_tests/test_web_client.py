@@ -1,0 +1,476 @@
+"""The web client in a real browser: Debian's Chromium driven by Playwright against a live
+Girder with the plugin and sample datasets (see web_fixtures.py).
+
+Each step saves a screenshot to test-artifacts/screenshots/<test>-<step>.png.
+"""
+
+import re
+import urllib.parse
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from .web_fixtures import (
+    ADMIN,
+    REMOTE_SILENT,
+    REPO,
+    SILENT_ONLY_DOI,
+    SITE_A,
+    SITE_B,
+    USER,
+    apiGet,
+    heartbeat,
+    launchChromium,
+    newPage,
+    registerFederation,
+    startSite,
+)
+
+# The machine may be busy with other test servers; give the UI time.
+expect.set_options(timeout=20000)
+
+GALAXY = 'Galaxy survey'
+LAUNCH_TIMEOUT_MS = 90000
+
+
+@pytest.fixture(scope='module')
+def liveSite(mongoUri):
+    """The site the browser uses; it is the central resolver too."""
+    with startSite(mongoUri, SITE_A, users=[USER]) as site:
+        yield site
+
+
+@pytest.fixture(scope='module')
+def siteB(mongoUri):
+    with startSite(mongoUri, SITE_B) as site:
+        yield site
+
+
+@pytest.fixture(scope='module')
+def registeredSites(liveSite, siteB):
+    return registerFederation(liveSite, siteB)
+
+
+@pytest.fixture
+def federation(registeredSites, liveSite, siteB):
+    """The registered sites, site B having just sent a heartbeat (as its feder8 does)."""
+    heartbeat(liveSite, siteB)
+    return registeredSites
+
+
+@pytest.fixture(scope='module')
+def browser():
+    with launchChromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(browser, request):
+    failedBefore = request.session.testsfailed
+    with newPage(browser, request.node.name) as page:
+        yield page
+        if request.session.testsfailed > failedBefore:
+            # The test's outcome is known by teardown: keep what the browser showed.
+            for i, each in enumerate(page.context.pages):
+                page.screenshots(f'failed-{i}', page=each)
+
+
+def logIn(page, credentials, opener='.g-login'):
+    """Log in through Girder's own login dialog, opened by clicking ``opener``."""
+    login, password = credentials
+    page.locator(opener).first.click()
+    dialog = page.locator('#g-login-form')
+    # Once shown, the dialog focuses the login field; filling before that loses keystrokes.
+    expect(dialog.locator('#g-login')).to_be_focused()
+    dialog.locator('#g-login').fill(login)
+    dialog.locator('#g-password').fill(password)
+    dialog.locator('#g-login-button').click()
+    expect(page.locator('.g-user-dropdown-link')).to_contain_text(login)
+    # The dialog fades out and then tidies the URL; navigate only once it is gone.
+    expect(dialog).to_be_hidden()
+    expect(page.locator('.modal-backdrop')).to_have_count(0)
+
+
+def openApp(page, liveSite, fragment=''):
+    page.goto(f'{liveSite.url}/#{fragment}')
+    expect(page.locator('#g-app-header-container')).to_be_visible()
+
+
+def datasetRow(page, name):
+    return page.locator('.g-resolver-dataset', has=page.locator(f'text="{name}"'))
+
+
+def tokenOf(liveSite, credentials):
+    return liveSite.client(*credentials).token
+
+
+# Collection and folder pages -----------------------------------------------------------
+
+
+def testCollectionPageListsItsDatasetsWithTheirIdentifiers(page, liveSite):
+    openApp(page, liveSite)
+    logIn(page, USER)
+    page.goto(f'{liveSite.url}/#collection/{liveSite.collection["_id"]}')
+    panel = page.locator('.g-resolver-datasets-collection')
+    expect(panel).to_be_visible()
+    expect(panel.locator('.g-resolver-dataset')).to_have_count(len(liveSite.datasets))
+    for name, identifier, _folder in liveSite.datasets:
+        row = datasetRow(page, name)
+        expect(row.locator('.g-resolver-identifier')).to_have_text(identifier)
+        expect(row.locator('.g-resolver-launch')).to_be_visible()
+    # The folder list beside it carries the same badges.
+    folderLink = page.locator('.g-folder-list-entry', has_text=GALAXY)
+    expect(folderLink.locator('.g-resolver-identifier')).to_have_text(liveSite.dataset(GALAXY)[1])
+    page.screenshots('collection')
+
+
+def testFolderPageShowsTheIdentifierOfItsDataset(page, liveSite):
+    openApp(page, liveSite)
+    logIn(page, USER)
+    name, identifier, folder = liveSite.dataset(GALAXY)
+    page.goto(f'{liveSite.url}/#collection/{liveSite.collection["_id"]}/folder/{folder["_id"]}')
+    panel = page.locator('.g-resolver-datasets-folder')
+    expect(panel).to_contain_text('This folder is a dataset')
+    expect(panel.locator('.g-resolver-identifier')).to_have_text(identifier)
+    expect(panel.locator('.g-resolver-launch')).to_be_visible()
+    page.screenshots('folder')
+
+
+def testAnonymousVisitorIsAskedToLogInOnACollectionPage(page, liveSite):
+    openApp(page, liveSite, f'collection/{liveSite.collection["_id"]}')
+    row = datasetRow(page, GALAXY)
+    expect(row.locator('.g-resolver-identifier')).to_be_visible()
+    expect(row.locator('.g-resolver-launch')).to_have_count(0)
+    row.locator('.g-resolver-login').click()
+    expect(page.locator('#g-login-form')).to_be_visible()
+    page.screenshots('login-dialog')
+
+
+# The #resolve page ----------------------------------------------------------------------
+
+
+def testResolveLinkTakesAnAnonymousVisitorThroughLoginBackToTheDataset(page, liveSite):
+    name, identifier, folder = liveSite.dataset(GALAXY)
+    # The link a repository publishes, in a spelling other than the canonical one.
+    link = f'{liveSite.apiUrl}/resolve?' + urllib.parse.urlencode(
+        {'id': 'https://doi.org/10.5072/DataDNS.Galaxies'}
+    )
+    page.goto(link)
+    expect(page).to_have_url(re.compile(r'#resolve\?id='))
+    view = page.locator('.g-resolver-resolve')
+    expect(view.locator('.g-resolver-dataset-title .g-resolver-dataset-name')).to_have_text(name)
+    expect(view.locator('.g-resolver-dataset-title .g-resolver-identifier')).to_have_text(
+        identifier
+    )
+    expect(view.locator('.g-resolver-location')).to_have_count(1)
+    expect(view.locator('.g-resolver-location')).to_contain_text('reachable')
+    expect(view.locator('.g-resolver-login-prompt')).to_be_visible()
+    expect(view.locator('.g-resolver-launch')).to_have_count(0)
+    page.screenshots('1-anonymous')
+
+    view.locator('.g-resolver-login-button').click()
+    dialog = page.locator('#g-login-form')
+    expect(dialog.locator('#g-login')).to_be_focused()
+    dialog.locator('#g-login').fill(USER[0])
+    dialog.locator('#g-password').fill(USER[1])
+    page.screenshots('2-login-dialog')
+    dialog.locator('#g-login-button').click()
+
+    expect(page.locator('.g-user-dropdown-link')).to_contain_text(USER[0])
+    expect(page).to_have_url(re.compile(r'#resolve\?id=https'))
+    view = page.locator('.g-resolver-resolve')
+    expect(view.locator('.g-resolver-dataset-title .g-resolver-dataset-name')).to_have_text(name)
+    expect(view.locator('.g-resolver-login-prompt')).to_have_count(0)
+    expect(view.locator('.g-resolver-launch')).to_be_visible()
+    page.screenshots('3-logged-in')
+
+
+def testUnknownIdentifierIsExplainedInWords(page, liveSite):
+    openApp(page, liveSite, 'resolve?id=doi:10.5072/no-such-dataset')
+    failure = page.locator('.g-resolver-failure')
+    expect(failure).to_contain_text('No site in this federation holds this dataset')
+    expect(failure).to_contain_text('doi:10.5072/no-such-dataset')
+    page.screenshots('unknown')
+
+    openApp(page, liveSite, 'resolve?id=' + urllib.parse.quote('not an identifier at all'))
+    failure = page.locator('.g-resolver-failure')
+    expect(failure).to_contain_text('This is not an identifier we can read')
+    page.screenshots('unparsable')
+
+
+def testDatasetWithNoHealthySiteIsExplainedInWords(page, liveSite, federation):
+    openApp(page, liveSite)
+    logIn(page, USER)
+    page.goto(f'{liveSite.url}/#resolve?id={SILENT_ONLY_DOI}')
+    view = page.locator('.g-resolver-resolve')
+    expect(view.locator('.g-resolver-no-healthy')).to_contain_text(
+        'None of the sites holding this dataset is reachable right now'
+    )
+    expect(view.locator('.g-resolver-location')).to_contain_text('unreachable')
+    expect(view.locator('.g-resolver-launch')).to_have_count(0)
+    page.screenshots('no-healthy-site')
+
+
+# Admin pages ----------------------------------------------------------------------------
+
+
+def testAdminChangesASettingOnTheSettingsPage(page, liveSite):
+    openApp(page, liveSite)
+    logIn(page, ADMIN)
+    # Reached from Girder's plugin list, like every plugin's settings.
+    page.goto(f'{liveSite.url}/#plugins')
+    page.locator('.g-plugin-config-link[g-route="plugins/resolver/config"]').click()
+    expect(page).to_have_url(re.compile(r'#plugins/resolver/config$'))
+    form = page.locator('.g-resolver-settings-form')
+    idle = form.locator('#g-resolver-idle-timeout')
+    expect(idle).to_have_value('3600')
+    page.screenshots('1-loaded')
+
+    # A value the server refuses is shown next to its field, in the server's words.
+    cap = form.locator('#g-resolver-user-cap')
+    cap.fill('0')
+    idle.fill('1234')
+    form.locator('.g-resolver-settings-save').click()
+    capGroup = form.locator('.g-resolver-setting[data-key="resolver.user_cap"]')
+    expect(capGroup).to_have_class(re.compile('has-error'))
+    expect(capGroup.locator('.g-resolver-setting-error')).to_contain_text('at least 1')
+    expect(form.locator('.g-resolver-settings-error')).to_contain_text('Notebooks per person')
+    page.screenshots('2-validation-error')
+
+    cap.fill('3')
+    form.locator('#g-resolver-backend').select_option('docker')
+    form.locator('.g-resolver-settings-save').click()
+    expect(page.locator('#g-alerts-container')).to_contain_text('Settings saved')
+    expect(capGroup).not_to_have_class(re.compile('has-error'))
+    page.screenshots('3-saved')
+
+    settings = liveSite.admin.get(
+        'system/setting',
+        parameters={'list': '["resolver.idle_timeout", "resolver.user_cap", "resolver.backend"]'},
+    )
+    assert settings == {
+        'resolver.idle_timeout': 1234,
+        'resolver.user_cap': 3,
+        'resolver.backend': 'docker',
+    }
+    liveSite.admin.put(
+        'system/setting',
+        parameters={
+            'list': '[{"key": "resolver.backend", "value": "process"},'
+            ' {"key": "resolver.idle_timeout", "value": 3600},'
+            ' {"key": "resolver.user_cap", "value": 2}]'
+        },
+    )
+
+
+def testFederationPageListsTheSitesWithTheirHealth(page, liveSite, federation):
+    openApp(page, liveSite)
+    logIn(page, ADMIN)
+    page.goto(f'{liveSite.url}/#admin')
+    page.locator('.g-resolver-admin-federation a').click()
+    expect(page).to_have_url(re.compile(r'#resolver/federation$'))
+    table = page.locator('.g-resolver-sites')
+    healthy = table.locator(f'.g-resolver-site[data-site="{SITE_B}"]')
+    silent = table.locator(f'.g-resolver-site[data-site="{REMOTE_SILENT}"]')
+    expect(healthy.locator('.g-resolver-health')).to_have_text('healthy')
+    expect(healthy.locator('.g-resolver-site-datasets')).to_have_text('2')
+    expect(healthy.locator('.g-resolver-site-running')).to_have_text('0 of 8')
+    expect(silent.locator('.g-resolver-health')).to_have_text('unreachable')
+    expect(silent.locator('.g-resolver-site-datasets')).to_have_text('1')
+    page.screenshots('sites')
+
+
+# Notebooks ------------------------------------------------------------------------------
+
+
+def assertNotebookPage(notebookPage, url, datasetName):
+    """The page a notebook URL leads to is the notebook server's own, with the dataset in it."""
+    base = url.split('?')[0]
+    expect(notebookPage).to_have_url(re.compile('^' + re.escape(base)))
+    expect(notebookPage.locator('body')).to_contain_text('Jupyter')
+    # Whatever the notebook's front end, its contents API lists the mounted dataset.
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)['token'][0]
+    resp = requests.get(f'{base}api/contents', params={'token': token}, timeout=10)
+    resp.raise_for_status()
+    names = [entry['name'] for entry in resp.json()['content']]
+    assert any(datasetName.split()[0] in name for name in names), names
+
+
+def notebooksOf(liveSite, credentials, folderId):
+    token = tokenOf(liveSite, credentials)
+    resp = apiGet(liveSite, 'notebook', token, folderId=folderId)
+    resp.raise_for_status()
+    return resp.json()
+
+
+@pytest.mark.timeout(300)
+def testCollectionPageLaunchesOpensAndStopsANotebook(page, liveSite):
+    name, identifier, folder = liveSite.dataset(GALAXY)
+    openApp(page, liveSite)
+    logIn(page, USER)
+    page.goto(f'{liveSite.url}/#collection/{liveSite.collection["_id"]}')
+    row = datasetRow(page, name)
+    expect(row.locator('.g-resolver-launch')).to_be_visible()
+    page.screenshots('1-before')
+
+    row.locator('.g-resolver-launch').click()
+    status = row.locator('.g-resolver-status-launching')
+    expect(status).to_be_visible()
+    expect(status.locator('.g-resolver-progress-message')).not_to_be_empty()
+    page.screenshots('2-launching')
+
+    openLink = row.locator('.g-resolver-open')
+    expect(openLink).to_be_visible(timeout=LAUNCH_TIMEOUT_MS)
+    expect(row.locator('.g-resolver-stop')).to_be_visible()
+    url = openLink.get_attribute('href')
+    page.screenshots('3-running')
+
+    with page.context.expect_page() as popup:
+        openLink.click()
+    notebookPage = popup.value
+    notebookPage.wait_for_load_state()
+    assertNotebookPage(notebookPage, url, name)
+    page.screenshots('4-notebook', page=notebookPage)
+    notebookPage.close()
+
+    [running] = [nb for nb in notebooksOf(liveSite, USER, folder['_id']) if nb['url'] == url]
+    assert running['status'] == 'running'
+
+    row.locator('.g-resolver-stop').click()
+    expect(row.locator('.g-resolver-launch')).to_be_visible(timeout=60000)
+    page.screenshots('5-stopped')
+    token = tokenOf(liveSite, USER)
+    resp = apiGet(liveSite, f'notebook/{running["_id"]}', token)
+    assert resp.status_code == 404 or resp.json()['status'] == 'stopped'
+
+
+@pytest.mark.timeout(300)
+def testResolveLinkLaunchesANotebookAfterLogin(page, liveSite):
+    name, identifier, folder = liveSite.dataset('Ocean temperatures')
+    link = f'{liveSite.apiUrl}/resolve?' + urllib.parse.urlencode({'id': identifier})
+    page.goto(link)
+    view = page.locator('.g-resolver-resolve')
+    expect(view.locator('.g-resolver-dataset-title .g-resolver-dataset-name')).to_have_text(name)
+    logIn(page, USER, opener='.g-resolver-login-button')
+    view = page.locator('.g-resolver-resolve')
+    expect(view.locator('.g-resolver-launch')).to_be_visible()
+    page.screenshots('1-ready')
+
+    view.locator('.g-resolver-launch').click()
+    expect(view.locator('.g-resolver-status-launching')).to_be_visible()
+    page.screenshots('2-launching')
+
+    # Once it runs, the page goes to the notebook by itself.
+    page.wait_for_url(lambda url: not url.startswith(liveSite.url + '/'), timeout=LAUNCH_TIMEOUT_MS)
+    page.wait_for_load_state()
+    [nb] = [n for n in notebooksOf(liveSite, USER, folder['_id']) if n['status'] == 'running']
+    assertNotebookPage(page, nb['url'], name)
+    page.screenshots('3-notebook')
+    liveSite.client(*USER).delete(f'notebook/{nb["_id"]}')
+
+
+@pytest.mark.timeout(300)
+def testAutolaunchLinkStartsTheNotebookRightAfterLogin(page, liveSite):
+    name, identifier, folder = liveSite.dataset(GALAXY)
+    link = f'{liveSite.apiUrl}/resolve?' + urllib.parse.urlencode(
+        {'id': identifier, 'autolaunch': '1'}
+    )
+    page.goto(link)
+    view = page.locator('.g-resolver-resolve')
+    expect(view.locator('.g-resolver-login-prompt')).to_contain_text(
+        'a notebook with this dataset will start for you'
+    )
+    page.screenshots('1-anonymous')
+    logIn(page, USER, opener='.g-resolver-login-button')
+    # No click on Launch: the link asked for it.
+    expect(page.locator('.g-resolver-status-launching')).to_be_visible()
+    page.screenshots('2-launching')
+    page.wait_for_url(lambda url: not url.startswith(liveSite.url + '/'), timeout=LAUNCH_TIMEOUT_MS)
+    page.wait_for_load_state()
+    [nb] = [n for n in notebooksOf(liveSite, USER, folder['_id']) if n['status'] == 'running']
+    assertNotebookPage(page, nb['url'], name)
+    page.screenshots('3-notebook')
+    liveSite.client(*USER).delete(f'notebook/{nb["_id"]}')
+
+
+# Repository integration --------------------------------------------------------------
+
+REPOSITORY = 'https://repository.example.org'
+
+
+def bookmarklet(liveSite):
+    """The bookmarklet line of docs/repository-integration.md, pointed at this server."""
+    doc = (REPO / 'docs' / 'repository-integration.md').read_text()
+    [line] = [ln for ln in doc.splitlines() if ln.startswith('javascript:')]
+    return line.replace('https://resolver.example.org', liveSite.url)
+
+
+@pytest.mark.parametrize(
+    ('head', 'body', 'expected'),
+    [
+        ('<meta name="citation_doi" content="10.5072/DataDNS.Galaxies">', '', 'Galaxy survey'),
+        (
+            '<meta name="DC.Identifier" content="ISSN 1234-5678">'
+            '<meta name="DC.identifier" content="hdl:20.500.12345/ocean-temps">',
+            '',
+            'Ocean temperatures',
+        ),
+        (
+            '',
+            '<a href="https://doi.org/10.5072/datadns.turbulence">the data</a>',
+            'Turbulence DNS',
+        ),
+        ('', 'A page without identifiers.', None),
+    ],
+    ids=['citation_doi', 'dc.identifier', 'doi-link', 'page-url'],
+)
+def testBookmarkletSendsTheIdentifierOfThePageToTheResolver(page, liveSite, head, body, expected):
+    landing = f'{REPOSITORY}/record/42'
+    page.route(
+        f'{REPOSITORY}/**',
+        lambda route: route.fulfill(
+            content_type='text/html',
+            body=f'<html><head><title>Record</title>{head}</head><body>{body}</body></html>',
+        ),
+    )
+    page.add_init_script('window.open = (url) => { window.__opened = url; return null; };')
+    page.goto(landing)
+    page.evaluate(bookmarklet(liveSite)[len('javascript:') :])
+    opened = page.evaluate('window.__opened')
+    assert opened.startswith(f'{liveSite.apiUrl}/resolve?id=')
+    if expected is None:
+        assert urllib.parse.parse_qs(urllib.parse.urlsplit(opened).query)['id'] == [landing]
+    page.goto(opened)
+    view = page.locator('.g-resolver-resolve')
+    if expected is None:
+        expect(view.locator('.g-resolver-failure')).to_contain_text('No site')
+    else:
+        expect(view.locator('.g-resolver-dataset-title .g-resolver-dataset-name')).to_have_text(
+            expected
+        )
+    page.screenshots(f'resolved-{(expected or "page-url").split()[0].lower()}')
+
+
+@pytest.mark.timeout(300)
+def testResolvePageLaunchesAtTheSiteThatHoldsTheData(page, liveSite, siteB, federation):
+    """The central holds no copy: it asks site B to launch on the visitor's behalf."""
+    name, identifier, _folder = siteB.dataset('Climate reanalysis')
+    page.goto(f'{liveSite.apiUrl}/resolve?' + urllib.parse.urlencode({'id': identifier}))
+    view = page.locator('.g-resolver-resolve')
+    expect(view.locator('.g-resolver-dataset-title .g-resolver-dataset-name')).to_have_text(name)
+    logIn(page, USER, opener='.g-resolver-login-button')
+    expect(view.locator('.g-resolver-launch-box')).to_contain_text(f'start at {SITE_B}')
+    page.screenshots('1-ready')
+
+    view.locator('.g-resolver-launch').click()
+    expect(view.locator('.g-resolver-status-launching')).to_be_visible()
+    page.screenshots('2-launching')
+    page.wait_for_url(lambda url: not url.startswith(liveSite.url + '/'), timeout=LAUNCH_TIMEOUT_MS)
+    page.wait_for_load_state()
+    alice = liveSite.client(*USER)
+    [nb] = [n for n in alice.get('notebook') if n['status'] == 'running']
+    assert nb['site'] == SITE_B
+    assertNotebookPage(page, nb['url'], name)
+    page.screenshots('3-notebook')
+    alice.delete(f'notebook/{nb["_id"]}')

@@ -1,0 +1,138 @@
+// The datasets of a collection page, or the dataset a folder page shows: identifier
+// badges and Launch / Open / Stop with live status.
+
+import { datasetsOfCollection, datasetsOfFolder, knownDatasets } from '../datasets';
+import { html } from '../html';
+import { notebooks } from '../notebooks';
+import NotebookControls from './NotebookControls';
+
+export function identifierBadge(identifier, scheme) {
+    return html`<a class="g-resolver-identifier label label-info" href="#resolve?id=${encodeURIComponent(identifier)}"
+        title="${scheme ? scheme.toUpperCase() + ': ' : ''}${identifier} (show where it resolves)"><i class="icon-tag"></i>${identifier}</a>`;
+}
+
+/** Put identifier badges beside the dataset folders of a folder list. */
+export function decorateFolderLinks(root) {
+    root.querySelectorAll('a.g-folder-list-link').forEach((link) => {
+        const folderId = (link.getAttribute('href') || '').replace(/^#folder\//, '');
+        const identifiers = knownDatasets.get(folderId);
+        const old = link.parentElement.querySelector('.g-resolver-folder-badges');
+        if (old) {
+            old.remove();
+        }
+        if (identifiers && identifiers.length) {
+            const span = document.createElement('span');
+            span.className = 'g-resolver-folder-badges';
+            span.innerHTML = identifiers.map((id) => identifierBadge(id).toString()).join(' ');
+            link.after(span);
+        }
+    });
+}
+
+function datasetRow(dataset, collectionId) {
+    const href = collectionId
+        ? `#collection/${collectionId}/folder/${dataset.folderId}`
+        : `#folder/${dataset.folderId}`;
+    return html`
+      <li class="list-group-item g-resolver-dataset" data-folder-id="${dataset.folderId}">
+        <div class="g-resolver-dataset-info">
+          <a class="g-resolver-dataset-name" href="${href}"><i class="icon-folder"></i>${dataset.name}</a>
+          <span class="g-resolver-identifiers">${dataset.identifiers.map((i) => identifierBadge(i.identifier, i.scheme))}</span>
+        </div>
+        <div class="g-resolver-dataset-actions"></div>
+      </li>`;
+}
+
+export default class DatasetPanel {
+    /**
+     * @param {Backbone.Model} model the collection or folder the page shows
+     */
+    constructor(model) {
+        this.model = model;
+        this.type = model.resourceName;
+        this.el = document.createElement('div');
+        this.el.className = `g-resolver-datasets g-resolver-datasets-${this.type}`;
+    }
+
+    async load() {
+        const id = this.model.id;
+        const datasets = this.type === 'collection'
+            ? await datasetsOfCollection(id)
+            : await datasetsOfFolder(this.model);
+        this.datasets = datasets;
+        return datasets;
+    }
+
+    render() {
+        const datasets = this.datasets || [];
+        if (!datasets.length) {
+            this.el.innerHTML = '';
+            this.el.hidden = true;
+            return this;
+        }
+        this.el.hidden = false;
+        const collectionId = this.type === 'collection' ? this.model.id : null;
+        if (this.type === 'collection') {
+            this.el.innerHTML = html`
+              <div class="panel panel-default">
+                <div class="panel-heading g-resolver-panel-heading">
+                  <i class="icon-database"></i>
+                  <b>Datasets in this collection</b>
+                  <span class="badge">${datasets.length}</span>
+                  <span class="g-resolver-hint">Launch a Jupyter notebook next to the data; the data is mounted read-only.</span>
+                </div>
+                <ul class="list-group">${datasets.map((d) => datasetRow(d, collectionId))}</ul>
+              </div>`.toString();
+        } else {
+            const [dataset] = datasets;
+            this.el.innerHTML = html`
+              <div class="panel panel-default">
+                <div class="panel-heading g-resolver-panel-heading">
+                  <i class="icon-database"></i>
+                  <b>This folder is a dataset</b>
+                  <span class="g-resolver-hint">Launch a Jupyter notebook next to the data; the data is mounted read-only.</span>
+                </div>
+                <ul class="list-group">
+                  <li class="list-group-item g-resolver-dataset" data-folder-id="${dataset.folderId}">
+                    <div class="g-resolver-dataset-info">
+                      <span class="g-resolver-identifiers">${dataset.identifiers.map((i) => identifierBadge(i.identifier, i.scheme))}</span>
+                    </div>
+                    <div class="g-resolver-dataset-actions"></div>
+                  </li>
+                </ul>
+              </div>`.toString();
+        }
+        this.el.querySelectorAll('.g-resolver-dataset').forEach((row) => {
+            const dataset = datasets.find((d) => d.folderId === row.dataset.folderId);
+            new NotebookControls(row.querySelector('.g-resolver-dataset-actions'),
+                { local: true, folderId: dataset.folderId, site: dataset.site }).render();
+        });
+        return this;
+    }
+}
+
+/** Show the panel for ``hierarchy`` (a HierarchyWidget on a collection or folder page). */
+export function attachDatasetPanel(hierarchy) {
+    const model = hierarchy.parentModel;
+    if (!model || !['collection', 'folder'].includes(model.resourceName) || !model.id) {
+        return;
+    }
+    const anchor = hierarchy.el.querySelector('.g-folder-list-container');
+    if (!anchor) {
+        return;
+    }
+    const token = {};
+    hierarchy._resolverToken = token;
+    const panel = new DatasetPanel(model);
+    panel.el.hidden = true;
+    anchor.before(panel.el);
+    Promise.all([panel.load(), notebooks.refresh()]).then(() => {
+        if (hierarchy._resolverToken !== token || !panel.el.isConnected) {
+            return;
+        }
+        panel.render();
+        decorateFolderLinks(hierarchy.el);
+    }).catch((err) => {
+        console.warn('Data DNS: could not list datasets:', err.message); // eslint-disable-line no-console
+    });
+}
