@@ -37,6 +37,9 @@ setup(
         'prometheus-client>=0.17',
         'docker>=7',
         'jupyter_server>=2.10',
+        # The classic notebook UI (file listing at /tree) as a jupyter_server extension:
+        # the lightest UI that shows the dataset; jupyterlab would add ~3x the dependencies.
+        'nbclassic>=1.0',
     ],
     extras_require={
         'test': [

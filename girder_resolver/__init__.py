@@ -39,18 +39,22 @@ class ResolverPlugin(GirderPlugin):
         from girder.constants import TokenScope
         from girder.utility.model_importer import ModelImporter
 
-        from . import events, settings  # noqa: F401 (registers setting validators)
+        from . import culler, events, settings  # noqa: F401 (registers setting validators)
         from .constants import LAUNCH_SCOPE
         from .models.dataset import Dataset
+        from .models.notebook import Notebook
         from .models.site import Site
         from .rest.dataset import Resolver
+        from .rest.notebook import NotebookResource
         from .rest.resolve import Resolve
 
         ModelImporter.registerModel('resolver_dataset', Dataset, 'resolver')
         ModelImporter.registerModel('resolver_site', Site, 'resolver')
+        ModelImporter.registerModel('resolver_notebook', Notebook, 'resolver')
 
         info['apiRoot'].resolve = Resolve()
         info['apiRoot'].resolver = Resolver()
+        info['apiRoot'].notebook = NotebookResource()
 
         TokenScope.describeScope(
             LAUNCH_SCOPE,
@@ -63,3 +67,10 @@ class ResolverPlugin(GirderPlugin):
 
         count = Dataset().reindexLocal()
         logger.info('Data DNS: %d tagged folders indexed', count)
+
+        # Adopt notebooks that outlived a restart, end dead ones, then cull periodically.
+        try:
+            logger.info('Data DNS notebooks after start-up: %s', culler.recover() or 'none')
+        except Exception:  # a broken container engine must not keep Girder from starting
+            logger.exception('Data DNS: notebook recovery failed')
+        culler.start()

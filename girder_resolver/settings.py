@@ -36,6 +36,8 @@ class PluginSettings:
     IDLE_TIMEOUT = 'resolver.idle_timeout'
     #: Seconds after which a notebook is stopped whatever its activity (0 = never).
     MAX_AGE = 'resolver.max_age'
+    #: Seconds between two rounds of the notebook culler.
+    CULL_INTERVAL = 'resolver.cull_interval'
     #: How many live notebooks one person may hold at a site.
     USER_CAP = 'resolver.user_cap'
     #: Number of warm, unclaimed notebooks kept ready (0 = no pool).
@@ -43,6 +45,8 @@ class PluginSettings:
     #: JSON object mapping a folder id to a dataset path on disk, for folders not imported
     #: from a filesystem assetstore.
     DATA_PATHS = 'resolver.data_paths'
+    #: Bearer secret that lets a Prometheus scraper read /resolver/metrics (empty = admins only).
+    METRICS_TOKEN = 'resolver.metrics_token'
 
 
 _DEFAULTS = {
@@ -58,9 +62,11 @@ _DEFAULTS = {
     PluginSettings.NOTEBOOK_HOST: '127.0.0.1',
     PluginSettings.IDLE_TIMEOUT: 3600,
     PluginSettings.MAX_AGE: 0,
+    PluginSettings.CULL_INTERVAL: 60,
     PluginSettings.USER_CAP: 2,
     PluginSettings.POOL_SIZE: 0,
     PluginSettings.DATA_PATHS: {},
+    PluginSettings.METRICS_TOKEN: '',
 }
 
 _SITE_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
@@ -147,7 +153,12 @@ def _validateNonEmptyString(doc):
 
 
 @setting_utilities.validator(
-    {PluginSettings.IDLE_TIMEOUT, PluginSettings.HEARTBEAT_TTL, PluginSettings.USER_CAP}
+    {
+        PluginSettings.IDLE_TIMEOUT,
+        PluginSettings.HEARTBEAT_TTL,
+        PluginSettings.USER_CAP,
+        PluginSettings.CULL_INTERVAL,
+    }
 )
 def _validateAtLeastOne(doc):
     _positiveInt(doc, 1)
@@ -175,5 +186,15 @@ def _validateDataPaths(doc):
     ):
         raise ValidationException(
             'Data paths must map folder ids to absolute paths on disk.', 'value'
+        )
+    doc['value'] = value
+
+
+@setting_utilities.validator(PluginSettings.METRICS_TOKEN)
+def _validateMetricsToken(doc):
+    value = doc['value'] or ''
+    if not isinstance(value, str) or (value and len(value) < 16):
+        raise ValidationException(
+            'The metrics secret must be empty (admins only) or at least 16 characters.', 'value'
         )
     doc['value'] = value

@@ -36,6 +36,20 @@ def get_launcher(name, **config):
     return backend(**config)
 
 
+def get_configured_launcher(name, **candidates):
+    """The launcher called ``name``, given those of ``candidates`` that it takes as options.
+
+    A site's settings are written once for every backend (image, memory limit,
+    listen address, ...); each backend keeps the options it knows and ignores
+    the rest, so callers need not know which backend runs.
+    """
+    try:
+        known = BACKENDS[name].all_options()
+    except (KeyError, TypeError):
+        return get_launcher(name)  # raises the ValueError that names the choices
+    return get_launcher(name, **{k: v for k, v in candidates.items() if k in known})
+
+
 __all__ = [
     'BACKENDS',
     'DockerLauncher',
@@ -44,6 +58,7 @@ __all__ = [
     'Launcher',
     'Option',
     'ProcessLauncher',
+    'get_configured_launcher',
     'get_launcher',
     'sanitize_data_name',
 ]

@@ -142,6 +142,11 @@ class Launcher(abc.ABC):
             'Host name or address put in the notebook URL that a browser opens.',
         ),
         'public_scheme': Option('http', 'URL scheme of the notebook URL that a browser opens.'),
+        'default_url': Option(
+            '/tree',
+            'Page (below base_url) that the notebook URL redirects to: /tree is the classic '
+            "notebook UI's file listing (nbclassic); '' leaves jupyter_server's default.",
+        ),
         'ready_timeout': Option(
             60.0, 'Seconds that wait_ready() waits by default for a new server to answer.'
         ),
@@ -210,6 +215,12 @@ class Launcher(abc.ABC):
         """The last lines of the notebook server's output, for error messages ('' if none)."""
 
     # -- shared behaviour ------------------------------------------------------
+
+    def default_url_args(self):
+        """jupyter_server options that send the bare notebook URL to the UI's start page."""
+        if not self.config['default_url']:
+            return []
+        return [f'--ServerApp.default_url={self.config["default_url"]}']
 
     def url(self, handle, spec_or_base_url=None, token=None):
         """The notebook URL that a browser opens.

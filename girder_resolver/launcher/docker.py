@@ -81,6 +81,11 @@ class DockerLauncher(Launcher):
             "Mount and install this package's read-only contents manager, so that writes "
             'to the dataset get a clear 403 (the mount is read-only either way).',
         ),
+        'contents_manager': Option(
+            'ReadOnlyDataSyncContentsManager',
+            'Which read-only contents manager of readonly.py to install: the sync one '
+            "suits the image's nbclassic 0.3 UI; ReadOnlyDataContentsManager is the async one.",
+        ),
         'run_kwargs': Option(
             {},
             'Further keyword arguments for the docker SDK containers.create() '
@@ -224,6 +229,7 @@ class DockerLauncher(Launcher):
             'port': port,
             'baseUrl': spec.base_url,
             'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            'labels': labels,
         }
 
     def is_alive(self, handle):
@@ -280,11 +286,13 @@ class DockerLauncher(Launcher):
             f'--ServerApp.base_url={spec.base_url}',
             f'--ServerApp.root_dir={home}',
             '--ServerApp.terminals_enabled=False',
+            *self.default_url_args(),
         ]
         if self.config['read_only_contents']:
+            manager = self.config['contents_manager']
             args += [
-                '--ServerApp.contents_manager_class=datadns_readonly.ReadOnlyDataContentsManager',
-                f'--ReadOnlyDataContentsManager.read_only_paths={spec.data_name}',
+                f'--ServerApp.contents_manager_class=datadns_readonly.{manager}',
+                f'--{manager}.read_only_paths={spec.data_name}',
             ]
         return args + [str(arg) for arg in self.config['extra_args']]
 
@@ -321,6 +329,7 @@ class DockerLauncher(Launcher):
             'port': int(bindings[0]['HostPort']),
             'baseUrl': labels.get(BASE_URL_LABEL) or f'/notebook/{labels[NOTEBOOK_LABEL]}/',
             'started': container.attrs.get('State', {}).get('StartedAt'),
+            'labels': dict(labels),
         }
 
     def _remove(self, container):

@@ -207,6 +207,7 @@ class ProcessLauncher(Launcher):
             'baseUrl': spec.base_url,
             'workDir': work_dir,
             'started': _utcnow_iso(),
+            'labels': spec.labels,
         }
         self._write_marker(handle, spec)
         return handle
@@ -311,6 +312,7 @@ class ProcessLauncher(Launcher):
             f'--ServerApp.base_url={spec.base_url}',
             f'--ServerApp.root_dir={home}',
             '--ServerApp.terminals_enabled=False',
+            *self.default_url_args(),
         ]
         if hasattr(os, 'geteuid') and os.geteuid() == 0:
             args.append('--allow-root')

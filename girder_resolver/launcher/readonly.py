@@ -10,13 +10,19 @@ The module is deliberately standalone (jupyter_server, tornado and traitlets
 only, no package-relative imports): the process backend loads it by file path
 in the notebook server's config file, and the docker backend mounts this file
 into the container, whose jupyter_server may be an older release (Debian
-bookworm ships 1.23); it works with jupyter_server 1.x and 2.x.
+bookworm ships 1.23); it works with jupyter_server 1.x and 2.x. Two flavours:
+``ReadOnlyDataContentsManager`` (async, jupyter_server's default kind) and
+``ReadOnlyDataSyncContentsManager`` (sync), for UIs that still call the
+contents manager synchronously, such as Debian bookworm's nbclassic 0.3.
 """
 
 import os
 import posixpath
 
-from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+from jupyter_server.services.contents.largefilemanager import (
+    AsyncLargeFileManager,
+    LargeFileManager,
+)
 from tornado import web
 from traitlets import List, Unicode
 
@@ -117,3 +123,64 @@ class ReadOnlyDataContentsManager(AsyncLargeFileManager):
         """Deleting a checkpoint writes below the file's directory."""
         self._refuse_if_read_only(path)
         return await super().delete_checkpoint(checkpoint_id, path)
+
+
+class ReadOnlyDataSyncContentsManager(LargeFileManager):
+    """The synchronous twin of :class:`ReadOnlyDataContentsManager`.
+
+    Debian bookworm's nbclassic 0.3 calls the contents manager synchronously
+    and breaks (404 on the file listing) with an async one.
+    """
+
+    read_only_paths = List(
+        Unicode(), default_value=[], config=True, help='As ReadOnlyDataContentsManager.'
+    )
+    read_only_message = Unicode(
+        'The dataset is mounted read-only', config=True, help='As ReadOnlyDataContentsManager.'
+    )
+
+    _read_only_targets = ReadOnlyDataContentsManager._read_only_targets
+    is_read_only = ReadOnlyDataContentsManager.is_read_only
+    _refuse_if_read_only = ReadOnlyDataContentsManager._refuse_if_read_only
+
+    def _base_model(self, path, *args, **kwargs):
+        model = super()._base_model(path, *args, **kwargs)
+        if self.is_read_only(path):
+            model['writable'] = False
+        return model
+
+    def save(self, model, path=''):
+        """Save a file or directory unless it is below a read-only path."""
+        self._refuse_if_read_only(path)
+        return super().save(model, path)
+
+    def delete_file(self, path, *args, **kwargs):
+        """Delete a file or directory unless it is below a read-only path."""
+        self._refuse_if_read_only(path)
+        return super().delete_file(path, *args, **kwargs)
+
+    def rename_file(self, old_path, new_path):
+        """Rename unless either end is below a read-only path."""
+        self._refuse_if_read_only(old_path, new_path)
+        return super().rename_file(old_path, new_path)
+
+    def copy(self, from_path, to_path=None):
+        """Copy unless the copy would land below a read-only path."""
+        target = to_path if to_path is not None else posixpath.dirname(_api_path(from_path))
+        self._refuse_if_read_only(target)
+        return super().copy(from_path, to_path)
+
+    def create_checkpoint(self, path):
+        """No checkpoints below a read-only path."""
+        self._refuse_if_read_only(path)
+        return super().create_checkpoint(path)
+
+    def restore_checkpoint(self, checkpoint_id, path):
+        """Restoring a checkpoint writes the file: refused below a read-only path."""
+        self._refuse_if_read_only(path)
+        return super().restore_checkpoint(checkpoint_id, path)
+
+    def delete_checkpoint(self, checkpoint_id, path):
+        """Deleting a checkpoint writes below the file's directory."""
+        self._refuse_if_read_only(path)
+        return super().delete_checkpoint(checkpoint_id, path)

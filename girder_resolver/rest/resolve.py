@@ -9,6 +9,7 @@ from girder.api.rest import Resource, getApiUrl, getCurrentUser
 from girder.exceptions import RestException
 
 from ..models.dataset import Dataset
+from ..models.notebook import Notebook
 from . import parseIdentifier
 
 
@@ -56,6 +57,7 @@ class Resolve(Resource):
         super().__init__()
         self.resourceName = 'resolve'
         self.route('GET', (), self.resolve)
+        self.route('POST', ('launch',), self.launch)
 
     @access.public
     @autoDescribeRoute(
@@ -102,3 +104,43 @@ class Resolve(Resource):
             'scheme': identifier.scheme,
             'locations': locations,
         }
+
+    @access.user
+    @autoDescribeRoute(
+        Description('Launch, or return, your notebook for a dataset at the best healthy site.')
+        .notes(
+            'Picks the first healthy location of GET /resolve (an explicit "site" ranks first '
+            'among healthy ones). Here, it launches like POST /notebook; at another site, this '
+            "resolver asks that site to launch on your behalf with the site's federation "
+            'credential, and records the notebook (its "site" field names where it runs). '
+            'Either way the answer is a notebook: follow it with GET /notebook/{id} and stop '
+            'it with DELETE /notebook/{id}, here.'
+        )
+        .param('id', 'The identifier, in any common spelling.')
+        .param('site', 'Preferred site.', required=False)
+        .errorResponse('The identifier does not parse.', 400)
+        .errorResponse('No location is known for the identifier.', 404)
+        .errorResponse('The notebook cap is reached (at the chosen site).', 429)
+        .errorResponse('The chosen site failed to launch.', 502)
+        .errorResponse('No healthy site holds the dataset.', 503)
+    )
+    def launch(self, id, site):
+        identifier = parseIdentifier(id)
+        if site is not None and not isinstance(site, str):
+            raise RestException('Give at most one "site" parameter.', code=400)
+        user = getCurrentUser()
+        locations = Dataset().locations(identifier.canonical, user, preferSite=site)
+        if not locations:
+            raise RestException(
+                f'No site holds {identifier.canonical}, or you may not read it.', code=404
+            )
+        healthy = [loc for loc in locations if loc['healthy']]
+        if not healthy:
+            sites = ', '.join(sorted({loc['site'] for loc in locations}))
+            raise RestException(
+                f'No healthy site holds {identifier.canonical} right now (known at: {sites}, '
+                'none sent a heartbeat lately). Try again later.',
+                code=503,
+            )
+        model = Notebook()
+        return model.serialize(model.launchAt(healthy[0], user))

@@ -1,0 +1,256 @@
+"""The culler: stops idle and old notebooks, and clears what crashes left behind.
+
+Runs as a daemon thread in every Girder process (started by the plugin's
+``load()``), one round every ``resolver.cull_interval`` seconds. Several
+processes may cull at once: each notebook is claimed atomically (``running →
+stopping``) before it is stopped, so exactly one of them stops it.
+
+Activity comes from the notebook server itself (``/api/status`` →
+``last_activity``, through the launcher), as JupyterHub's culler does.
+
+:func:`recover` runs once at start-up: notebooks whose process or container
+has gone are marked stopped, live ones are adopted (and culled as usual),
+launches that a crash interrupted are ended, and containers or processes
+labelled as this installation's with no notebook record are stopped.
+"""
+
+import datetime
+import logging
+import threading
+import time
+
+from . import settings
+from .launcher import BACKENDS, LaunchError
+from .models.notebook import (
+    INSTANCE_LABEL,
+    LAUNCH_GRACE,
+    Notebook,
+    _aware,
+    _launcherOf,
+    instanceId,
+    launcher,
+)
+from .settings import PluginSettings
+
+logger = logging.getLogger(__name__)
+
+#: Seconds after which a launch that has not even started its server counts as lost at start-up.
+STARTUP_GRACE = 30
+
+_thread = None
+_threadLock = threading.Lock()
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _alive(doc):
+    """Whether the notebook's process or container runs; None if the backend cannot tell."""
+    handle = doc.get('handle')
+    if not handle:
+        return False
+    try:
+        return _launcherOf(doc).is_alive(handle)
+    except LaunchError:
+        return None
+
+
+def _localLive(statuses):
+    return Notebook().find(
+        {'site': settings.get(PluginSettings.SITE_NAME), 'status': {'$in': list(statuses)}}
+    )
+
+
+def _endGone(doc, message):
+    """A notebook whose server vanished: claim it, clear its leftovers, mark it stopped."""
+    model = Notebook()
+    claimed = model.claimForStop(doc, ('running', 'launching', 'stopping'), message)
+    if claimed is None:
+        return False
+    if claimed.get('handle'):
+        model.release(claimed, message)
+    else:
+        model._finishStopping(claimed, message)
+    return True
+
+
+def _settleDangling(doc, grace, now):
+    """End a launch or stop that no thread is finishing any more (its process crashed)."""
+    updated = _aware(doc.get('updated')) or now
+    if (now - updated).total_seconds() < grace:
+        return None
+    model = Notebook()
+    if doc['status'] == 'stopping':
+        claimed = model.collection.find_one({'_id': doc['_id'], 'status': 'stopping'})
+        if claimed is None:
+            return None
+        if claimed.get('handle'):
+            model.release(claimed, 'Stopped')
+        else:
+            model._finishStopping(claimed, 'Stopped')
+        return 'stopped'
+    # A launch: adopt it if its server answers, else end it with an error.
+    alive = _alive(doc)
+    if alive is None:
+        return None
+    backend = _launcherOf(doc)
+    if alive:
+        try:
+            backend.wait_ready(doc['handle'], timeout=2, token=doc.get('token'))
+            url = backend.url(doc['handle'], token=doc['token'])
+            if model._set(
+                doc,
+                {'status': 'launching'},
+                status='running',
+                url=url,
+                message='Running',
+                lastActivity=now,
+            ):
+                return 'adopted'
+            return None
+        except LaunchError:
+            pass
+    claimed = model.claimForStop(doc, ('launching',), 'The launch was interrupted')
+    if claimed is None:
+        return None
+    if claimed.get('handle'):
+        try:
+            backend.stop(claimed['handle'])
+        except LaunchError:
+            return None
+    model._set(
+        claimed,
+        {'status': 'stopping'},
+        status='error',
+        url=None,
+        message='The launch was interrupted (the server restarted or crashed); launch again.',
+        unset=('token',),
+    )
+    return 'error'
+
+
+def cullOnce(now=None):
+    """One round of culling; returns ``{notebook id: what happened}``.
+
+    ``now`` (an aware datetime) lets tests stand in the future.
+    """
+    now = now or _now()
+    idle = settings.get(PluginSettings.IDLE_TIMEOUT)
+    maxAge = settings.get(PluginSettings.MAX_AGE)
+    model = Notebook()
+    report = {}
+    for doc in _localLive(['running']):
+        alive = _alive(doc)
+        if alive is None:
+            continue  # the container engine is unreachable: judge nothing
+        if not alive:
+            if _endGone(doc, 'The notebook server had stopped (its process or container is gone).'):
+                report[str(doc['_id'])] = 'vanished'
+            continue
+        activity = _launcherOf(doc).last_activity(doc['handle'], doc.get('token'))
+        times = (_aware(activity), _aware(doc.get('lastActivity')), _aware(doc['created']))
+        last = max(t for t in times if t)
+        if activity is not None:
+            model._set(doc, {'status': 'running'}, lastActivity=last)
+        reason = None
+        if (now - last).total_seconds() > idle:
+            reason = f'Stopped after {idle} s without activity.'
+        elif maxAge and (now - _aware(doc['created'])).total_seconds() > maxAge:
+            reason = f'Stopped at the maximum age of {maxAge} s.'
+        if reason is None:
+            continue
+        claimed = model.claimForStop(doc, ('running',), 'Stopping: ' + reason)
+        if claimed is not None:
+            model.release(claimed, reason)
+            report[str(doc['_id'])] = 'culled'
+    for doc in _localLive(['launching', 'stopping']):
+        outcome = _settleDangling(doc, LAUNCH_GRACE, now)
+        if outcome:
+            report[str(doc['_id'])] = outcome
+    # At a central: notebooks run at other sites are culled there; keep their records current.
+    remote = {'site': {'$ne': settings.get(PluginSettings.SITE_NAME)}, 'live': True}
+    for doc in model.find(remote):
+        if model.refreshRemote(doc)['status'] in ('stopped', 'error'):
+            report[str(doc['_id'])] = 'ended at its site'
+    return report
+
+
+def recover(now=None):
+    """Start-up: adopt live notebooks, end dead and interrupted ones, stop orphans.
+
+    Returns ``{notebook id: what happened}`` (orphans under their notebook id).
+    """
+    now = now or _now()
+    model = Notebook()
+    report = {}
+    for doc in _localLive(['running']):
+        alive = _alive(doc)
+        if alive is None:
+            continue
+        if alive:
+            report[str(doc['_id'])] = 'adopted'
+        elif _endGone(doc, 'The notebook server had stopped while this server was down.'):
+            report[str(doc['_id'])] = 'stopped'
+    for doc in _localLive(['launching', 'stopping']):
+        outcome = _settleDangling(doc, STARTUP_GRACE, now)
+        if outcome:
+            report[str(doc['_id'])] = outcome
+    ours = instanceId()
+    names = {settings.get(PluginSettings.BACKEND)}
+    names.update(n for n in model.collection.distinct('backend') if n in BACKENDS)
+    for name in names:
+        backend = launcher(name)
+        try:
+            running = backend.list_running()
+        except LaunchError as exc:
+            logger.warning('Cannot list %s notebooks for clean-up: %s', name, exc)
+            continue
+        for handle in running:
+            if (handle.get('labels') or {}).get(INSTANCE_LABEL) != ours:
+                continue  # another installation's notebook: not ours to judge
+            notebookId = handle['notebookId']
+            record = model.collection.find_one({'_id': _oid(notebookId), 'live': True})
+            if record is None:
+                logger.info('Stopping orphan notebook %s (no live record)', notebookId)
+                try:
+                    backend.stop(handle)
+                    report[notebookId] = 'orphan stopped'
+                except LaunchError as exc:
+                    logger.warning('Could not stop orphan notebook %s: %s', notebookId, exc)
+    return report
+
+
+def _oid(text):
+    from bson import ObjectId
+    from bson.errors import InvalidId
+
+    try:
+        return ObjectId(text)
+    except (InvalidId, TypeError):
+        return text
+
+
+def _loop():
+    while True:
+        try:
+            interval = settings.get(PluginSettings.CULL_INTERVAL)
+        except Exception:  # noqa: BLE001 - the database may be briefly unreachable
+            interval = 60
+        time.sleep(interval)
+        try:
+            report = cullOnce()
+            if report:
+                logger.info('Culler: %s', report)
+        except Exception:  # noqa: BLE001 - a failed round must not end the thread
+            logger.exception('Culler round failed')
+
+
+def start():
+    """Start the culler thread once per process (``load()`` may run more than once)."""
+    global _thread
+    with _threadLock:
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_loop, name='datadns-culler', daemon=True)
+            _thread.start()
+    return _thread

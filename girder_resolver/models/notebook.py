@@ -1,0 +1,554 @@
+"""Notebooks: one live notebook per (site, identity, folder), next to the data.
+
+A notebook document moves through ``launching → running → stopping → stopped``,
+or ends in ``error`` with the reason in ``message``. ``live`` is true while it
+launches, runs or stops; a unique partial index on (site, identity, folderId)
+over live documents makes "one live notebook per person and folder" hold even
+when requests race. The launch itself runs in a background thread, so a request
+returns at once and the client follows ``status`` and ``message``.
+
+Local notebooks (``site`` = this site) run through a launcher backend
+(``girder_resolver.launcher``) chosen by settings; the model never knows which.
+Remote notebooks (``site`` = another site, recorded at a central resolver)
+point at a notebook that the site runs on the person's behalf (``remoteId``);
+they are refreshed from and stopped at that site through its launch credential.
+
+An *identity* names a person across the federation: ``<site name>:<user id>``
+of the site where they log in. :func:`identityOf` is the one place that forms
+it.
+"""
+
+import datetime
+import logging
+import os
+import re
+import secrets
+import threading
+
+import pymongo
+from bson import ObjectId
+from bson.errors import InvalidId
+from girder.constants import AccessType
+from girder.exceptions import RestException, ValidationException
+from girder.models.file import File
+from girder.models.folder import Folder
+from girder.models.item import Item
+from girder.models.model_base import Model
+from girder.models.setting import Setting
+
+from .. import settings
+from ..federation import SiteClient, SiteError
+from ..launcher import LaunchError, LaunchSpec, get_configured_launcher
+from ..settings import PluginSettings
+
+logger = logging.getLogger(__name__)
+
+LIVE = ('launching', 'running', 'stopping')
+FINAL = ('stopped', 'error')
+#: Fields of a notebook that its owner (or an admin) sees.
+PUBLIC_FIELDS = (
+    '_id',
+    'folderId',
+    'userId',
+    'identity',
+    'site',
+    'status',
+    'url',
+    'created',
+    'updated',
+    'lastActivity',
+    'message',
+    # At a central, the id of a notebook run at another site, there.
+    'remoteId',
+)
+#: A launch still "launching" after this many seconds has lost its thread (a crash).
+LAUNCH_GRACE = 180
+#: How many folder levels below a dataset folder are searched for imported files.
+IMPORT_SEARCH_DEPTH = 4
+
+_IDENTITY_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[A-Za-z0-9_-]{1,64}$')
+_LOOPBACK = {'127.0.0.1', 'localhost', '::1', '[::1]'}
+# Not an operator setting: a random id per database that labels this
+# installation's notebooks, so that orphan clean-up never touches notebooks of
+# another Girder sharing the machine (or the container engine).
+_INSTANCE_KEY = 'resolver.instance_id'
+INSTANCE_LABEL = 'datadns.instance'
+IDENTITY_LABEL = 'datadns.identity'
+
+_launchers = {}
+_launchersLock = threading.Lock()
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _aware(value):
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
+def identityOf(user, siteName=None):
+    """The federation-wide identity of a user of this site: ``<site name>:<user id>``."""
+    return f'{siteName or settings.get(PluginSettings.SITE_NAME)}:{user["_id"]}'
+
+
+def validIdentity(text):
+    return isinstance(text, str) and bool(_IDENTITY_RE.match(text))
+
+
+def instanceId():
+    """This installation's random id (made once per database, atomically)."""
+    coll = Setting().collection
+    doc = coll.find_one({'key': _INSTANCE_KEY})
+    if doc is None:
+        coll.update_one(
+            {'key': _INSTANCE_KEY},
+            {'$setOnInsert': {'value': secrets.token_hex(8)}},
+            upsert=True,
+        )
+        doc = coll.find_one({'key': _INSTANCE_KEY})
+    return doc['value']
+
+
+def launcher(name=None):
+    """The launcher backend named ``name`` (default: the ``resolver.backend`` setting).
+
+    Configured from the site's settings; one instance per configuration, shared,
+    since a process launcher keeps its children to reap them.
+    """
+    name = name or settings.get(PluginSettings.BACKEND)
+    host = settings.get(PluginSettings.NOTEBOOK_HOST)
+    listen = '127.0.0.1' if host in _LOOPBACK else '0.0.0.0'
+    config = {
+        'public_host': host,
+        'image': settings.get(PluginSettings.IMAGE),
+        'mem_limit': settings.get(PluginSettings.MEMORY_LIMIT),
+        'ip': listen,
+        'host_ip': listen,
+    }
+    key = (name, tuple(sorted(config.items())))
+    with _launchersLock:
+        if key not in _launchers:
+            _launchers[key] = get_configured_launcher(name, **config)
+        return _launchers[key]
+
+
+def _launcherOf(doc):
+    return launcher((doc.get('handle') or {}).get('backend') or doc.get('backend'))
+
+
+class Notebook(Model):
+    def initialize(self):
+        self.name = 'resolver_notebook'
+        self.ensureIndices(
+            [
+                'identity',
+                'status',
+                'userId',
+                ([('folderId', 1), ('identity', 1)], {}),
+                (
+                    [('site', 1), ('identity', 1), ('folderId', 1)],
+                    {
+                        'unique': True,
+                        'partialFilterExpression': {'live': True},
+                        'name': 'one_live_notebook_per_identity_and_folder',
+                    },
+                ),
+            ]
+        )
+
+    def validate(self, doc):
+        if doc.get('status') not in LIVE + FINAL:
+            raise ValidationException(f'Notebook status must be one of {", ".join(LIVE + FINAL)}.')
+        if not validIdentity(doc.get('identity')):
+            raise ValidationException('A notebook identity is "<site>:<user id>".')
+        doc['live'] = doc['status'] in LIVE
+        return doc
+
+    # -- views -----------------------------------------------------------------
+
+    def serialize(self, doc):
+        """The notebook as its owner sees it: the URL carries the Jupyter token."""
+        out = {field: doc.get(field) for field in PUBLIC_FIELDS}
+        if doc.get('status') != 'running':
+            # The token only works once the server runs, and dies with it.
+            out['url'] = None
+        return out
+
+    def isLocal(self, doc):
+        return doc.get('site') == settings.get(PluginSettings.SITE_NAME)
+
+    # -- where the data is -------------------------------------------------------
+
+    def dataPath(self, folder):
+        """The directory on this machine that holds ``folder``'s data, or None.
+
+        The ``resolver.data_paths`` setting wins; otherwise the directory is
+        derived from files that a filesystem-assetstore import left under the
+        folder (``imported`` files know their ``path``), going up one directory
+        per folder level between the file and the dataset folder.
+        """
+        explicit = (settings.get(PluginSettings.DATA_PATHS) or {}).get(str(folder['_id']))
+        if explicit:
+            return explicit if os.path.isdir(explicit) else None
+        level = [folder['_id']]
+        for depth in range(IMPORT_SEARCH_DEPTH):
+            itemIds = [
+                item['_id']
+                for item in Item().find({'folderId': {'$in': level}}, fields=['_id'], limit=200)
+            ]
+            if itemIds:
+                file = File().findOne(
+                    {'itemId': {'$in': itemIds}, 'imported': True, 'path': {'$exists': True}}
+                )
+                if file is not None and isinstance(file.get('path'), str):
+                    path = os.path.dirname(file['path'])
+                    for _ in range(depth):
+                        path = os.path.dirname(path)
+                    return path if os.path.isdir(path) else None
+            level = [
+                f['_id']
+                for f in Folder().find(
+                    {'parentId': {'$in': level}, 'parentCollection': 'folder'},
+                    fields=['_id'],
+                    limit=200,
+                )
+            ]
+            if not level:
+                break
+        return None
+
+    # -- launching ---------------------------------------------------------------
+
+    def _liveQuery(self, site, identity, folderId):
+        return {'site': site, 'identity': identity, 'folderId': folderId, 'live': True}
+
+    def findLive(self, site, identity, folderId):
+        return self.findOne(self._liveQuery(site, identity, folderId))
+
+    def _checkCap(self, site, identity, excluding=None):
+        cap = settings.get(PluginSettings.USER_CAP)
+        query = {'site': site, 'identity': identity, 'live': True}
+        if excluding is not None:
+            query['_id'] = {'$ne': excluding}
+        if self.collection.count_documents(query) >= cap:
+            raise RestException(
+                f'You already have {cap} notebook(s) running at this site, the most allowed '
+                f'(setting resolver.user_cap = {cap}). Stop one first: DELETE /notebook/<id> '
+                '(or its Stop button); GET /notebook lists yours.',
+                code=429,
+            )
+
+    def _claimSlot(self, site, identity, folderId, user, fields):
+        """Insert a live notebook for (site, identity, folder), or return the live one.
+
+        Returns ``(doc, created)``. The unique partial index settles races; the cap
+        is checked before and re-checked after the insert, so two concurrent
+        launches cannot both slip past it.
+        """
+        existing = self.findLive(site, identity, folderId)
+        if existing is not None:
+            return existing, False
+        self._checkCap(site, identity)
+        now = _now()
+        doc = self.validate(
+            {
+                'site': site,
+                'identity': identity,
+                'folderId': folderId,
+                'userId': user['_id'],
+                'status': 'launching',
+                'message': 'Queued',
+                'url': None,
+                'created': now,
+                'updated': now,
+                'lastActivity': now,
+                **fields,
+            }
+        )
+        try:
+            self.collection.insert_one(doc)
+        except pymongo.errors.DuplicateKeyError:
+            existing = self.findLive(site, identity, folderId)
+            if existing is None:  # it ended in between: very unlikely, let the caller retry
+                raise RestException('The notebook changed state meanwhile; try again.', code=409)
+            return existing, False
+        try:
+            self._checkCap(site, identity, excluding=doc['_id'])
+        except RestException:
+            self.collection.delete_one({'_id': doc['_id']})
+            raise
+        return doc, True
+
+    def launch(self, folder, user, identity=None):
+        """Launch, or return, ``identity``'s live notebook for ``folder`` at this site.
+
+        ``identity`` defaults to the user's own; a federation launch passes the
+        remote person's. The server starts in a background thread.
+        """
+        identity = identity or identityOf(user)
+        site = settings.get(PluginSettings.SITE_NAME)
+        folderId = str(folder['_id'])
+        existing = self.findLive(site, identity, folderId)
+        if existing is not None:
+            return existing
+        path = self.dataPath(folder)
+        if path is None:
+            raise RestException(
+                f'This folder\'s data is not on this server\'s disk: folder "{folder["name"]}" '
+                'has no files imported from a filesystem assetstore and no entry in the '
+                'resolver.data_paths setting, so no notebook can be started next to it.',
+                code=422,
+            )
+        doc, created = self._claimSlot(
+            site,
+            identity,
+            folderId,
+            user,
+            {
+                'backend': settings.get(PluginSettings.BACKEND),
+                'dataPath': path,
+                'dataName': folder['name'],
+                'token': secrets.token_urlsafe(24),
+            },
+        )
+        if created:
+            thread = threading.Thread(
+                target=self._launchInBackground, args=(doc,), name=f'notebook-{doc["_id"]}'
+            )
+            thread.daemon = True
+            thread.start()
+        return doc
+
+    def _set(self, doc, query=None, unset=(), **fields):
+        """Update fields of ``doc``; with ``query``, only if it still matches. True if it did."""
+        fields['updated'] = _now()
+        if 'status' in fields:
+            fields['live'] = fields['status'] in LIVE
+        update = {'$set': fields}
+        if unset:
+            update['$unset'] = {field: '' for field in unset}
+        result = self.collection.update_one({'_id': doc['_id'], **(query or {})}, update)
+        if result.matched_count:
+            doc.update(fields)
+            for field in unset:
+                doc.pop(field, None)
+        return bool(result.matched_count)
+
+    def _launchInBackground(self, doc):
+        try:
+            self._launch(doc)
+        except Exception as exc:  # the thread must leave no notebook "launching"
+            logger.exception('Notebook %s failed to launch', doc['_id'])
+            self._fail(doc, f'The notebook could not be started: {exc}')
+
+    def _launch(self, doc):
+        notebookId = str(doc['_id'])
+        backend = _launcherOf(doc)
+        if not self._set(doc, {'status': 'launching'}, message='Starting the notebook server'):
+            return self._finishStopping(doc)
+        try:
+            spec = LaunchSpec(
+                notebookId,
+                doc['token'],
+                doc['dataPath'],
+                doc['dataName'],
+                labels={INSTANCE_LABEL: instanceId(), IDENTITY_LABEL: doc['identity']},
+            )
+            handle = backend.start(spec)
+        except LaunchError as exc:
+            return self._fail(doc, str(exc))
+        if not self._set(
+            doc, {'status': 'launching'}, handle=handle, message='Waiting for Jupyter to answer'
+        ):
+            # Stopped while starting: the stop found no handle, so it is ours to release.
+            backend.stop(handle)
+            doc['handle'] = handle
+            return self._finishStopping(doc)
+        try:
+            backend.wait_ready(handle, token=doc['token'])
+        except LaunchError as exc:
+            backend.stop(handle)
+            return self._fail(doc, str(exc))
+        url = backend.url(handle, token=doc['token'])
+        if not self._set(
+            doc,
+            {'status': 'launching'},
+            status='running',
+            url=url,
+            message='Running',
+            lastActivity=_now(),
+        ):
+            # Stopped while waiting: whoever stopped it released the handle.
+            return None
+        logger.info('Notebook %s is running for %s', notebookId, doc['identity'])
+
+    def _fail(self, doc, reason):
+        self._set(doc, {'live': True}, status='error', message=reason, url=None, unset=('token',))
+
+    def _finishStopping(self, doc, message='Stopped'):
+        self._set(
+            doc,
+            {'status': 'stopping'},
+            status='stopped',
+            message=message,
+            url=None,
+            unset=('token',),
+        )
+        return doc
+
+    # -- stopping ----------------------------------------------------------------
+
+    def claimForStop(self, doc, fromStatus=('launching', 'running'), message='Stopping'):
+        """Move ``doc`` to ``stopping`` atomically; the claimed document, or None if taken."""
+        return self.collection.find_one_and_update(
+            {'_id': doc['_id'], 'status': {'$in': list(fromStatus)}},
+            {'$set': {'status': 'stopping', 'message': message, 'updated': _now()}},
+            return_document=pymongo.ReturnDocument.AFTER,
+        )
+
+    def stop(self, doc, reason='Stopped'):
+        """Stop a local notebook and release its process or container and port.
+
+        Safe against concurrent stops: only the caller that claims it stops it.
+        A notebook still starting without a handle is left to its launch thread,
+        which sees the claim and releases what it started.
+        """
+        claimed = self.claimForStop(doc)
+        if claimed is None:
+            return self.load(doc['_id']) or doc
+        return self.release(claimed, reason)
+
+    def release(self, claimed, reason='Stopped'):
+        """Release a notebook claimed as ``stopping``: stop its backend, mark it stopped."""
+        handle = claimed.get('handle')
+        if handle:
+            try:
+                _launcherOf(claimed).stop(handle)
+            except LaunchError as exc:
+                # The engine is down: keep the claim, so the culler retries later.
+                self._set(claimed, message=f'Could not stop yet: {exc}')
+                return claimed
+            return self._finishStopping(claimed, reason)
+        # Still starting, with no handle yet: its launch thread releases it.
+        return claimed
+
+    # -- remote notebooks (at the central) ---------------------------------------
+
+    def _applyRemote(self, doc, remote):
+        status = remote.get('status')
+        if status not in LIVE + FINAL:
+            status = 'error'
+        fields = {
+            'status': status,
+            'url': remote.get('url'),
+            'message': remote.get('message'),
+            'lastActivity': remote.get('lastActivity') or doc.get('lastActivity'),
+        }
+        if isinstance(fields['lastActivity'], str):
+            fields['lastActivity'] = _parseTime(fields['lastActivity'])
+        self._set(doc, **fields)
+        return doc
+
+    def launchRemote(self, site, folderId, user):
+        """Launch, or return, the user's notebook for ``folderId`` at ``site`` (another site).
+
+        The central records it (site, remoteId, identity) so that it is polled and
+        stopped through the central. A site that fails leaves no record behind.
+        """
+        identity = identityOf(user)
+        client = SiteClient(site)
+        existing = self.findLive(site['name'], identity, folderId)
+        if existing is not None:
+            doc = self.refreshRemote(existing, site)
+            if doc['status'] in LIVE:
+                return doc
+        doc, created = self._claimSlot(
+            site['name'], identity, folderId, user, {'apiUrl': site['apiUrl'], 'remoteId': None}
+        )
+        if not created:
+            return doc
+        try:
+            remote = client.launch(folderId, identity)
+        except SiteError as exc:
+            self.collection.delete_one({'_id': doc['_id']})
+            code = exc.status if exc.status and 400 <= exc.status < 500 else 502
+            if exc.status in (401, 403):
+                code = 502  # our credential failed there: not the user's fault
+            raise RestException(
+                f'Site "{site["name"]}" could not launch the notebook: {exc}', code=code
+            )
+        self._set(doc, remoteId=str(remote.get('_id')))
+        return self._applyRemote(doc, remote)
+
+    def launchAt(self, location, user):
+        """Launch the user's notebook at a location from ``Dataset().locations()``."""
+        if location.get('local'):
+            folder = Folder().load(location['folderId'], user=user, level=AccessType.READ)
+            return self.launch(folder, user)
+        site = _siteNamed(location['site'])
+        if site is None:
+            raise RestException(f'Site "{location["site"]}" is no longer registered.', code=503)
+        return self.launchRemote(site, location['folderId'], user)
+
+    def refreshRemote(self, doc, site=None):
+        """Bring a remote notebook's status, URL and message up to date from its site."""
+        if doc.get('status') in FINAL or not doc.get('remoteId'):
+            return doc
+        site = site or _siteNamed(doc['site'])
+        if site is None:
+            self._set(doc, status='error', message=f'Site "{doc["site"]}" is no longer registered.')
+            return doc
+        try:
+            remote = SiteClient(site).get(doc['remoteId'], doc['identity'])
+        except SiteError as exc:
+            if exc.status == 404:
+                self._set(doc, status='stopped', message='The site no longer has this notebook.')
+            else:
+                doc['message'] = f'Could not reach the site: {exc}'
+            return doc
+        return self._applyRemote(doc, remote)
+
+    def stopRemote(self, doc):
+        """Stop a remote notebook at its site, then mark the central's record stopped."""
+        site = _siteNamed(doc['site'])
+        if site is not None and doc.get('remoteId'):
+            try:
+                SiteClient(site).stop(doc['remoteId'], doc['identity'])
+            except SiteError as exc:
+                if exc.status != 404:
+                    raise RestException(
+                        f'Site "{doc["site"]}" could not stop the notebook: {exc}', code=502
+                    )
+        self._set(doc, status='stopped', message='Stopped', url=None)
+        return doc
+
+    # -- loading -----------------------------------------------------------------
+
+    def loadById(self, notebookId):
+        """The notebook with this id, or a 400/404 RestException."""
+        try:
+            oid = ObjectId(notebookId) if isinstance(notebookId, str) else None
+        except InvalidId:
+            oid = None
+        if oid is None:
+            raise RestException('A notebook id is 24 hexadecimal characters.', code=400)
+        doc = self.load(oid)
+        if doc is None:
+            raise RestException(f'No notebook {notebookId}.', code=404)
+        return doc
+
+
+def _siteNamed(name):
+    from .site import Site
+
+    return Site().findOne({'name': name})
+
+
+def _parseTime(text):
+    try:
+        return _aware(datetime.datetime.fromisoformat(str(text).replace('Z', '+00:00')))
+    except ValueError:
+        return None

@@ -1,0 +1,273 @@
+"""``/notebook``: launch, follow and stop notebooks next to a folder's data.
+
+Two kinds of caller:
+
+- a logged-in person, acting for themselves (identity ``<this site>:<user id>``);
+- a central resolver, with this site's federation credential (a token of scope
+  ``LAUNCH_SCOPE``), acting for a person of the federation named by
+  ``onBehalfOf``; such a token may launch, get and stop those notebooks only.
+
+At a central resolver, notebooks launched at other sites through
+``POST /resolve/launch`` are listed here too (``site`` names where they run):
+``GET /notebook/{id}`` refreshes them from their site and ``DELETE`` stops them
+there.
+"""
+
+import json
+import time
+
+import cherrypy
+from bson import ObjectId
+from bson.errors import InvalidId
+from girder.api import access
+from girder.api.describe import Description, autoDescribeRoute
+from girder.api.rest import (
+    Resource,
+    getCurrentToken,
+    getCurrentUser,
+    setRawResponse,
+    setResponseHeader,
+)
+from girder.constants import AccessType, TokenScope
+from girder.exceptions import AccessException, RestException
+from girder.models.folder import Folder
+from girder.models.token import Token
+from girder.utility import JsonEncoder
+
+from .. import settings
+from ..constants import LAUNCH_SCOPE
+from ..models.notebook import FINAL, Notebook, identityOf, validIdentity
+from ..settings import PluginSettings
+
+SORT_FIELDS = {'created', 'updated', 'status', 'lastActivity'}
+#: How long one event stream stays open at most (seconds); clients reconnect.
+EVENTS_TIMEOUT = 300
+
+
+def delegated():
+    """Whether the request carries a federation credential rather than a person's login."""
+    token = getCurrentToken()
+    return token is not None and not Token().hasScope(token, TokenScope.USER_AUTH)
+
+
+def callerIdentity(user, onBehalfOf):
+    """The identity the request acts for, checking who may use ``onBehalfOf``."""
+    if delegated():
+        if onBehalfOf is None:
+            raise RestException(
+                'A federation credential acts only on behalf of a person: give '
+                'onBehalfOf=<site>:<user id>.',
+                code=400,
+            )
+        if not validIdentity(onBehalfOf):
+            raise RestException('onBehalfOf must look like <site name>:<user id>.', code=400)
+        if onBehalfOf.split(':', 1)[0] == settings.get(PluginSettings.SITE_NAME):
+            raise AccessException("A federation credential cannot act for this site's own users.")
+        return onBehalfOf
+    if onBehalfOf is not None:
+        raise AccessException(
+            "Only a site's federation credential may act on someone's behalf (onBehalfOf)."
+        )
+    return identityOf(user)
+
+
+def loadOwn(notebookId, onBehalfOf):
+    """The notebook, if the caller owns it (or is an admin); else 403/404."""
+    user = getCurrentUser()
+    doc = Notebook().loadById(notebookId)
+    identity = callerIdentity(user, onBehalfOf)
+    if delegated():
+        allowed = doc['identity'] == identity and doc['userId'] == user['_id']
+    else:
+        allowed = user.get('admin') or doc['identity'] == identity
+    if not allowed:
+        raise AccessException('This notebook belongs to someone else.')
+    return doc
+
+
+def _requireObjectId(value, name):
+    try:
+        oid = ObjectId(value) if isinstance(value, str) else None
+    except InvalidId:
+        oid = None
+    if oid is None:
+        raise RestException(f'"{name}" must be an id of 24 hexadecimal characters.', code=400)
+    return oid
+
+
+class NotebookResource(Resource):
+    """Routes under ``/notebook``."""
+
+    def __init__(self):
+        super().__init__()
+        self.resourceName = 'notebook'
+        self.route('POST', (), self.launch)
+        self.route('GET', (), self.listNotebooks)
+        self.route('GET', (':id',), self.getNotebook)
+        self.route('GET', (':id', 'events'), self.events)
+        self.route('DELETE', (':id',), self.stop)
+
+    @access.user(scope=LAUNCH_SCOPE)
+    @autoDescribeRoute(
+        Description("Launch, or return, the caller's live notebook for a folder's data.")
+        .notes(
+            'One live notebook per person and folder: a repeat launch returns the same one. '
+            'The launch runs in the background; follow it with GET /notebook/{id} (status '
+            'launching → running, or error with a message) or GET /notebook/{id}/events. '
+            'The dataset appears read-only in the notebook. A federation credential '
+            '(token scope resolver.notebook.launch) must name the person in onBehalfOf; '
+            'nobody else may use onBehalfOf.'
+        )
+        .modelParam(
+            'folderId',
+            'The dataset folder.',
+            model=Folder,
+            level=AccessType.READ,
+            paramType='query',
+            destName='folder',
+        )
+        .param(
+            'onBehalfOf',
+            'Federation credential only: the identity "<site>:<user id>" launched for.',
+            required=False,
+        )
+        .errorResponse('A bad folder id or onBehalfOf.', 400)
+        .errorResponse('No read access to the folder, or onBehalfOf not allowed.', 403)
+        .errorResponse("The folder's data is not on this server's disk.", 422)
+        .errorResponse('The per-person notebook cap is reached.', 429)
+    )
+    def launch(self, folder, onBehalfOf):
+        identity = callerIdentity(getCurrentUser(), onBehalfOf)
+        doc = Notebook().launch(folder, getCurrentUser(), identity)
+        return Notebook().serialize(doc)
+
+    @access.user(scope=LAUNCH_SCOPE)
+    @autoDescribeRoute(
+        Description("List notebooks: your own, or everyone's for an admin.")
+        .param('folderId', 'Only notebooks of this folder.', required=False)
+        .param('userId', 'Only notebooks launched by this user.', required=False)
+        .param(
+            'live',
+            'Only live (launching, running, stopping) notebooks, or only ended ones.',
+            required=False,
+            dataType='boolean',
+        )
+        .param('onBehalfOf', 'Federation credential only: whose notebooks.', required=False)
+        .pagingParams(defaultSort='created', defaultSortDir=-1)
+        .errorResponse('A bad filter.', 400)
+    )
+    def listNotebooks(self, folderId, userId, live, onBehalfOf, limit, offset, sort):
+        user = getCurrentUser()
+        query = {}
+        if delegated():
+            query['identity'] = callerIdentity(user, onBehalfOf)
+            query['userId'] = user['_id']
+        elif not user.get('admin'):
+            query['identity'] = callerIdentity(user, onBehalfOf)
+        elif onBehalfOf is not None:
+            callerIdentity(user, onBehalfOf)  # raises: not for people
+        if folderId is not None:
+            query['folderId'] = str(_requireObjectId(folderId, 'folderId'))
+        if userId is not None:
+            query['userId'] = _requireObjectId(userId, 'userId')
+        if live is not None:
+            query['live'] = bool(live)
+        if limit < 0 or offset < 0:
+            raise RestException('"limit" and "offset" must not be negative.', code=400)
+        for field, _direction in sort:
+            if field not in SORT_FIELDS:
+                raise RestException(f'Sort by one of: {", ".join(sorted(SORT_FIELDS))}.', code=400)
+        model = Notebook()
+        return [
+            model.serialize(doc) for doc in model.find(query, limit=limit, offset=offset, sort=sort)
+        ]
+
+    @access.user(scope=LAUNCH_SCOPE)
+    @autoDescribeRoute(
+        Description('Get a notebook: status, message (the current step), URL with its token.')
+        .notes(
+            'Only its owner or an admin. A notebook running at another site (launched '
+            'through POST /resolve/launch) is refreshed from that site.'
+        )
+        .param('id', 'The notebook id.', paramType='path')
+        .param('onBehalfOf', 'Federation credential only: whose notebook.', required=False)
+        .errorResponse('Not yours.', 403)
+        .errorResponse('No such notebook.', 404)
+    )
+    def getNotebook(self, id, onBehalfOf):
+        doc = loadOwn(id, onBehalfOf)
+        model = Notebook()
+        if not model.isLocal(doc):
+            doc = model.refreshRemote(doc)
+        return model.serialize(doc)
+
+    @access.user(scope=LAUNCH_SCOPE, cookie=True)
+    @autoDescribeRoute(
+        Description("Follow a notebook's launch as server-sent events (text/event-stream).")
+        .notes(
+            'One "status" event (a JSON notebook, as GET /notebook/{id}) per change of status '
+            'or message; the stream ends once the notebook is running, stopped or in error, '
+            f'or after {EVENTS_TIMEOUT} s. Polling GET /notebook/{{id}} gives the same '
+            'information.'
+        )
+        .param('id', 'The notebook id.', paramType='path')
+        .param('onBehalfOf', 'Federation credential only: whose notebook.', required=False)
+        .produces('text/event-stream')
+        .errorResponse('Not yours.', 403)
+        .errorResponse('No such notebook.', 404)
+    )
+    def events(self, id, onBehalfOf):
+        doc = loadOwn(id, onBehalfOf)
+        model = Notebook()
+        local = model.isLocal(doc)
+        setResponseHeader('Content-Type', 'text/event-stream')
+        setResponseHeader('Cache-Control', 'no-cache')
+        # Proxies such as nginx would otherwise hold the events back.
+        setResponseHeader('X-Accel-Buffering', 'no')
+        setRawResponse()
+        cherrypy.response.stream = True
+
+        def stream():
+            deadline = time.monotonic() + EVENTS_TIMEOUT
+            last = None
+            current = doc
+            while True:
+                view = model.serialize(current)
+                key = (view['status'], view['message'], view['url'])
+                if key != last:
+                    last = key
+                    payload = json.dumps(view, cls=JsonEncoder, sort_keys=True)
+                    yield f'event: status\ndata: {payload}\n\n'.encode()
+                if view['status'] == 'running' or view['status'] in FINAL:
+                    return
+                if time.monotonic() > deadline:
+                    yield b'event: timeout\ndata: {}\n\n'
+                    return
+                time.sleep(0.25 if local else 1.0)
+                current = model.load(doc['_id']) or current
+                if not local:
+                    current = model.refreshRemote(current)
+
+        return stream
+
+    @access.user(scope=LAUNCH_SCOPE)
+    @autoDescribeRoute(
+        Description('Stop a notebook and release everything it held.')
+        .notes(
+            'Only its owner or an admin. Its process or container is stopped and removed and '
+            'its port freed; a notebook at another site is stopped there.'
+        )
+        .param('id', 'The notebook id.', paramType='path')
+        .param('onBehalfOf', 'Federation credential only: whose notebook.', required=False)
+        .errorResponse('Not yours.', 403)
+        .errorResponse('No such notebook.', 404)
+        .errorResponse("The notebook's site could not stop it.", 502)
+    )
+    def stop(self, id, onBehalfOf):
+        doc = loadOwn(id, onBehalfOf)
+        model = Notebook()
+        if model.isLocal(doc):
+            doc = model.stop(doc)
+        else:
+            doc = model.stopRemote(doc)
+        return model.serialize(doc)

@@ -1,0 +1,500 @@
+"""Notebooks next to the data, through ``/notebook``, for both launcher backends.
+
+Real notebook servers: ``jupyter_server`` subprocesses (process backend) and
+containers of the notebook image (docker backend: needs DOCKER_HOST and the
+image, see test_launcher_docker.py; skipped without them, except in CI where
+they fail).
+"""
+
+import datetime
+import os
+import socket
+import time
+import urllib.parse
+
+import pytest
+import requests
+from girder.constants import AccessType
+from girder.models.collection import Collection
+from girder.models.folder import Folder
+from girder.models.setting import Setting
+from girder.models.user import User
+from pytest_girder.assertions import assertStatus, assertStatusOk
+
+from girder_resolver import culler
+from girder_resolver.launcher import LaunchSpec
+from girder_resolver.models.notebook import (
+    IDENTITY_LABEL,
+    INSTANCE_LABEL,
+    Notebook,
+    instanceId,
+    launcher,
+)
+from plugin_tests.test_launcher_docker import _docker_unavailable
+
+BACKENDS = ['process', 'docker']
+FILES = {'readme.txt': 'hello\n', 'values.csv': 'a,b\n1,2\n'}
+
+
+CHROMIUM = os.environ.get('DATADNS_CHROMIUM', '/usr/bin/chromium')
+CHROMIUM_ARGS = [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+]
+
+
+def requireDocker():
+    reason = _docker_unavailable()
+    if reason:
+        if os.environ.get('CI') == 'true':
+            pytest.fail(f'The docker notebook tests must run in CI, but {reason}', pytrace=False)
+        pytest.skip(reason)
+
+
+def http():
+    """A requests session that ignores proxy settings: notebooks run on this machine."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def portRefused(host, port):
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host if host not in ('0.0.0.0', '') else '127.0.0.1', port)) != 0
+
+
+def makeDataset(server, admin, assetstore, root, name, public=True):
+    """A folder filled by a filesystem-assetstore import of a real directory."""
+    data = root / name.replace(' ', '_')
+    (data / 'tables').mkdir(parents=True)
+    for fname, text in FILES.items():
+        (data / fname).write_text(text)
+    (data / 'tables' / 'more.csv').write_text('x\n1\n')
+    collection = Collection().findOne({'name': 'Data'}) or Collection().createCollection(
+        'Data', admin, public=True
+    )
+    folder = Folder().createFolder(
+        collection, name, parentType='collection', creator=admin, public=public
+    )
+    resp = server.request(
+        f'/assetstore/{assetstore["_id"]}/import',
+        method='POST',
+        user=admin,
+        params={
+            'importPath': str(data),
+            'destinationId': str(folder['_id']),
+            'destinationType': 'folder',
+        },
+    )
+    assertStatusOk(resp)
+    return folder, data
+
+
+def launch(server, user, folder, **params):
+    return server.request(
+        '/notebook', method='POST', user=user, params={'folderId': str(folder['_id']), **params}
+    )
+
+
+def waitFor(server, user, notebookId, statuses=('running', 'error'), timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = server.request(f'/notebook/{notebookId}', user=user)
+        assertStatusOk(resp)
+        if resp.json['status'] in statuses:
+            return resp.json
+        assert time.monotonic() < deadline, f'notebook stuck at {resp.json}'
+        time.sleep(0.2)
+
+
+def runningNotebook(server, user, folder):
+    resp = launch(server, user, folder)
+    assertStatusOk(resp)
+    nb = waitFor(server, user, resp.json['_id'])
+    assert nb['status'] == 'running', nb['message']
+    return nb
+
+
+def apiUrl(nb, path):
+    """``{base_url}api/{path}`` of a notebook, from its URL."""
+    parts = urllib.parse.urlsplit(nb['url'])
+    return f'{parts.scheme}://{parts.netloc}{parts.path}api/{path}'
+
+
+def tokenOf(nb):
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(nb['url']).query)['token'][0]
+
+
+def handleOf(nb):
+    return Notebook().load(nb['_id'])['handle']
+
+
+def makeUser(login):
+    return User().createUser(login, 'password12345', 'A', 'User', f'{login}@example.invalid')
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, server):
+    if request.param == 'docker':
+        requireDocker()
+    Setting().set('resolver.backend', request.param)
+    yield request.param
+    # Leave nothing running: wait for launches in flight, then stop every live notebook.
+    deadline = time.monotonic() + 60
+    while Notebook().findOne({'status': 'launching'}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for doc in list(Notebook().find({'live': True})):
+        Notebook().stop(doc)
+
+
+@pytest.fixture(scope='module')
+def browser():
+    """Debian's Chromium through Playwright; fails in CI, skips elsewhere, when missing."""
+    if not os.access(CHROMIUM, os.X_OK):
+        reason = f'Chromium not found at {CHROMIUM} (apt-get install chromium)'
+        if os.environ.get('CI') == 'true':
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def dataset(server, admin, fsAssetstore, tmp_path):
+    return makeDataset(server, admin, fsAssetstore, tmp_path, 'Survey 2016')
+
+
+@pytest.mark.plugin('resolver')
+def testANotebookRunsNextToTheDataReadOnlyBehindItsToken(
+    server, admin, user, dataset, backend, browser
+):
+    folder, _ = dataset
+    started = time.monotonic()
+    resp = launch(server, user, folder)
+    assertStatusOk(resp)
+    # The launch runs in the background: the request answers at once.
+    assert time.monotonic() - started < 5
+    assert resp.json['status'] == 'launching'
+    assert resp.json['identity'] == f'local:{user["_id"]}'
+    assert set(resp.json) >= {
+        '_id',
+        'folderId',
+        'userId',
+        'identity',
+        'status',
+        'url',
+        'created',
+        'lastActivity',
+        'message',
+    }
+    nb = waitFor(server, user, resp.json['_id'])
+    assert nb['status'] == 'running', nb['message']
+    token = tokenOf(nb)
+    session = http()
+
+    listing = session.get(
+        apiUrl(nb, 'contents/Survey 2016'), headers={'Authorization': f'token {token}'}
+    )
+    assert listing.status_code == 200
+    assert {e['name'] for e in listing.json()['content']} == set(FILES) | {'tables'}
+    # A fresh session: the first one now holds Jupyter's login cookie.
+    assert http().get(apiUrl(nb, 'contents/Survey 2016')).status_code == 403
+    write = session.put(
+        apiUrl(nb, 'contents/Survey 2016/new.txt'),
+        headers={'Authorization': f'token {token}'},
+        json={'type': 'file', 'format': 'text', 'content': 'x'},
+    )
+    assert write.status_code == 403
+    # The notebook URL opens the UI's file listing, which shows the dataset.
+    page = session.get(nb['url'])
+    assert page.status_code == 200
+    assert urllib.parse.urlsplit(page.url).path.endswith('/tree')
+    tab = browser.new_page()
+    try:
+        tab.goto(nb['url'])
+        tab.get_by_text('Survey 2016', exact=True).first.wait_for(timeout=20000)
+    finally:
+        tab.close()
+
+    # The same person launching again gets the same notebook.
+    again = launch(server, user, folder)
+    assertStatusOk(again)
+    assert again.json['_id'] == nb['_id']
+    # Nobody else sees it, nor its token.
+    other = makeUser('other')
+    assertStatus(server.request(f'/notebook/{nb["_id"]}', user=other), 403)
+    assert server.request('/notebook', user=other).json == []
+    assert [n['_id'] for n in server.request('/notebook', user=admin).json] == [nb['_id']]
+
+    handle = handleOf(nb)
+    resp = server.request(f'/notebook/{nb["_id"]}', method='DELETE', user=user)
+    assertStatusOk(resp)
+    assert resp.json['status'] == 'stopped'
+    assert resp.json['url'] is None
+    assert not launcher(backend).is_alive(handle)
+    assert portRefused(handle['host'], handle['port'])
+    assert Notebook().load(nb['_id']).get('token') is None
+
+
+@pytest.mark.plugin('resolver')
+def testEachPersonGetsTheirOwnNotebookAndTheCapHolds(
+    server, admin, user, fsAssetstore, tmp_path, backend
+):
+    Setting().set('resolver.user_cap', 1)
+    first, _ = makeDataset(server, admin, fsAssetstore, tmp_path, 'First')
+    second, _ = makeDataset(server, admin, fsAssetstore, tmp_path, 'Second')
+    other = makeUser('other')
+    mine = launch(server, user, first)
+    theirs = launch(server, other, first)
+    assertStatusOk(mine)
+    assertStatusOk(theirs)
+    assert mine.json['_id'] != theirs.json['_id']
+    refused = launch(server, user, second)
+    assertStatus(refused, 429)
+    assert 'resolver.user_cap = 1' in refused.json['message']
+    assert 'DELETE /notebook/' in refused.json['message']
+    for person, resp in ((user, mine), (other, theirs)):
+        assert waitFor(server, person, resp.json['_id'])['status'] == 'running'
+    assertStatusOk(server.request(f'/notebook/{mine.json["_id"]}', method='DELETE', user=user))
+    # Stopping one frees a place under the cap.
+    assertStatusOk(launch(server, user, second))
+
+
+@pytest.mark.plugin('resolver')
+def testConcurrentLaunchesOfTheSameFolderMakeOneNotebook(server, user, dataset, backend):
+    import concurrent.futures
+
+    folder, _ = dataset
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: launch(server, user, folder), range(6)))
+    for resp in answers:
+        assertStatusOk(resp)
+    assert len({resp.json['_id'] for resp in answers}) == 1
+    assert Notebook().collection.count_documents({'live': True}) == 1
+    waitFor(server, user, answers[0].json['_id'])
+
+
+@pytest.mark.plugin('resolver')
+def testTheCullerStopsIdleNotebooksSparesActiveOnesAndNoticesVanishedOnes(
+    server, admin, user, fsAssetstore, tmp_path, backend
+):
+    Setting().set('resolver.idle_timeout', 60)
+    idleFolder, _ = makeDataset(server, admin, fsAssetstore, tmp_path, 'Idle')
+    activeFolder, _ = makeDataset(server, admin, fsAssetstore, tmp_path, 'Active')
+    idle = runningNotebook(server, user, idleFolder)
+    active = runningNotebook(server, user, activeFolder)
+    time.sleep(3)
+    resp = http().get(
+        apiUrl(active, 'contents'), headers={'Authorization': f'token {tokenOf(active)}'}
+    )
+    assert resp.status_code == 200
+    # 57 s from now the idle one has been idle over 60 s; the active one for under 60.
+    now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=57)
+    report = culler.cullOnce(now=now)
+    assert report == {idle['_id']: 'culled'}
+    gone = server.request(f'/notebook/{idle["_id"]}', user=user).json
+    assert gone['status'] == 'stopped'
+    assert 'without activity' in gone['message']
+    assert not launcher(backend).is_alive(handleOf(idle))
+    assert server.request(f'/notebook/{active["_id"]}', user=user).json['status'] == 'running'
+
+    # A server that dies behind our back is noticed and marked stopped. (The culler
+    # thread of this process may notice first: hence .get with a default.)
+    launcher(backend).stop(handleOf(active))
+    assert culler.cullOnce().get(active['_id'], 'vanished') == 'vanished'
+    assert server.request(f'/notebook/{active["_id"]}', user=user).json['status'] == 'stopped'
+
+
+@pytest.mark.plugin('resolver')
+def testTheCullerStopsNotebooksOlderThanTheMaxAge(server, user, dataset, backend):
+    Setting().set('resolver.max_age', 30)
+    nb = runningNotebook(server, user, dataset[0])
+    assert culler.cullOnce() == {}
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=40)
+    assert culler.cullOnce(now=later) == {nb['_id']: 'culled'}
+    assert 'maximum age' in server.request(f'/notebook/{nb["_id"]}', user=user).json['message']
+
+
+@pytest.mark.plugin('resolver')
+def testARestartAdoptsLiveNotebooksEndsDeadAndInterruptedOnesAndStopsOrphans(
+    server, admin, user, fsAssetstore, tmp_path, backend
+):
+    liveFolder, _ = makeDataset(server, admin, fsAssetstore, tmp_path, 'Live')
+    deadFolder, data = makeDataset(server, admin, fsAssetstore, tmp_path, 'Dead')
+    live = runningNotebook(server, user, liveFolder)
+    dead = runningNotebook(server, user, deadFolder)
+    # The server of one dies while Girder is down.
+    launcher(backend).stop(handleOf(dead))
+    # A launch was under way when Girder crashed: a record with no server.
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    interrupted = (
+        Notebook()
+        .collection.insert_one(
+            {
+                'site': 'local',
+                'identity': f'local:{admin["_id"]}',
+                'folderId': str(deadFolder['_id']),
+                'userId': admin['_id'],
+                'status': 'launching',
+                'live': True,
+                'message': 'Starting the notebook server',
+                'backend': backend,
+                'created': old,
+                'updated': old,
+                'token': 'x',
+            }
+        )
+        .inserted_id
+    )
+    # A server labelled as ours whose record was lost.
+    orphan = launcher(backend).start(
+        LaunchSpec(
+            'orphan-' + backend,
+            'orphan-token',
+            str(data),
+            'data',
+            labels={INSTANCE_LABEL: instanceId(), IDENTITY_LABEL: 'local:nobody'},
+        )
+    )
+    # ... and one of another installation, which must be left alone.
+    foreign = launcher(backend).start(
+        LaunchSpec('foreign-' + backend, 'tok', str(data), 'data', labels={INSTANCE_LABEL: 'x'})
+    )
+    try:
+        report = culler.recover()
+        assert report[live['_id']] == 'adopted'
+        # The culler thread of this process may get to these first.
+        assert report.get(dead['_id'], 'stopped') == 'stopped'
+        assert report.get(str(interrupted), 'error') == 'error'
+        assert report['orphan-' + backend] == 'orphan stopped'
+        assert 'foreign-' + backend not in report
+        nb = server.request(f'/notebook/{live["_id"]}', user=user).json
+        assert nb['status'] == 'running'
+        listing = http().get(
+            apiUrl(nb, 'contents/Live'), headers={'Authorization': f'token {tokenOf(nb)}'}
+        )
+        assert listing.status_code == 200
+        assert server.request(f'/notebook/{dead["_id"]}', user=user).json['status'] == 'stopped'
+        crashed = server.request(f'/notebook/{interrupted}', user=admin).json
+        assert crashed['status'] == 'error'
+        assert 'interrupted' in crashed['message']
+        assert not launcher(backend).is_alive(orphan)
+        assert launcher(backend).is_alive(foreign)
+        # Adopted notebooks are still culled.
+        Setting().set('resolver.idle_timeout', 1)
+        later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30)
+        assert culler.cullOnce(now=later).get(live['_id'], 'culled') == 'culled'
+        assert server.request(f'/notebook/{live["_id"]}', user=user).json['status'] == 'stopped'
+    finally:
+        launcher(backend).stop(foreign)
+        launcher(backend).stop(orphan)
+
+
+@pytest.mark.plugin('resolver')
+def testAFolderWithoutDataOnDiskIsAClear422(server, admin, user):
+    collection = Collection().createCollection('Empty', admin, public=True)
+    folder = Folder().createFolder(collection, 'Nothing here', parentType='collection', public=True)
+    resp = launch(server, user, folder)
+    assertStatus(resp, 422)
+    assert "not on this server's disk" in resp.json['message']
+    assert Notebook().collection.count_documents({}) == 0
+
+
+@pytest.mark.plugin('resolver')
+def testTheDataPathsSettingPointsAFolderAtADirectory(server, admin, user, tmp_path):
+    collection = Collection().createCollection('Mapped', admin, public=True)
+    folder = Folder().createFolder(collection, 'Mapped', parentType='collection', public=True)
+    (tmp_path / 'mapped').mkdir()
+    Setting().set('resolver.data_paths', {str(folder['_id']): str(tmp_path / 'mapped')})
+    assert Notebook().dataPath(folder) == str(tmp_path / 'mapped')
+
+
+@pytest.mark.plugin('resolver')
+def testTheDataPathOfANestedImportIsTheImportedDirectory(server, admin, fsAssetstore, tmp_path):
+    data = tmp_path / 'outer'
+    (data / 'inner').mkdir(parents=True)
+    (data / 'inner' / 'only.txt').write_text('x')
+    collection = Collection().createCollection('Nested', admin, public=True)
+    folder = Folder().createFolder(collection, 'Outer', parentType='collection', public=True)
+    assertStatusOk(
+        server.request(
+            f'/assetstore/{fsAssetstore["_id"]}/import',
+            method='POST',
+            user=admin,
+            params={
+                'importPath': str(data),
+                'destinationId': str(folder['_id']),
+                'destinationType': 'folder',
+            },
+        )
+    )
+    assert Notebook().dataPath(folder) == str(data)
+
+
+@pytest.mark.plugin('resolver')
+@pytest.mark.parametrize(
+    'params',
+    [
+        {'folderId': 'garbage'},
+        {'folderId[$ne]': 'x'},
+        {'folderId': '{"$ne": null}'},
+        {'folderId': 'f' * 24},
+        {},
+    ],
+)
+def testBadFolderIdsAreRefusedWithA400(server, user, params):
+    resp = server.request('/notebook', method='POST', user=user, params=params)
+    assertStatus(resp, 400)
+    assert resp.json['message']
+
+
+@pytest.mark.plugin('resolver')
+def testAccessIsCheckedOnEveryRoute(server, admin, user, fsAssetstore, tmp_path):
+    private, _ = makeDataset(server, admin, fsAssetstore, tmp_path, 'Private', public=False)
+    assertStatus(launch(server, None, private), 401)
+    assertStatus(launch(server, user, private), 403)
+    # Only a federation credential may act for someone else.
+    Folder().setUserAccess(private, user, AccessType.READ, save=True)
+    resp = launch(server, user, private, onBehalfOf='central:abc')
+    assertStatus(resp, 403)
+    assert 'federation credential' in resp.json['message']
+    assertStatus(server.request('/notebook/nonsense', user=user), 400)
+    assertStatus(server.request('/notebook/' + 'a' * 24, user=user), 404)
+    assertStatus(server.request('/notebook/' + 'a' * 24, method='DELETE', user=user), 404)
+    assertStatus(server.request('/notebook', user=user, params={'folderId': 'x'}), 400)
+    assertStatus(server.request('/notebook', user=user, params={'sort': 'token'}), 400)
+    assertStatus(server.request('/notebook', user=user, params={'offset': -1}), 400)
+
+
+@pytest.mark.plugin('resolver')
+def testResolveLaunchOfALocalDatasetLaunchesHere(server, admin, user, dataset):
+    folder, _ = dataset
+    Folder().setMetadata(folder, {'identifier': 'doi:10.5072/local.survey'})
+    resp = server.request(
+        '/resolve/launch',
+        method='POST',
+        user=user,
+        params={'id': 'https://doi.org/10.5072/LOCAL.SURVEY'},
+    )
+    assertStatusOk(resp)
+    assert resp.json['site'] == 'local'
+    assert resp.json['folderId'] == str(folder['_id'])
+    try:
+        assert waitFor(server, user, resp.json['_id'])['status'] == 'running'
+    finally:
+        Notebook().stop(Notebook().load(resp.json['_id']))
+    assertStatus(
+        server.request('/resolve/launch', method='POST', params={'id': 'doi:10.5072/x'}), 401
+    )

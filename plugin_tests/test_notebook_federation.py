@@ -1,0 +1,293 @@
+"""Federated launch: a central asks a site to run a person's notebook next to the data.
+
+Real Girder processes (``datadns.federation``: a central and one site on the
+session's SecantusDB, databases of their own), the site provisioned with the
+sample data and registered at the central with a launch-scoped API key of the
+site as its credential, as feder8 does. Notebooks run at the site with the
+process backend.
+"""
+
+import json
+import socket
+import time
+import urllib.parse
+
+import girder_client
+import pymongo
+import pytest
+import requests
+
+from datadns.federation import Federation, apiKey
+from girder_resolver.constants import LAUNCH_SCOPE
+
+SITE = 'site-a'
+GALAXIES = 'doi:10.5072/datadns.galaxies'
+OCEAN = 'hdl:20.500.12345/ocean-temps'
+TURBULENCE = 'doi:10.5072/datadns.turbulence'
+
+
+def http():
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+@pytest.fixture(scope='module')
+def fed(mongoUri, tmp_path_factory):
+    home = tmp_path_factory.mktemp('notebook-federation')
+    federation = Federation(
+        mongoUri,
+        home,
+        sites=(SITE,),
+        dbPrefix='nbfed',
+        # Production mode: no auto-reload when someone edits the source meanwhile.
+        env={'GIRDER_SERVER_MODE': 'production'},
+        centralSettings={'resolver.heartbeat_ttl': 3600},
+        siteSettings={'resolver.backend': 'process', 'resolver.user_cap': 2},
+    )
+    try:
+        federation.start()
+        site = federation.clients[SITE]
+        federation.launchKey = apiKey(site, 'central launches', scope=[LAUNCH_SCOPE])
+        datasets = [
+            {'identifier': ident, 'folderId': folder['_id'], 'name': name}
+            for name, ident, folder in federation.datasets[SITE]
+        ]
+        federation.clients['central'].post(
+            'resolver/site',
+            json={
+                'name': SITE,
+                'apiUrl': federation.girders[SITE].apiUrl,
+                'credential': federation.launchKey,
+                'mode': 'full',
+                'datasets': datasets,
+            },
+        )
+        federation.responses = []
+        yield federation
+    finally:
+        site = federation.clients.get(SITE)
+        if site is not None:
+            for nb in site.get('notebook', parameters={'live': 'true', 'limit': 0}):
+                site.delete(f'notebook/{nb["_id"]}')
+        federation.stop()
+
+
+def person(fed, login):
+    """A client logged in as a (new) person of the central."""
+    try:
+        fed.clients['central'].post(
+            'user',
+            parameters={
+                'login': login,
+                'password': f'{login}-password',
+                'email': f'{login}@example.invalid',
+                'firstName': login,
+                'lastName': 'Tester',
+            },
+        )
+    except girder_client.HttpError as exc:
+        # Made by an earlier test of this module.
+        assert 'already' in exc.responseText, exc.responseText
+    gc = girder_client.GirderClient(apiUrl=fed.girders['central'].apiUrl)
+    gc.authenticate(login, f'{login}-password')
+    return gc
+
+
+def call(fed, gc, method, path, **params):
+    """A raw request through ``gc``'s login; the response text is kept for the leak check."""
+    resp = http().request(
+        method,
+        f'{gc.urlBase}{path}',
+        params=params,
+        headers={'Girder-Token': gc.token},
+        timeout=60,
+    )
+    fed.responses.append(resp.text)
+    return resp
+
+
+def waitRunning(fed, gc, notebookId, timeout=90):
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = call(fed, gc, 'GET', f'notebook/{notebookId}')
+        assert resp.status_code == 200, resp.text
+        if resp.json()['status'] in ('running', 'error', 'stopped'):
+            return resp.json()
+        assert time.monotonic() < deadline, resp.json()
+        time.sleep(0.3)
+
+
+def contents(nb, path=''):
+    parts = urllib.parse.urlsplit(nb['url'])
+    token = urllib.parse.parse_qs(parts.query)['token'][0]
+    url = f'{parts.scheme}://{parts.netloc}{parts.path}api/contents/{urllib.parse.quote(path)}'
+    return http().get(url, headers={'Authorization': f'token {token}'}, timeout=10)
+
+
+def portRefused(nb):
+    parts = urllib.parse.urlsplit(nb['url'])
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((parts.hostname, parts.port)) != 0
+
+
+def testALaunchAtTheCentralRunsEachPersonsOwnNotebookAtTheSite(fed):
+    alice = person(fed, 'alice')
+    bob = person(fed, 'bobby')
+    aliceId = alice.get('user/me')['_id']
+
+    resp = call(fed, alice, 'POST', 'resolve/launch', id=GALAXIES)
+    assert resp.status_code == 200, resp.text
+    launched = resp.json()
+    assert launched['site'] == SITE
+    assert launched['identity'] == f'central:{aliceId}'
+    nb = waitRunning(fed, alice, launched['_id'])
+    assert nb['status'] == 'running', nb['message']
+    assert nb['url'].startswith('http://127.0.0.1:')
+    listing = contents(nb, 'Galaxy survey')
+    assert listing.status_code == 200
+    assert {e['name'] for e in listing.json()['content']} == {
+        'README.md',
+        'part-1.csv',
+        'part-2.csv',
+    }
+
+    # At the site, the notebook is keyed by alice's federation identity.
+    atSite = fed.clients[SITE].get('notebook')
+    assert [n['identity'] for n in atSite] == [f'central:{aliceId}']
+
+    # Resolving the same identifier again finds the same notebook.
+    again = call(
+        fed, alice, 'POST', 'resolve/launch', id='https://doi.org/10.5072/DATADNS.GALAXIES'
+    )
+    assert again.json()['_id'] == launched['_id']
+
+    # Bob gets his own, at the site too.
+    bobs = call(fed, bob, 'POST', 'resolve/launch', id=GALAXIES, site=SITE).json()
+    assert bobs['_id'] != launched['_id']
+    bobs = waitRunning(fed, bob, bobs['_id'])
+    assert bobs['url'] != nb['url']
+    assert call(fed, bob, 'GET', f'notebook/{launched["_id"]}').status_code == 403
+    assert len(fed.clients[SITE].get('notebook', parameters={'live': 'true'})) == 2
+
+    # Stopping through the central stops it at the site.
+    stopped = call(fed, alice, 'DELETE', f'notebook/{launched["_id"]}')
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()['status'] == 'stopped'
+    remote = [n for n in fed.clients[SITE].get('notebook') if n['identity'].endswith(aliceId)]
+    assert [n['status'] for n in remote] == ['stopped']
+    assert portRefused(nb)
+    # A notebook stopped at the site (say, culled there) shows as stopped at the central.
+    fed.clients[SITE].delete(f'notebook/{bobs["remoteId"]}')
+    assert call(fed, bob, 'GET', f'notebook/{bobs["_id"]}').json()['status'] == 'stopped'
+
+
+def testTheLaunchCredentialDoesNothingElseAtTheSite(fed):
+    site = fed.girders[SITE].apiUrl
+    token = http().post(f'{site}/api_key/token', data={'key': fed.launchKey}).json()
+    headers = {'Girder-Token': token['authToken']['token']}
+    folderId = fed.datasets[SITE][0][2]['_id']
+    # Not as a person: it has no user access.
+    assert http().get(f'{site}/user/me', headers=headers).json() is None
+    assert http().post(f'{site}/collection', headers=headers, params={'name': 'x'}).status_code in (
+        401,
+        403,
+    )
+    # Only on someone's behalf, and never for the site's own users.
+    resp = http().post(f'{site}/notebook', headers=headers, params={'folderId': folderId})
+    assert resp.status_code == 400
+    assert 'onBehalfOf' in resp.json()['message']
+    resp = http().post(
+        f'{site}/notebook',
+        headers=headers,
+        params={'folderId': folderId, 'onBehalfOf': f'{SITE}:{"a" * 24}'},
+    )
+    assert resp.status_code == 403
+    resp = http().post(
+        f'{site}/notebook',
+        headers=headers,
+        params={'folderId': folderId, 'onBehalfOf': 'central:{"$ne": 1}'},
+    )
+    assert resp.status_code == 400
+
+
+def testNoHealthySiteIsA503AndAFailingSiteA502WithNothingLeftBehind(fed, mongoUri):
+    alice = person(fed, 'alice')
+    central = fed.clients['central']
+    central.post(
+        'resolver/site',
+        json={
+            'name': 'site-gone',
+            'apiUrl': f'http://127.0.0.1:{_closedPort()}/api/v1',
+            'credential': 'no-such-key',
+            'mode': 'full',
+            'datasets': [
+                {'identifier': 'doi:10.5072/only.gone', 'folderId': 'a' * 24, 'name': 'Gone'},
+                {'identifier': 'doi:10.5072/only.silent', 'folderId': 'b' * 24, 'name': 'Silent'},
+            ],
+        },
+    )
+    before = len(call(fed, alice, 'GET', 'notebook').json())
+    resp = call(fed, alice, 'POST', 'resolve/launch', id='doi:10.5072/only.gone')
+    assert resp.status_code == 502
+    assert 'site-gone' in resp.json()['message']
+    assert len(call(fed, alice, 'GET', 'notebook').json()) == before
+
+    db = pymongo.MongoClient(mongoUri)['nbfed_central']
+    db['resolver_site'].update_one({'name': 'site-gone'}, {'$set': {'lastHeartbeat': _longAgo()}})
+    resp = call(fed, alice, 'POST', 'resolve/launch', id='doi:10.5072/only.silent')
+    assert resp.status_code == 503
+    assert 'No healthy site' in resp.json()['message']
+    assert call(fed, alice, 'POST', 'resolve/launch', id='doi:10.5072/unknown').status_code == 404
+    assert call(fed, alice, 'POST', 'resolve/launch', id='not an id').status_code == 400
+    anonymous = http().post(f'{fed.girders["central"].apiUrl}/resolve/launch', params={'id': OCEAN})
+    assert anonymous.status_code == 401
+
+
+def testLaunchProgressStreamsAsServerSentEvents(fed):
+    site = fed.clients[SITE]
+    folderId = next(f['_id'] for name, ident, f in fed.datasets[SITE] if ident == OCEAN)
+    nb = site.post('notebook', parameters={'folderId': folderId})
+    started = time.monotonic()
+    events = []
+    with http().get(
+        f'{site.urlBase}notebook/{nb["_id"]}/events',
+        headers={'Girder-Token': site.token},
+        stream=True,
+        timeout=90,
+    ) as resp:
+        assert resp.status_code == 200
+        assert resp.headers['Content-Type'].startswith('text/event-stream')
+        for line in resp.iter_lines():
+            if line.startswith(b'data: '):
+                events.append((time.monotonic() - started, json.loads(line[6:])))
+    statuses = [e['status'] for _, e in events]
+    assert statuses[-1] == 'running'
+    assert statuses[0] == 'launching'
+    assert 'Waiting for Jupyter to answer' in [e['message'] for _, e in events]
+    # Streamed as they happen, not all at once at the end.
+    assert events[-1][0] - events[0][0] > 0.3
+    site.delete(f'notebook/{nb["_id"]}')
+
+
+def testTheCredentialNeverAppearsInAnyResponse(fed):
+    central = fed.clients['central']
+    fed.responses.append(json.dumps(central.get('resolver/site')))
+    fed.responses.append(json.dumps(central.get('notebook')))
+    assert fed.responses
+    for text in fed.responses:
+        assert fed.launchKey not in text
+        assert 'credential"' not in text
+
+
+def _closedPort():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _longAgo():
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=2)
