@@ -1,19 +1,24 @@
 """``/resolver/dataset``: the dataset index, paged and filtered by access."""
 
+import hmac
+import re
+
+import cherrypy
 from bson import ObjectId
 from girder.api import access
 from girder.api.describe import Description, autoDescribeRoute
-from girder.api.rest import Resource, getCurrentUser
-from girder.exceptions import RestException
+from girder.api.rest import Resource, getCurrentUser, setRawResponse, setResponseHeader
+from girder.exceptions import AccessException, RestException
 from girder.models.folder import Folder
 
-from .. import settings
+from .. import metrics, settings
 from ..models.dataset import Dataset
 from ..settings import PluginSettings
 from . import parseIdentifier
 from .site import SiteRoutes
 
 SORT_FIELDS = {'identifier', 'site', 'name', 'updated'}
+FOLDER_ID_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
 
 
 class Resolver(Resource, SiteRoutes):
@@ -24,6 +29,7 @@ class Resolver(Resource, SiteRoutes):
         self.resourceName = 'resolver'
         self.route('GET', ('dataset',), self.listDatasets)
         self._addSiteRoutes()
+        self.route('GET', ('metrics',), self.metrics)
 
     @access.public
     @autoDescribeRoute(
@@ -36,6 +42,7 @@ class Resolver(Resource, SiteRoutes):
             'Only local entries whose folder lies in this collection.',
             required=False,
         )
+        .param('folderId', 'Only entries of this folder.', required=False)
         .param(
             'local',
             'Only entries of this site (true) or registered by others (false).',
@@ -45,7 +52,7 @@ class Resolver(Resource, SiteRoutes):
         .pagingParams(defaultSort='identifier')
         .errorResponse('A filter does not parse.', 400)
     )
-    def listDatasets(self, site, identifier, collectionId, local, limit, offset, sort):
+    def listDatasets(self, site, identifier, collectionId, folderId, local, limit, offset, sort):
         query = {}
         if site is not None:
             if not settings.validSiteName(site):
@@ -61,6 +68,13 @@ class Resolver(Resource, SiteRoutes):
         if collectionId is not None:
             query['local'] = True
             query['folderId'] = {'$in': self._taggedFolders(collectionId)}
+        if folderId is not None:
+            if not isinstance(folderId, str) or not FOLDER_ID_RE.match(folderId):
+                raise RestException('"folderId" must be a folder id.', code=400)
+            inCollection = query.get('folderId', {}).get('$in')
+            query['folderId'] = (
+                folderId if inCollection is None or folderId in inCollection else {'$in': []}
+            )
         user = getCurrentUser()
         model = Dataset()
         out = []
@@ -89,3 +103,28 @@ class Resolver(Resource, SiteRoutes):
             fields={'_id': True},
         )
         return [str(f['_id']) for f in folders]
+
+    @access.public
+    @autoDescribeRoute(
+        Description('Prometheus metrics of this server (text exposition format).')
+        .notes(
+            'Admins may read it; so may a scraper that sends "Authorization: Bearer <secret>" '
+            'where the secret is the setting resolver.metrics_token.'
+        )
+        .produces('text/plain')
+        .errorResponse('Neither an admin nor the metrics secret.', 403)
+    )
+    def metrics(self):
+        user = getCurrentUser()
+        if not (user and user.get('admin')):
+            secret = settings.get(PluginSettings.METRICS_TOKEN)
+            header = cherrypy.request.headers.get('Authorization', '')
+            given = header[len('Bearer ') :] if header.startswith('Bearer ') else ''
+            if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+                raise AccessException(
+                    'Metrics are for admins, or for a scraper sending the bearer secret set in '
+                    'resolver.metrics_token.'
+                )
+        setResponseHeader('Content-Type', 'text/plain; version=0.0.4; charset=utf-8')
+        setRawResponse()
+        return metrics.exposition()

@@ -6,7 +6,7 @@ from girder.api.describe import Description, autoDescribeRoute
 from girder.api.rest import getCurrentUser
 from girder.exceptions import AccessException, RestException
 
-from .. import settings
+from .. import metrics, settings
 from ..models.site import Site
 from ..settings import PluginSettings
 
@@ -97,6 +97,8 @@ class SiteRoutes:
         apiUrl = body.get('apiUrl')
         if not isinstance(apiUrl, str):
             raise RestException('"apiUrl" must be the site\'s public API URL.', code=400)
+        mode = body.get('mode', 'full')
+        metrics.REGISTRATIONS.labels(mode=mode if mode in ('full', 'partial') else 'invalid').inc()
         return Site().register(
             user,
             name,

@@ -1,0 +1,81 @@
+"""Prometheus metrics: what an operator watches on a resolver or a site.
+
+Counters and histograms live in this process's registry and are updated where
+things happen; gauges that describe shared state (running notebooks, site
+health) are read from the database at scrape time, so every Girder process of
+a site reports the same figures.
+"""
+
+import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RESOLUTIONS = Counter(
+    'datadns_resolutions', 'Identifier resolutions by outcome.', ['outcome'], registry=REGISTRY
+)
+LAUNCHES = Histogram(
+    'datadns_launch_seconds',
+    'Time from a launch request to a notebook that answers.',
+    ['backend', 'outcome'],
+    registry=REGISTRY,
+    buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120),
+)
+CULLS = Counter(
+    'datadns_culls', 'Notebooks stopped by the culler, by reason.', ['reason'], registry=REGISTRY
+)
+REGISTRATIONS = Counter(
+    'datadns_registrations', 'Site registrations received, by mode.', ['mode'], registry=REGISTRY
+)
+
+
+class _StateCollector:
+    """Gauges computed from the database when Prometheus scrapes."""
+
+    def collect(self):
+        from .models.site import Site
+
+        sites = GaugeMetricFamily(
+            'datadns_site_healthy',
+            'Whether a registered site sent a heartbeat within the TTL.',
+            labels=['site'],
+        )
+        datasets = GaugeMetricFamily(
+            'datadns_site_datasets', 'Datasets a site has registered.', labels=['site']
+        )
+        now = datetime.datetime.now(datetime.timezone.utc)
+        model = Site()
+        for site in model.find({}, fields={'name': 1, 'lastHeartbeat': 1, 'datasetCount': 1}):
+            sites.add_metric([site['name']], 1 if model.healthy(site, now) else 0)
+            datasets.add_metric([site['name']], site.get('datasetCount', 0))
+        yield sites
+        yield datasets
+        running = GaugeMetricFamily(
+            'datadns_notebooks', 'Notebooks at this site by status.', labels=['status']
+        )
+        for status, count in _notebookCounts().items():
+            running.add_metric([status], count)
+        yield running
+
+
+def _notebookCounts():
+    try:
+        from .models.notebook import Notebook
+    except ImportError:
+        return {}
+    pipeline = [{'$group': {'_id': '$status', 'n': {'$sum': 1}}}]
+    return {
+        row['_id']: row['n']
+        for row in Notebook().collection.aggregate(pipeline)
+        if row['_id'] in ('launching', 'running', 'stopping')
+    }
+
+
+REGISTRY.register(_StateCollector())
+
+
+def exposition():
+    """The metrics in Prometheus' text format."""
+    return generate_latest(REGISTRY)
