@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 
-from . import settings
+from . import metrics, settings
 from .launcher import BACKENDS, LaunchError
 from .models.notebook import (
     INSTANCE_LABEL,
@@ -147,6 +147,7 @@ def cullOnce(now=None):
         if not alive:
             if _endGone(doc, 'The notebook server had stopped (its process or container is gone).'):
                 report[str(doc['_id'])] = 'vanished'
+                metrics.CULLS.labels(reason='vanished').inc()
             continue
         activity = _launcherOf(doc).last_activity(doc['handle'], doc.get('token'))
         times = (_aware(activity), _aware(doc.get('lastActivity')), _aware(doc['created']))
@@ -164,6 +165,7 @@ def cullOnce(now=None):
         if claimed is not None:
             model.release(claimed, reason)
             report[str(doc['_id'])] = 'culled'
+            metrics.CULLS.labels(reason='idle' if 'activity' in reason else 'max_age').inc()
     for doc in _localLive(['launching', 'stopping']):
         outcome = _settleDangling(doc, LAUNCH_GRACE, now)
         if outcome:

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import threading
+import time
 
 import pymongo
 from bson import ObjectId
@@ -36,7 +37,7 @@ from girder.models.item import Item
 from girder.models.model_base import Model
 from girder.models.setting import Setting
 
-from .. import settings
+from .. import metrics, settings
 from ..federation import SiteClient, SiteError
 from ..launcher import LaunchError, LaunchSpec, get_configured_launcher
 from ..settings import PluginSettings
@@ -338,11 +339,17 @@ class Notebook(Model):
         return bool(result.matched_count)
 
     def _launchInBackground(self, doc):
+        started = time.monotonic()
         try:
             self._launch(doc)
         except Exception as exc:  # the thread must leave no notebook "launching"
             logger.exception('Notebook %s failed to launch', doc['_id'])
             self._fail(doc, f'The notebook could not be started: {exc}')
+        final = self.collection.find_one({'_id': doc['_id']}, {'status': True}) or {}
+        outcome = {'running': 'running', 'error': 'error'}.get(final.get('status'), 'stopped')
+        metrics.LAUNCHES.labels(backend=doc.get('backend', 'unknown'), outcome=outcome).observe(
+            time.monotonic() - started
+        )
 
     def _launch(self, doc):
         notebookId = str(doc['_id'])

@@ -17,3 +17,11 @@ def parseIdentifier(value, param='id'):
         return normalize(value)
     except InvalidIdentifier as exc:
         raise RestException(str(exc), code=400)
+
+
+def checkPaging(limit, offset):
+    """Refuse paging values that would reach Mongo as an error (a negative skip is a 500)."""
+    if limit is not None and limit < 0:
+        raise RestException('"limit" must be 0 (no limit) or more.', code=400)
+    if offset is not None and offset < 0:
+        raise RestException('"offset" must be 0 or more.', code=400)

@@ -14,7 +14,7 @@ from girder.models.folder import Folder
 from .. import metrics, settings
 from ..models.dataset import Dataset
 from ..settings import PluginSettings
-from . import parseIdentifier
+from . import checkPaging, parseIdentifier
 from .site import SiteRoutes
 
 SORT_FIELDS = {'identifier', 'site', 'name', 'updated'}
@@ -53,6 +53,7 @@ class Resolver(Resource, SiteRoutes):
         .errorResponse('A filter does not parse.', 400)
     )
     def listDatasets(self, site, identifier, collectionId, folderId, local, limit, offset, sort):
+        checkPaging(limit, offset)
         query = {}
         if site is not None:
             if not settings.validSiteName(site):

@@ -38,6 +38,7 @@ from .. import settings
 from ..constants import LAUNCH_SCOPE
 from ..models.notebook import FINAL, Notebook, identityOf, validIdentity
 from ..settings import PluginSettings
+from . import checkPaging
 
 SORT_FIELDS = {'created', 'updated', 'status', 'lastActivity'}
 #: How long one event stream stays open at most (seconds); clients reconnect.
@@ -157,6 +158,7 @@ class NotebookResource(Resource):
         .errorResponse('A bad filter.', 400)
     )
     def listNotebooks(self, folderId, userId, live, onBehalfOf, limit, offset, sort):
+        checkPaging(limit, offset)
         user = getCurrentUser()
         query = {}
         if delegated():

@@ -8,6 +8,7 @@ from girder.api.describe import Description, autoDescribeRoute
 from girder.api.rest import Resource, getApiUrl, getCurrentUser
 from girder.exceptions import RestException
 
+from .. import metrics
 from ..models.dataset import Dataset
 from ..models.notebook import Notebook
 from . import parseIdentifier
@@ -89,16 +90,22 @@ class Resolve(Resource):
                 query['autolaunch'] = '1'
             target = f'{webClientUrl()}/#resolve?{urllib.parse.urlencode(query)}'
             raise cherrypy.HTTPRedirect(target, 303)
-        identifier = parseIdentifier(id)
-        if site is not None and not isinstance(site, str):
-            raise RestException('Give at most one "site" parameter.', code=400)
+        try:
+            identifier = parseIdentifier(id)
+            if site is not None and not isinstance(site, str):
+                raise RestException('Give at most one "site" parameter.', code=400)
+        except RestException:
+            metrics.RESOLUTIONS.labels(outcome='invalid').inc()
+            raise
         locations = Dataset().locations(identifier.canonical, getCurrentUser(), preferSite=site)
         if not locations:
+            metrics.RESOLUTIONS.labels(outcome='not_found').inc()
             raise RestException(
                 f'No site holds {identifier.canonical}, or you may not read it. Check the '
                 'identifier, or log in if the dataset is private.',
                 code=404,
             )
+        metrics.RESOLUTIONS.labels(outcome='found').inc()
         return {
             'identifier': identifier.canonical,
             'scheme': identifier.scheme,

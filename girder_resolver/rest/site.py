@@ -9,6 +9,7 @@ from girder.exceptions import AccessException, RestException
 from .. import metrics, settings
 from ..models.site import Site
 from ..settings import PluginSettings
+from . import checkPaging
 
 #: Bytes allowed per registered dataset when sizing the largest accepted body.
 _BYTES_PER_ENTRY = 1024
@@ -50,6 +51,7 @@ class SiteRoutes:
         .pagingParams(defaultSort='name')
     )
     def listSites(self, limit, offset, sort):
+        checkPaging(limit, offset)
         user = getCurrentUser()
         return [
             Site().publicView(site, user)
