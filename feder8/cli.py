@@ -86,6 +86,14 @@ def _options(fn):
             help='Routing weight among sites holding a dataset.',
         ),
         click.option(
+            '--capacity',
+            envvar='FEDER8_CAPACITY',
+            type=click.IntRange(min=0),
+            default=None,
+            help='Notebooks this site can run at once (sent with each heartbeat beside the '
+            'number running, for routing).',
+        ),
+        click.option(
             '--full-every',
             envvar='FEDER8_FULL_EVERY',
             default=3600.0,
@@ -120,6 +128,7 @@ def _config(kw):
         includePrivate=kw['include_private'],
         launchCredential=not kw['no_launch_credential'],
         weight=kw['weight'],
+        capacity=kw['capacity'],
         fullEvery=kw['full_every'],
     )
 

@@ -49,6 +49,7 @@ class Config:
     fullEvery: float = 3600.0
     maxBackoff: float = 60.0
     weight: float | None = None
+    capacity: int | None = None
 
 
 @dataclass
@@ -267,9 +268,16 @@ class Sidecar:
     def heartbeat(self):
         """Tell the central we are alive; False when it no longer knows this site."""
 
+        params = {'running': self.runningNotebooks()}
+        if self.config.capacity is not None:
+            params['capacity'] = self.config.capacity
+        params = {k: v for k, v in params.items() if v is not None}
+
         def beat():
             try:
-                self.central.put(f'resolver/site/{self.config.siteName}/heartbeat')
+                self.central.put(
+                    f'resolver/site/{self.config.siteName}/heartbeat', parameters=params
+                )
                 return True
             except girder_client.HttpError as exc:
                 if exc.status == 404:
@@ -277,6 +285,14 @@ class Sidecar:
                 raise
 
         return self.retry('heartbeat', beat)
+
+    def runningNotebooks(self):
+        """How many notebooks the site runs now (None if it cannot say)."""
+        try:
+            return len(self.site.get('notebook', parameters={'live': 'true', 'limit': 0}))
+        except Exception as exc:  # noqa: BLE001 - capacity is a hint, never a failure
+            logger.debug('could not count running notebooks: %s', _describe(exc))
+            return None
 
     def syncOnce(self):
         """One full registration (what ``feder8 sync`` does)."""

@@ -213,3 +213,11 @@ def testSyncFailsWithAClearMessageOnABadCentralKey(running):
     result = _sync(running, 'site-a', key='not-a-real-key-' + 'x' * 24)
     assert result.returncode == 2
     assert 'central resolver refused the API key' in result.stderr
+
+
+def testHeartbeatsCarryTheSitesCapacityAndRunningNotebooks(running):
+    running.startFeder8('site-a', extraArgs=['--capacity', '5'])
+    eventually(
+        lambda: sites(running)['site-a'].get('capacity') == 5, timeout=20, what='capacity reported'
+    )
+    assert sites(running)['site-a']['running'] == 0
