@@ -149,9 +149,25 @@ def up(home, port, adminLogin, interval):
         raise SystemExit(1)
     finally:
         click.echo('Stopping ...')
+        if fed is not None:
+            _stopNotebooks(fed)
         for service in reversed(services):
             service.stop()
         click.echo('Stopped. Data kept in %s' % home)
+
+
+def _stopNotebooks(fed):
+    """Stop the notebooks the servers started: they outlive a Girder restart by design,
+    but Ctrl-C on the whole stack should leave nothing running."""
+    for name, gc in fed.clients.items():
+        try:
+            live = gc.get('notebook', parameters={'live': 'true', 'limit': 0})
+            for notebook in live:
+                gc.delete(f'notebook/{notebook["_id"]}')
+            if live:
+                click.echo(f'  stopped {len(live)} notebook(s) at {name}')
+        except Exception as exc:  # noqa: BLE001 - shutting down: report, go on
+            click.echo(f'  could not stop the notebooks at {name}: {exc}', err=True)
 
 
 def _free(port):

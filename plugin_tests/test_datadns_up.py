@@ -1,0 +1,139 @@
+"""The README's first command: `datadns up` brings up a federation that resolves and launches."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+PASSWORD = 'readme-test-password'
+
+
+def _freeBlock():
+    """A base port with it, the next two, and base+100 free."""
+    for base in range(21000, 40000, 317):
+        try:
+            for port in (base, base + 1, base + 2, base + 100):
+                with socket.socket() as s:
+                    s.bind(('127.0.0.1', port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError('no free ports')
+
+
+class Up:
+    def __init__(self, home, port):
+        env = {**os.environ, 'DATADNS_ADMIN_PASSWORD': PASSWORD, 'PYTHONUNBUFFERED': '1'}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                '-m',
+                'datadns',
+                'up',
+                '--home',
+                str(home),
+                '--port',
+                str(port),
+                '--interval',
+                '1',
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self):
+        return ''.join(self.lines)
+
+    def waitUp(self, timeout=240):
+        deadline = time.monotonic() + timeout
+        while 'Press Ctrl-C' not in self.output:
+            assert self.proc.poll() is None, self.output
+            assert time.monotonic() < deadline, self.output
+            time.sleep(0.5)
+
+    def interrupt(self):
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(90)
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / 'var'
+
+
+def testDatadnsUpResolvesLaunchesStopsCleanlyAndReusesItsData(home):
+    port = _freeBlock()
+    up = Up(home, port)
+    try:
+        up.waitUp()
+        links = re.findall(r'(http://\S+/api/v1/resolve\?id=\S+)', up.output)
+        assert len(links) == 4, up.output
+        for link in links:
+            resp = requests.get(link, timeout=10)
+            assert resp.status_code == 200, (link, resp.text)
+        shared = requests.get(
+            f'http://127.0.0.1:{port}/api/v1/resolve?id=doi:10.5072/datadns.turbulence', timeout=10
+        ).json()
+        assert sorted(loc['site'] for loc in shared['locations']) == ['site-a', 'site-b']
+
+        api = f'http://127.0.0.1:{port}/api/v1'
+        token = requests.get(
+            f'{api}/user/authentication', auth=('admin', PASSWORD), timeout=10
+        ).json()['authToken']['token']
+        headers = {'Girder-Token': token}
+        notebook = requests.post(
+            f'{api}/resolve/launch',
+            headers=headers,
+            timeout=30,
+            params={'id': 'https://doi.org/10.5072/DATADNS.GALAXIES'},
+        ).json()
+        for _ in range(120):
+            notebook = requests.get(
+                f'{api}/notebook/{notebook["_id"]}', headers=headers, timeout=10
+            ).json()
+            if notebook['status'] in ('running', 'error'):
+                break
+            time.sleep(1)
+        assert notebook['status'] == 'running', notebook
+        base, jupyterToken = notebook['url'].split('?token=')
+        base = base.split('/tree')[0].rstrip('/')
+        listing = requests.get(
+            f'{base}/api/contents/Galaxy survey', params={'token': jupyterToken}, timeout=10
+        ).json()
+        assert {'README.md', 'part-1.csv', 'part-2.csv'} <= {c['name'] for c in listing['content']}
+    finally:
+        code = up.interrupt()
+    assert code == 0, up.output
+    assert 'stopped 1 notebook(s) at central' in up.output
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f'{base}/api/status', timeout=5)
+    for p in (port, port + 1, port + 2):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f'http://127.0.0.1:{p}/api/v1/system/version', timeout=5)
+
+    again = Up(home, port)
+    try:
+        again.waitUp()
+        assert '3 tagged folders' in again.output and '2 tagged folders' in again.output
+        resp = requests.get(links[0], timeout=10)
+        assert resp.status_code == 200
+    finally:
+        assert again.interrupt() == 0, again.output
