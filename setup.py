@@ -50,7 +50,7 @@ setup(
             'hypothesis',
             'playwright',
             'ruff',
-            'schemathesis',
+            'schemathesis>=4.32,<5',
         ],
         'embedded': ['SecantusDB'],
     },

@@ -45,6 +45,11 @@ class PluginSettings:
     #: JSON object mapping a folder id to a dataset path on disk, for folders not imported
     #: from a filesystem assetstore.
     DATA_PATHS = 'resolver.data_paths'
+    #: Sustained requests per second one client address may make without logging in to
+    #: the routes that query the index (/resolve, /resolver/dataset); 0 = no limit.
+    ANONYMOUS_RATE = 'resolver.anonymous_rate'
+    #: How many of those requests one address may make at once before the rate applies.
+    ANONYMOUS_BURST = 'resolver.anonymous_burst'
     #: Bearer secret that lets a Prometheus scraper read /resolver/metrics (empty = admins only).
     METRICS_TOKEN = 'resolver.metrics_token'
 
@@ -66,6 +71,8 @@ _DEFAULTS = {
     PluginSettings.USER_CAP: 2,
     PluginSettings.POOL_SIZE: 0,
     PluginSettings.DATA_PATHS: {},
+    PluginSettings.ANONYMOUS_RATE: 10,
+    PluginSettings.ANONYMOUS_BURST: 100,
     PluginSettings.METRICS_TOKEN: '',
 }
 
@@ -169,6 +176,21 @@ def _validateAtLeastOne(doc):
 )
 def _validateNonNegative(doc):
     _positiveInt(doc, 0)
+
+
+@setting_utilities.validator(PluginSettings.ANONYMOUS_RATE)
+def _validateAnonymousRate(doc):
+    try:
+        doc['value'] = float(doc['value'])
+    except (TypeError, ValueError):
+        raise ValidationException(f'{doc["key"]} must be a number of requests per second.', 'value')
+    if not 0 <= doc['value'] <= 1e6:
+        raise ValidationException(f'{doc["key"]} must be from 0 (no limit) to 1000000.', 'value')
+
+
+@setting_utilities.validator(PluginSettings.ANONYMOUS_BURST)
+def _validateAnonymousBurst(doc):
+    _positiveInt(doc, 1)
 
 
 @setting_utilities.validator(PluginSettings.DATA_PATHS)

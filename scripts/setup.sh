@@ -22,6 +22,7 @@ if [ "$TEST" = 1 ]; then
     have chromium || need_apt+=(chromium)
     have newuidmap || need_apt+=(uidmap)
     have redis-server || need_apt+=(redis-server)
+    have docker-compose || need_apt+=(docker-compose)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -11,7 +11,7 @@ from girder.api.rest import Resource, getCurrentUser, setRawResponse, setRespons
 from girder.exceptions import AccessException, RestException
 from girder.models.folder import Folder
 
-from .. import metrics, settings
+from .. import metrics, ratelimit, settings
 from ..models.dataset import Dataset
 from ..settings import PluginSettings
 from . import checkPaging, parseIdentifier
@@ -51,8 +51,10 @@ class Resolver(Resource, SiteRoutes):
         )
         .pagingParams(defaultSort='identifier')
         .errorResponse('A filter does not parse.', 400)
+        .errorResponse('Too many anonymous requests from your address (see Retry-After).', 429)
     )
     def listDatasets(self, site, identifier, collectionId, folderId, local, limit, offset, sort):
+        ratelimit.check()
         checkPaging(limit, offset)
         query = {}
         if site is not None:

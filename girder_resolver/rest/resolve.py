@@ -8,7 +8,7 @@ from girder.api.describe import Description, autoDescribeRoute
 from girder.api.rest import Resource, getApiUrl, getCurrentUser
 from girder.exceptions import RestException
 
-from .. import metrics
+from .. import metrics, ratelimit
 from ..models.dataset import Dataset
 from ..models.notebook import Notebook
 from . import parseIdentifier
@@ -80,8 +80,10 @@ class Resolve(Resource):
         )
         .errorResponse('The identifier does not parse.', 400)
         .errorResponse('No location is known for the identifier.', 404)
+        .errorResponse('Too many anonymous requests from your address (see Retry-After).', 429)
     )
     def resolve(self, id, site, autolaunch):
+        ratelimit.check()
         if prefersHtml(cherrypy.request.headers.get('Accept', '')):
             query = {'id': id if isinstance(id, str) else ''}
             if site:

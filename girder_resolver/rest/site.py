@@ -1,5 +1,7 @@
 """``/resolver/site``: registration, heartbeats and health of the federation's sites."""
 
+import functools
+
 import cherrypy
 from girder.api import access
 from girder.api.describe import Description, autoDescribeRoute
@@ -11,6 +13,8 @@ from ..models.site import Site
 from ..settings import PluginSettings
 from . import checkPaging
 
+#: Fields GET /resolver/site may sort by (anything else reached Mongo: a 500 for "$where").
+SORT_FIELDS = {'name', 'created', 'lastHeartbeat', 'lastRegistration', 'datasetCount', 'weight'}
 #: Bytes allowed per registered dataset when sizing the largest accepted body.
 _BYTES_PER_ENTRY = 1024
 
@@ -35,6 +39,25 @@ def _checkBodySize():
         )
 
 
+def checkedBody(fun):
+    """Refuse an oversized or absurdly nested registration before Girder parses it.
+
+    ``jsonParam`` parses the whole body before the handler runs: a 100 MB body
+    would be parsed before its 413, and ``[[[[…`` nested 100,000 deep raised a
+    RecursionError that Girder answered with a 500.
+    """
+
+    @functools.wraps(fun)
+    def wrapper(*args, **kwargs):
+        _checkBodySize()
+        try:
+            return fun(*args, **kwargs)
+        except RecursionError:
+            raise RestException('The registration is nested too deeply to be read.', code=400)
+
+    return wrapper
+
+
 class SiteRoutes:
     """Mixed into the ``/resolver`` resource."""
 
@@ -51,6 +74,9 @@ class SiteRoutes:
         .pagingParams(defaultSort='name')
     )
     def listSites(self, limit, offset, sort):
+        for field, _direction in sort:
+            if field not in SORT_FIELDS:
+                raise RestException(f'Sort by one of: {", ".join(sorted(SORT_FIELDS))}.', code=400)
         checkPaging(limit, offset)
         user = getCurrentUser()
         return [
@@ -59,6 +85,7 @@ class SiteRoutes:
         ]
 
     @access.user
+    @checkedBody
     @autoDescribeRoute(
         Description('Register a site and its datasets (full snapshot or partial update).')
         .notes(
@@ -76,7 +103,6 @@ class SiteRoutes:
         .errorResponse('Too many datasets in one request.', 413)
     )
     def registerSite(self, body):
-        _checkBodySize()
         user = getCurrentUser()
         if not Site().isRegistrar(user):
             raise AccessException(

@@ -1,0 +1,293 @@
+"""The production deployment: docker-compose.yml and the server image's entry point.
+
+``docker-compose config`` (Debian's ``docker-compose`` package) checks the file
+without a container engine; the structure checks read its resolved form. The
+entry point is then run for real, as the compose file configures it (same
+command, same environment, with host names pointed at local processes): a
+central, a site and the site's feder8 come up from nothing but the environment.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from datadns import stack
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / 'docker-compose.yml'
+ENTRYPOINT = REPO / 'docker' / 'girder' / 'entrypoint.sh'
+SECRETS = {
+    'CENTRAL_ADMIN_PASSWORD': 'central-admin-password',
+    'SITE_A_ADMIN_PASSWORD': 'site-a-admin-password',
+    'SITE_B_ADMIN_PASSWORD': 'site-b-admin-password',
+    'SITE_A_FEDER8_KEY': 'a' * 40,
+    'SITE_B_FEDER8_KEY': 'b' * 40,
+    'SITE_A_REGISTRAR_KEY': 'c' * 40,
+    'SITE_B_REGISTRAR_KEY': 'd' * 40,
+}
+SETTINGS = {
+    'DOCKER_GID': '998',
+    'CENTRAL_PUBLIC_URL': 'https://resolver.example.org/api/v1',
+    'SITE_A_PUBLIC_URL': 'https://girder.site-a.example.org/api/v1',
+    'SITE_B_PUBLIC_URL': 'https://girder.site-b.example.org/api/v1',
+    'SITE_A_NOTEBOOK_HOST': 'notebooks.site-a.example.org',
+    'SITE_B_NOTEBOOK_HOST': 'notebooks.site-b.example.org',
+    'SITE_A_DATA': '/srv/datasets/site-a',
+    'SITE_B_DATA': '/srv/datasets/site-b',
+}
+#: Built, never started (profile "build"): exempt from the running-service rules.
+BUILD_ONLY = {'notebook-image'}
+
+
+def dockerCompose():
+    path = shutil.which('docker-compose')
+    if path is None:
+        message = 'docker-compose is not installed (apt-get install -y docker-compose)'
+        if os.environ.get('CI') == 'true':
+            pytest.fail(f'The deployment must be checked in CI, but {message}', pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def compose(tmp_path, env, *args):
+    envFile = tmp_path / 'compose.env'
+    envFile.write_text(''.join(f'{k}={v}\n' for k, v in env.items()))
+    return subprocess.run(
+        [dockerCompose(), '-f', str(COMPOSE), '--env-file', str(envFile), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,  # never pick up a developer's .env
+        env={k: v for k, v in os.environ.items() if not k.startswith(('SITE_', 'CENTRAL_'))},
+    )
+
+
+@pytest.fixture
+def resolved(tmp_path):
+    result = compose(tmp_path, {**SECRETS, **SETTINGS}, '--profile', 'build', 'config')
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def running(config):
+    return {name: svc for name, svc in config['services'].items() if name not in BUILD_ONLY}
+
+
+def testComposeFileIsValid(tmp_path):
+    result = compose(tmp_path, {**SECRETS, **SETTINGS}, 'config', '-q')
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize('missing', sorted(SECRETS))
+def testEverySecretIsRequiredAndNamedWhenMissing(tmp_path, missing):
+    env = {k: v for k, v in {**SECRETS, **SETTINGS}.items() if k != missing}
+    result = compose(tmp_path, env, 'config', '-q')
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+def testTheFileHasEveryPiece(resolved):
+    services = resolved['services']
+    assert {'mongo', 'redis', 'central', 'site-a', 'site-b', 'feder8-a', 'feder8-b'} <= set(
+        services
+    )
+    assert services['mongo']['image'] == 'mongo:7'
+    assert services['notebook-image']['build']['context'].endswith('docker/notebook')
+    assert services['notebook-image']['profiles'] == ['build']
+    for name in ('central', 'site-a', 'site-b'):
+        assert services[name]['build']['dockerfile'] == 'docker/girder/Dockerfile'
+        env = services[name]['environment']
+        assert env['GIRDER_NOTIFICATION_REDIS_URL'].startswith('redis://redis:')
+        assert env['GIRDER_MONGO_URI'].startswith('mongodb://mongo:27017/')
+    for site in ('a', 'b'):
+        feder8 = services[f'feder8-{site}']
+        assert feder8['command'] == ['feder8', 'run']
+        assert feder8['image'] == services[f'site-{site}']['image']
+        assert feder8['environment']['FEDER8_GIRDER_URL'] == f'http://site-{site}:8080/api/v1'
+    databases = {services[n]['environment']['GIRDER_MONGO_URI'] for n in ('central', 'site-a')}
+    assert len(databases) == 2, 'each Girder needs its own database'
+
+
+def testEveryServiceIsHealthCheckedOrWaitsForAHealthyDependency(resolved):
+    for name, svc in running(resolved).items():
+        assert 'healthcheck' in svc or any(
+            dep.get('condition') == 'service_healthy' for dep in svc.get('depends_on', {}).values()
+        ), f'{name}: add a healthcheck or depends_on with condition: service_healthy'
+    for name in ('central', 'site-a', 'site-b'):
+        test = ' '.join(resolved['services'][name]['healthcheck']['test'])
+        assert '/api/v1/system/version' in test
+    for name, svc in running(resolved).items():
+        for dep, spec in svc.get('depends_on', {}).items():
+            assert spec.get('condition') == 'service_healthy', f'{name} -> {dep}'
+            assert 'healthcheck' in resolved['services'][dep], f'{dep} has no healthcheck'
+
+
+def testEveryServiceRestarts(resolved):
+    for name, svc in running(resolved).items():
+        assert svc.get('restart') in ('unless-stopped', 'always', 'on-failure'), name
+
+
+def testDataIsMountedReadOnlyAndAtTheSamePathAsOnTheHost(resolved):
+    for site in ('a', 'b'):
+        data = SETTINGS[f'SITE_{site.upper()}_DATA']
+        volumes = resolved['services'][f'site-{site}']['volumes']
+        mounts = [v for v in volumes if isinstance(v, str) and v.startswith(data)]
+        assert mounts == [f'{data}:{data}:ro'], volumes
+    for name, svc in running(resolved).items():
+        for volume in svc.get('volumes', []):
+            source = volume.split(':')[0]
+            if source.startswith('/srv/'):
+                assert volume.endswith(':ro'), f'{name}: data mounts must be read-only'
+
+
+def testNoPasswordOrKeyIsWrittenInTheFile():
+    text = COMPOSE.read_text()
+    secretish = re.compile(r'(PASSWORD|_KEY|SECRET|TOKEN|REGISTRARS)[A-Z_]*:\s*(.*)$', re.M)
+    for name, value in secretish.findall(text):
+        assert '${' in value and ':?' in value, f'{name} must come from ${{VAR:?…}}, not {value}'
+    for value in SECRETS.values():
+        assert value not in text
+    assert not re.search(r'mongodb://[^/\s]*:[^@\s]*@', text), 'credentials in a Mongo URI'
+
+
+def testPortsAreBoundToLoopbackForTheReverseProxy(resolved):
+    for name, svc in running(resolved).items():
+        for port in svc.get('ports', []):
+            published = port if isinstance(port, str) else str(port.get('host_ip', ''))
+            assert published.startswith('127.0.0.1'), f'{name} publishes {port} on every address'
+
+
+def testTheDockerfileInstallsTheRepoAndServesGirder():
+    text = (REPO / 'docker' / 'girder' / 'Dockerfile').read_text()
+    assert text.startswith('#') and 'FROM python:3.11-slim' in text
+    assert 'pip install' in text and 'GIRDER_WORKER_TASK_ALWAYS_EAGER=true' in text
+    assert 'entrypoint.sh' in text
+    assert 'girder serve' in ENTRYPOINT.read_text()
+
+
+# The entry point, run as compose runs it ------------------------------------------------
+
+
+def serviceEnv(config, name, rewrite):
+    env = {k: str(v) for k, v in config['services'][name]['environment'].items()}
+    for key, value in env.items():
+        for old, new in rewrite.items():
+            value = value.replace(old, new)
+        env[key] = value
+    return env
+
+
+class Entrypoint(stack.Service):
+    """``docker/girder/entrypoint.sh`` with a service's environment from the compose file."""
+
+    def __init__(self, name, args, env, port=None, logDir=None):
+        self.name = name
+        super().__init__(logDir)
+        self.args = args
+        self.extra = env
+        self.port = port
+
+    def command(self):
+        return ['sh', str(ENTRYPOINT), *self.args]
+
+    def env(self):
+        venvBin = str(Path(sys.executable).parent)
+        return {
+            **os.environ,
+            **self.extra,
+            'PATH': f'{venvBin}:{os.environ["PATH"]}',
+            'PYTHONUNBUFFERED': '1',
+        }
+
+    def ready(self):
+        if self.port is None:
+            return self.proc.poll() is None
+        return requests.get(f'http://127.0.0.1:{self.port}/api/v1/system/version', timeout=2).ok
+
+
+@pytest.mark.slow
+def testTheEntrypointBringsUpACentralASiteAndItsFeder8FromTheEnvironment(
+    tmp_path, resolved, mongoUri
+):
+    ports = {'central': stack.freePort(), 'site-a': stack.freePort()}
+    prefix = f'deploy_{os.getpid()}'
+    rewrite = {
+        'mongodb://mongo:27017/datadns_': f'{mongoUri}/{prefix}_',
+        'http://central:8080': f'http://127.0.0.1:{ports["central"]}',
+        'http://site-a:8080': f'http://127.0.0.1:{ports["site-a"]}',
+        'redis://redis:6379/0': 'redis://127.0.0.1:1/0',
+        '/assetstore': str(tmp_path / 'assetstore'),
+    }
+    procs = []
+    try:
+        for name in ('central', 'site-a'):
+            env = serviceEnv(resolved, name, rewrite)
+            env['GIRDER_PORT'] = str(ports[name])
+            env['DATADNS_BACKEND'] = 'process'  # no container engine needed here
+            env['DATADNS_ASSETSTORE'] = str(tmp_path / f'assetstore-{name}')
+            proc = Entrypoint(name, ['serve'], env, ports[name], tmp_path / 'logs')
+            procs.append(proc.start(timeout=120))
+        central = f'http://127.0.0.1:{ports["central"]}/api/v1'
+        feder8Env = serviceEnv(resolved, 'feder8-a', rewrite)
+        feder8Env['FEDER8_INTERVAL'] = '1'
+        feder8 = Entrypoint('feder8-a', resolved['services']['feder8-a']['command'], feder8Env)
+        procs.append(feder8.start())
+
+        def registered():
+            sites = requests.get(f'{central}/resolver/site', timeout=5).json()
+            return [s for s in sites if s['name'] == 'site-a' and s['healthy']]
+
+        [site] = stack.waitFor(registered, 60, 'site-a registered by its feder8', interval=0.5)
+        assert site['apiUrl'] == SETTINGS['SITE_A_PUBLIC_URL']
+        assert site['hasCredential']
+        # The admin exists with the password from the environment, and the settings apply.
+        token = requests.get(
+            f'{central}/user/authentication',
+            auth=('admin', SECRETS['CENTRAL_ADMIN_PASSWORD']),
+            timeout=5,
+        )
+        assert token.ok, token.text
+        # The registrar key is a registrar's, not an admin's: it cannot touch other sites.
+        registrar = requests.get(
+            f'{central}/user/me',
+            headers={'Girder-Token': _token(central, SECRETS['SITE_A_REGISTRAR_KEY'])},
+            timeout=5,
+        ).json()
+        assert registrar['login'] == 'registrar-site-a' and not registrar['admin']
+        # A second start with the same environment changes nothing and comes up again.
+        procs[0].stop()
+        again = Entrypoint(
+            'central-again',
+            ['serve'],
+            {
+                **serviceEnv(resolved, 'central', rewrite),
+                'GIRDER_PORT': str(ports['central']),
+                'DATADNS_BACKEND': 'process',
+                'DATADNS_ASSETSTORE': str(tmp_path / 'assetstore-central'),
+            },
+            ports['central'],
+            tmp_path / 'logs',
+        )
+        procs.append(again.start(timeout=120))
+        assert 'created the admin' not in again.log.read_text()
+        stack.waitFor(registered, 30, 'site-a healthy after the central restarted', interval=0.5)
+        for proc in procs:
+            text = proc.log.read_text(errors='replace')
+            for secret in SECRETS.values():
+                assert secret not in text, f'a secret is in the log of {proc.name}'
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def _token(apiUrl, key):
+    resp = requests.post(f'{apiUrl}/api_key/token', data={'key': key}, timeout=5)
+    resp.raise_for_status()
+    return resp.json()['authToken']['token']
