@@ -196,8 +196,9 @@ class Dataset(Model):
         from .site import Site
 
         siteModel = Site()
-        localSite = settings.get(PluginSettings.SITE_NAME)
         now = datetime.datetime.now(datetime.timezone.utc)
+        # Settings are read only when needed and once: each read is a database round trip.
+        localSite = ttl = None
         sites = {}
         locations = []
         for doc in self.find({'identifier': identifier}):
@@ -205,6 +206,8 @@ class Dataset(Model):
                 folder = self.readableFolder(doc, user)
                 if folder is None:
                     continue
+                if localSite is None:
+                    localSite = settings.get(PluginSettings.SITE_NAME)
                 locations.append(
                     {
                         'site': localSite,
@@ -224,13 +227,15 @@ class Dataset(Model):
             site = sites[doc['site']]
             if site is None:
                 continue
+            if ttl is None:
+                ttl = siteModel.ttl()
             locations.append(
                 {
                     'site': site['name'],
                     'apiUrl': site['apiUrl'],
                     'folderId': doc['folderId'],
                     'name': doc['name'],
-                    'healthy': siteModel.healthy(site, now),
+                    'healthy': siteModel.healthy(site, now, ttl),
                     'lastSeen': site.get('lastHeartbeat'),
                     'local': False,
                     '_rank': (-site.get('weight', 1), -siteModel.freeCapacity(site)),

@@ -22,6 +22,9 @@ from ..settings import PluginSettings
 _FOLDER_ID_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
 MAX_NAME_LENGTH = 512
 MAX_CREDENTIAL_LENGTH = 512
+#: Upserts per bulk_write: one command for a whole 100,000-entry snapshot can outlast the
+#: driver's socket timeout on a slow database, and the registration would answer 500.
+_WRITE_BATCH = 1000
 
 
 def _now():
@@ -94,13 +97,13 @@ class Site(Model):
     def ttl(self):
         return datetime.timedelta(seconds=settings.get(PluginSettings.HEARTBEAT_TTL))
 
-    def healthy(self, site, now=None):
+    def healthy(self, site, now=None, ttl=None):
         last = site.get('lastHeartbeat')
         if last is None:
             return False
         if last.tzinfo is None:
             last = last.replace(tzinfo=datetime.timezone.utc)
-        return (now or _now()) - last <= self.ttl()
+        return (now or _now()) - last <= (ttl or self.ttl())
 
     def freeCapacity(self, site):
         capacity = site.get('capacity')
@@ -229,7 +232,9 @@ class Site(Model):
         else:
             for ident, folderId in list(wanted) + unwanted:
                 doc = coll.find_one(
-                    {**base, 'identifier': ident, 'folderId': folderId},
+                    # Keys in the unique index's order: SecantusDB picks its index from the
+                    # query's first key, and {site, ...} would scan every entry of the site.
+                    {'identifier': ident, 'site': name, 'folderId': folderId, 'local': False},
                     {'identifier': 1, 'folderId': 1, 'name': 1},
                 )
                 if doc:
@@ -268,8 +273,8 @@ class Site(Model):
             gone = [existing[key]['_id'] for key in unwanted if key in existing]
         if gone:
             ops.append(pymongo.DeleteMany({'_id': {'$in': gone}}))
-        if ops:
-            coll.bulk_write(ops, ordered=False)
+        for start in range(0, len(ops), _WRITE_BATCH):
+            coll.bulk_write(ops[start : start + _WRITE_BATCH], ordered=False)
         total = coll.count_documents(base)
         self.collection.update_one({'_id': site['_id']}, {'$set': {'datasetCount': total}})
         return {
