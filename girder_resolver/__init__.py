@@ -36,10 +36,12 @@ class ResolverPlugin(GirderPlugin):
     DISPLAY_NAME = 'Data DNS resolver'
 
     def load(self, info):
+        import cherrypy
+        from girder import events as girderEvents
         from girder.constants import TokenScope
         from girder.utility.model_importer import ModelImporter
 
-        from . import culler, events, settings  # noqa: F401 (registers setting validators)
+        from . import culler, events, pool, settings  # noqa: F401 (registers setting validators)
         from .constants import LAUNCH_SCOPE
         from .models.dataset import Dataset
         from .models.notebook import Notebook
@@ -63,6 +65,10 @@ class ResolverPlugin(GirderPlugin):
             'users, and nothing else.',
         )
         events.bind('resolver')
+        # Girder's access log records query strings: keep API keys and tokens out of it.
+        from . import logredact
+
+        logredact.install()
         registerWebClient(info['serverRoot'])
 
         count = Dataset().reindexLocal()
@@ -74,3 +80,17 @@ class ResolverPlugin(GirderPlugin):
         except Exception:  # a broken container engine must not keep Girder from starting
             logger.exception('Data DNS: notebook recovery failed')
         culler.start()
+
+        # The warm pool refills in its own thread; a change of its size or backend
+        # wakes it, and this process's unclaimed servers stop with the server.
+        girderEvents.bind('model.setting.save.after', 'resolver.pool', _poolSettingSaved)
+        cherrypy.engine.subscribe('stop', pool.shutdown)
+        pool.start()
+
+
+def _poolSettingSaved(event):
+    from . import pool
+    from .settings import PluginSettings
+
+    if (event.info or {}).get('key') in (PluginSettings.POOL_SIZE, PluginSettings.BACKEND):
+        pool.wake()

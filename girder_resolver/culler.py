@@ -11,7 +11,9 @@ Activity comes from the notebook server itself (``/api/status`` →
 :func:`recover` runs once at start-up: notebooks whose process or container
 has gone are marked stopped, live ones are adopted (and culled as usual),
 launches that a crash interrupted are ended, and containers or processes
-labelled as this installation's with no notebook record are stopped.
+labelled as this installation's with no notebook record are stopped; the
+warm pool's unclaimed servers are settled by ``pool.recover()`` and are not
+orphans.
 """
 
 import datetime
@@ -183,9 +185,12 @@ def recover(now=None):
 
     Returns ``{notebook id: what happened}`` (orphans under their notebook id).
     """
+    from . import pool
+
     now = now or _now()
     model = Notebook()
-    report = {}
+    # Unclaimed warm servers first: the orphan check below must know which are pooled.
+    report = pool.recover(now)
     for doc in _localLive(['running']):
         alive = _alive(doc)
         if alive is None:
@@ -213,7 +218,7 @@ def recover(now=None):
                 continue  # another installation's notebook: not ours to judge
             notebookId = handle['notebookId']
             record = model.collection.find_one({'_id': _oid(notebookId), 'live': True})
-            if record is None:
+            if record is None and not pool.isPooled(_oid(notebookId)):
                 logger.info('Stopping orphan notebook %s (no live record)', notebookId)
                 try:
                     backend.stop(handle)

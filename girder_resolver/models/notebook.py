@@ -9,6 +9,9 @@ returns at once and the client follows ``status`` and ``message``.
 
 Local notebooks (``site`` = this site) run through a launcher backend
 (``girder_resolver.launcher``) chosen by settings; the model never knows which.
+With ``resolver.pool_size`` > 0 a launch first claims a warm server from the
+pool (``girder_resolver.pool``) and is running at once; an empty pool means a
+cold launch.
 Remote notebooks (``site`` = another site, recorded at a central resolver)
 point at a notebook that the site runs on the person's behalf (``remoteId``);
 they are refreshed from and stopped at that site through its launch credential.
@@ -303,6 +306,9 @@ class Notebook(Model):
                 'resolver.data_paths setting, so no notebook can be started next to it.',
                 code=422,
             )
+        pooled = self._launchFromPool(site, identity, folderId, user, path)
+        if pooled is not None:
+            return pooled
         doc, created = self._claimSlot(
             site,
             identity,
@@ -321,6 +327,57 @@ class Notebook(Model):
             )
             thread.daemon = True
             thread.start()
+        return doc
+
+    def _launchFromPool(self, site, identity, folderId, user, path):
+        """Hand ``identity`` a warm server from the pool, bound to ``path``; None if none.
+
+        The notebook is running on return, under the pool server's id, token and
+        handle (see ``girder_resolver.pool``).
+        """
+        # The pool builds on this model, so it is imported here rather than at the top.
+        from .. import pool
+
+        if not pool.targetSize():
+            return None
+        # Checked first so that a launch over the cap does not use up a pooled server.
+        self._checkCap(site, identity)
+        started = time.monotonic()
+        entry = pool.take(identity)
+        if entry is None:
+            return None
+        try:
+            pool.bind(entry, path)
+            doc, created = self._claimSlot(
+                site,
+                identity,
+                folderId,
+                user,
+                {
+                    '_id': entry['_id'],
+                    'backend': pool.BACKEND,
+                    'dataPath': path,
+                    'dataName': pool.DATA_NAME,
+                    'token': entry['token'],
+                    'handle': entry['handle'],
+                    'pooled': True,
+                    'status': 'running',
+                    'message': 'Running',
+                    'url': pool.url(entry),
+                },
+            )
+        except BaseException:
+            # Bound but never handed out: stopped, never offered to anyone else.
+            pool.discard(entry, wait=False)
+            raise
+        if not created:
+            pool.discard(entry, wait=False)  # a concurrent launch made the notebook first
+            return doc
+        pool.settle(entry)
+        metrics.LAUNCHES.labels(backend='process-pool', outcome='running').observe(
+            time.monotonic() - started
+        )
+        logger.info('Notebook %s (warm pool) is running for %s', doc['_id'], identity)
         return doc
 
     def _set(self, doc, query=None, unset=(), **fields):
@@ -375,7 +432,7 @@ class Notebook(Model):
             doc['handle'] = handle
             return self._finishStopping(doc)
         try:
-            backend.wait_ready(handle, token=doc['token'])
+            self._waitReady(backend, handle, doc['token'])
         except LaunchError as exc:
             backend.stop(handle)
             return self._fail(doc, str(exc))
@@ -391,6 +448,27 @@ class Notebook(Model):
             # Stopped while waiting: whoever stopped it released the handle.
             return None
         logger.info('Notebook %s is running for %s', notebookId, doc['identity'])
+
+    def _waitReady(self, backend, handle, token):
+        """Wait until the new server answers to its token, polling about every 0.1 s.
+
+        The launcher's ``wait_ready()`` backs off to 0.5 s between polls, which
+        adds a quarter of a second on average to every cold launch; short calls
+        keep the polls close. Raises :class:`LaunchError` as ``wait_ready()`` does.
+        """
+        timeout = backend.config['ready_timeout']
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return backend.wait_ready(handle, timeout=0.15, token=token)
+            except LaunchError:
+                if not backend.is_alive(handle):
+                    raise  # it exited: the error carries its last output
+                if time.monotonic() >= deadline:
+                    raise LaunchError(
+                        f'The notebook server did not answer within {timeout:g} s. '
+                        'Its last output:\n' + backend.logs_tail(handle)
+                    ) from None
 
     def _fail(self, doc, reason):
         self._set(doc, {'live': True}, status='error', message=reason, url=None, unset=('token',))

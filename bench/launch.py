@@ -1,0 +1,538 @@
+"""Benchmark notebook launches: ``POST /notebook`` to a notebook that answers.
+
+    python bench/launch.py [--quick] [--launches 10] [--concurrent 10] [--pool-size 2]
+
+Starts SecantusDB and a Girder with the plugin (``common.Central``), imports a
+sample dataset (``datadns.sample``) through a filesystem assetstore, and times,
+from ``POST /notebook`` until ``GET /notebook/{id}`` says ``running`` *and*
+``GET {url}api/status`` with the notebook's token answers 200:
+
+- ``process``: cold launches with the process backend, one at a time, each
+  stopped after; against the same ``jupyter_server`` started by hand (the
+  command, config file and environment the launcher builds), timed from
+  ``Popen`` to the first 200 from ``api/status``;
+- ``docker``: cold launches with the docker backend; against a bare Docker-API
+  start of the same image (docker SDK ``containers.run``, same arguments and
+  mounts) to the first 200 from ``api/status``;
+- ``concurrent``: ``--concurrent`` people launching at the same moment
+  (process backend);
+- ``pooled``: launches served by the warm pool (``resolver.pool_size``), each
+  taken once the pool has refilled, so that every one is a claim.
+
+Cold and bare starts alternate, so that drift on a loaded machine hits both
+alike. Targets: pooled p50 <= 150 ms; cold p50 <= 1.2x the bare start's p50.
+The last line of stdout is the JSON result.
+"""
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bson import ObjectId
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from common import log  # noqa: E402
+
+from datadns import sample  # noqa: E402
+from datadns.federation import setSettings  # noqa: E402
+
+TARGETS = {
+    'pooled_p50_ms': 150,  # a pooled launch answers within 150 ms at p50
+    'cold_vs_bare': 1.2,  # a cold launch within 1.2x of starting the server by hand
+}
+DEFAULT_SOCKET = '/run/datadns/podman.sock'
+POLL = 0.02  # seconds between two polls of the notebook and of api/status
+
+
+def parseArgs():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--quick', action='store_true', help='3 launches each, a smoke run')
+    parser.add_argument('--launches', type=int, help='launches per phase (default 10)')
+    parser.add_argument('--concurrent', type=int, help='people launching at once (default 10)')
+    parser.add_argument('--pool-size', type=int, default=2, help='resolver.pool_size when pooled')
+    parser.add_argument('--skip-docker', action='store_true', help='process backend only')
+    parser.add_argument('--launch-timeout', type=float, default=120, help='seconds per launch')
+    parser.add_argument('--time-limit', type=float, help='seconds for the whole run')
+    args = parser.parse_args()
+    if args.launches is None:
+        args.launches = 3 if args.quick else 10
+    if args.concurrent is None:
+        args.concurrent = 3 if args.quick else 10
+    if args.time_limit is None:
+        args.time_limit = 600 if args.quick else 1800
+    for name, value, high in (
+        ('launches', args.launches, 100),
+        ('concurrent', args.concurrent, 30),
+        ('pool-size', args.pool_size, 20),
+    ):
+        if not 1 <= value <= high:
+            parser.error(f'--{name} {value} is out of range 1..{high}')
+    return args
+
+
+def http():
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False  # everything runs on this machine: no proxy
+    return session
+
+
+def statusUrl(url):
+    """``{base_url}api/status`` of a notebook URL (whose query holds the token)."""
+    parts = urllib.parse.urlsplit(url)
+    return f'{parts.scheme}://{parts.netloc}{parts.path}api/status'
+
+
+def tokenOf(url):
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)['token'][0]
+
+
+def waitAnswers(session, url, token, deadline, proc=None):
+    """Poll ``url`` with the token until it answers 200."""
+    import requests
+
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f'the server exited with code {proc.returncode}')
+        try:
+            resp = session.get(url, headers={'Authorization': f'token {token}'}, timeout=5)
+            if resp.status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(POLL)
+    raise RuntimeError(f'{url} did not answer in time')
+
+
+class Person:
+    """A Girder user with a token, launching through the REST API."""
+
+    def __init__(self, apiUrl, token):
+        self.apiUrl = apiUrl
+        self.token = token
+        self.session = http()
+        self.session.headers['Girder-Token'] = token
+
+    def launch(self, folderId, timeout):
+        """Launch and wait until the notebook answers; (seconds, notebook)."""
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        resp = self.session.post(f'{self.apiUrl}/notebook', params={'folderId': folderId})
+        resp.raise_for_status()
+        nb = resp.json()
+        while nb['status'] != 'running':
+            if nb['status'] in ('stopped', 'error'):
+                raise RuntimeError(f'launch ended {nb["status"]}: {nb["message"]}')
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'launch stuck at {nb["status"]}: {nb["message"]}')
+            time.sleep(POLL)
+            resp = self.session.get(f'{self.apiUrl}/notebook/{nb["_id"]}')
+            resp.raise_for_status()
+            nb = resp.json()
+        waitAnswers(self.session, statusUrl(nb['url']), tokenOf(nb['url']), deadline)
+        return time.perf_counter() - t0, nb
+
+    def stop(self, nb):
+        self.session.delete(f'{self.apiUrl}/notebook/{nb["_id"]}').raise_for_status()
+
+
+def people(central, count):
+    """``count`` ordinary users, each with a login token."""
+    import girder_client
+
+    gc = central.client
+    out = []
+    for n in range(count):
+        login, password = f'bench{n}', secrets.token_urlsafe(12)
+        gc.post(
+            'user',
+            parameters={
+                'login': login,
+                'password': password,
+                'email': f'{login}@example.invalid',
+                'firstName': 'Bench',
+                'lastName': str(n),
+            },
+        )
+        client = girder_client.GirderClient(apiUrl=central.apiUrl)
+        client.authenticate(login, password)
+        out.append(Person(central.apiUrl, client.token))
+    return out
+
+
+# -- baselines: the same server, started without Girder --------------------------
+
+
+class BareProcess:
+    """``jupyter_server`` started by hand, with the command the process launcher uses."""
+
+    def __init__(self, dataPath, workRoot):
+        from girder_resolver.launcher import LaunchSpec, ProcessLauncher
+
+        self.launcher = ProcessLauncher(work_root=str(workRoot))
+        self.dataPath = dataPath
+        self.LaunchSpec = LaunchSpec
+
+    def once(self, timeout):
+        from girder_resolver.launcher.process import _free_port
+
+        notebookId = f'bare-{secrets.token_hex(4)}'
+        token = secrets.token_urlsafe(24)
+        spec = self.LaunchSpec(notebookId, token, self.dataPath, 'data')
+        work = Path(self.launcher.work_root) / notebookId
+        home, runtime = work / 'home', work / 'runtime'
+        home.mkdir(parents=True)  # below the run's home, which Central removes on exit
+        runtime.mkdir()
+        (home / 'data').symlink_to(self.dataPath)
+        config = work / 'jupyter_server_config.py'
+        # The launcher's own helpers: exactly its config file, arguments and environment.
+        config.write_text(self.launcher._server_config(spec))
+        ip = '127.0.0.1'
+        port = _free_port(ip)
+        args = self.launcher._server_args(spec, str(config), ip, port, str(home))
+        env = self.launcher._server_env(spec, str(runtime))
+        session = http()
+        with open(work / 'server.log', 'ab') as out:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=home,
+                env=env,
+                start_new_session=True,
+            )
+        try:
+            url = f'http://{ip}:{port}{spec.base_url}api/status'
+            waitAnswers(session, url, token, time.monotonic() + timeout, proc)
+            return time.perf_counter() - t0
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class BareDocker:
+    """A container of the notebook image started with the docker SDK's ``containers.run``."""
+
+    def __init__(self, dataPath, image):
+        import docker
+        from girder_resolver.launcher import DockerLauncher, LaunchSpec, readonly
+
+        self.docker = docker
+        self.client = docker.from_env(version='auto')
+        self.launcher = DockerLauncher(image=image)
+        self.dataPath = dataPath
+        self.image = image
+        self.LaunchSpec = LaunchSpec
+        self.readonlyFile = os.path.abspath(readonly.__file__)
+
+    def once(self, timeout):
+        token = secrets.token_urlsafe(24)
+        spec = self.LaunchSpec(f'bare-{secrets.token_hex(4)}', token, self.dataPath, 'data')
+        home = self.launcher.config['home']
+        Mount = self.docker.types.Mount
+        session = http()
+        t0 = time.perf_counter()
+        container = self.client.containers.run(
+            self.image,
+            # The launcher's arguments, so that both servers do the same work.
+            command=self.launcher._server_args(spec, home),
+            environment={
+                'JUPYTER_TOKEN': token,
+                'PYTHONUNBUFFERED': '1',
+                'PYTHONPATH': '/opt/datadns',
+            },
+            mounts=[
+                Mount(f'{home}/data', self.dataPath, type='bind', read_only=True),
+                Mount(
+                    '/opt/datadns/datadns_readonly.py',
+                    self.readonlyFile,
+                    type='bind',
+                    read_only=True,
+                ),
+            ],
+            ports={'8888/tcp': ('127.0.0.1', None)},
+            working_dir=home,
+            mem_limit='1g',
+            labels={'datadns.bench': '1'},
+            detach=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            port = None
+            while port is None and time.monotonic() < deadline:
+                container.reload()
+                bindings = (container.attrs['NetworkSettings']['Ports'] or {}).get('8888/tcp')
+                if bindings:
+                    port = int(bindings[0]['HostPort'])
+                else:
+                    time.sleep(POLL)
+            if port is None:
+                raise RuntimeError('the container published no port')
+            waitAnswers(
+                session, f'http://127.0.0.1:{port}{spec.base_url}api/status', token, deadline
+            )
+            return time.perf_counter() - t0
+        finally:
+            container.remove(force=True)
+
+
+def dockerUnavailable(image):
+    """Why the docker phases cannot run here, or None."""
+    try:
+        import docker
+
+        client = docker.from_env(version='auto', timeout=10)
+        client.ping()
+        client.images.get(image)
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip docker
+        return f'{type(exc).__name__}: {str(exc)[:200]}'
+    return None
+
+
+# -- phases ----------------------------------------------------------------------
+
+
+def summary(seconds, errors=0):
+    values = sorted(seconds)
+    return {
+        'n': len(values),
+        'errors': errors,
+        'p50_ms': common.ms(common.percentile(values, 50)),
+        'p90_ms': common.ms(common.percentile(values, 90)),
+        'min_ms': common.ms(values[0]) if values else None,
+        'max_ms': common.ms(values[-1]) if values else None,
+    }
+
+
+def coldVersusBare(name, person, folderId, bare, args):
+    """Alternate cold launches through Girder with bare starts; both summaries."""
+    cold, baseline, errors = [], [], {'cold': 0, 'bare': 0}
+    for n in range(args.launches):
+        try:
+            seconds, nb = person.launch(folderId, args.launch_timeout)
+            cold.append(seconds)
+            person.stop(nb)
+        except Exception as exc:  # noqa: BLE001 - count it and go on
+            errors['cold'] += 1
+            log(f'  {name} cold launch failed: {str(exc)[:300]}')
+        try:
+            baseline.append(bare.once(args.launch_timeout))
+        except Exception as exc:  # noqa: BLE001
+            errors['bare'] += 1
+            log(f'  {name} bare start failed: {str(exc)[:300]}')
+        log(
+            f'  {name} {n + 1}/{args.launches}: cold {common.ms(cold[-1]) if cold else "-"} ms, '
+            f'bare {common.ms(baseline[-1]) if baseline else "-"} ms'
+        )
+    out = {'cold': summary(cold, errors['cold']), 'bare': summary(baseline, errors['bare'])}
+    c, b = out['cold']['p50_ms'], out['bare']['p50_ms']
+    out['cold_vs_bare_p50'] = round(c / b, 3) if c and b else None
+    return out
+
+
+def concurrentLaunches(persons, folderId, args):
+    """Everyone launches at once; per-launch times and the wall time until all answer."""
+    barrier = threading.Barrier(len(persons))
+
+    def one(person):
+        barrier.wait(30)
+        return person.launch(folderId, args.launch_timeout)
+
+    t0 = time.perf_counter()
+    results, errors = [], 0
+    with ThreadPoolExecutor(len(persons)) as executor:
+        futures = [executor.submit(one, p) for p in persons]
+        for person, future in zip(persons, futures, strict=True):
+            try:
+                results.append((person, *future.result()))
+            except Exception as exc:  # noqa: BLE001
+                errors += 1
+                log(f'  concurrent launch failed: {str(exc)[:300]}')
+    wall = time.perf_counter() - t0
+    for person, _, nb in results:
+        person.stop(nb)
+    out = summary([seconds for _, seconds, _ in results], errors)
+    out['people'] = len(persons)
+    out['wall_ms'] = common.ms(wall)
+    return out
+
+
+def waitPool(db, size, timeout):
+    deadline = time.monotonic() + timeout
+    coll = db['resolver_notebook_pool']
+    while time.monotonic() < deadline:
+        if (
+            coll.count_documents({'status': 'ready'}) == size
+            and coll.count_documents({'status': {'$ne': 'ready'}}) == 0
+        ):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f'the pool did not reach {size} ready servers in {timeout} s')
+
+
+def pooledLaunches(central, person, folderId, args):
+    """Launches served by the warm pool, each once the pool is full again."""
+    db = central.mongo()
+    setSettings(central.client, {'resolver.pool_size': args.pool_size})
+    seconds, errors, fromPool = [], 0, 0
+    try:
+        for n in range(args.launches):
+            waitPool(db, args.pool_size, args.launch_timeout)
+            try:
+                took, nb = person.launch(folderId, args.launch_timeout)
+            except Exception as exc:  # noqa: BLE001
+                errors += 1
+                log(f'  pooled launch failed: {str(exc)[:300]}')
+                continue
+            seconds.append(took)
+            record = db['resolver_notebook'].find_one({'_id': ObjectId(nb['_id'])}) or {}
+            fromPool += bool(record.get('pooled'))
+            person.stop(nb)
+            log(f'  pooled {n + 1}/{args.launches}: {common.ms(took)} ms')
+    finally:
+        setSettings(central.client, {'resolver.pool_size': 0})
+        waitPool(db, 0, 60)
+    out = summary(seconds, errors)
+    out['pool_size'] = args.pool_size
+    out['served_from_pool'] = fromPool
+    return out
+
+
+def target(value, limit):
+    return {'value': value, 'target': f'<= {limit}', 'met': value is not None and value <= limit}
+
+
+def main():
+    args = parseArgs()
+    if 'DOCKER_HOST' not in os.environ and os.path.exists(DEFAULT_SOCKET):
+        # Girder inherits this environment: its docker backend needs the same engine.
+        os.environ['DOCKER_HOST'] = f'unix://{DEFAULT_SOCKET}'
+    started = time.time()
+    image = 'localhost/datadns-notebook:latest'
+    result = {
+        'benchmark': 'launch',
+        'machine': common.machine(),
+        'config': {
+            'launches_per_phase': args.launches,
+            'concurrent_people': args.concurrent,
+            'pool_size': args.pool_size,
+            'quick': args.quick,
+            'poll_interval_ms': POLL * 1000,
+            'image': image,
+            'measured': 'POST /notebook until GET /notebook/{id} is running and GET '
+            '{url}api/status answers 200 with the token',
+        },
+    }
+    settings = {'resolver.backend': 'process', 'resolver.user_cap': 2}
+    dockerSkip = 'skipped (--skip-docker)' if args.skip_docker else dockerUnavailable(image)
+    with (
+        common.interruptible(args.time_limit),
+        common.Central(settings=settings) as central,
+    ):
+        resources = common.Resources(central.serverProcess()).start()
+        try:
+            gc = central.client
+            assetstore = sample.ensureAssetstore(gc, central.home / 'assetstore')
+            collection = sample.ensureCollection(gc, 'Sample datasets')
+            name, identifier, description = sample.SHARED_DATASET
+            directory = sample.writeDataset(
+                central.home / 'data' / 'turbulence', name, identifier, description
+            )
+            folder = sample.importDataset(
+                gc, assetstore, collection, directory, name, identifier, description
+            )
+            folderId = folder['_id']
+            persons = people(central, max(args.concurrent, 2))
+            log(f'dataset "{name}" imported; {len(persons)} people')
+
+            log('process backend: cold launches against bare jupyter_server starts')
+            person = persons[0]
+            person.launch(folderId, args.launch_timeout)  # warm-up, not counted
+            for nb in person.session.get(f'{central.apiUrl}/notebook').json():
+                person.stop(nb)
+            bare = BareProcess(str(directory), central.home / 'bare')
+            result['process'] = coldVersusBare('process', person, folderId, bare, args)
+
+            log(f'process backend: {args.concurrent} people launching at once')
+            result['concurrent'] = concurrentLaunches(persons[: args.concurrent], folderId, args)
+            together = result['concurrent']
+            log(f'  wall {together["wall_ms"]} ms, p50 {together["p50_ms"]} ms')
+
+            log(f'warm pool of {args.pool_size}: pooled launches')
+            result['pooled'] = pooledLaunches(central, persons[1], folderId, args)
+
+            if dockerSkip:
+                log(f'docker backend skipped: {dockerSkip}')
+                result['docker'] = {'skipped': dockerSkip}
+            else:
+                log('docker backend: cold launches against bare containers.run starts')
+                setSettings(gc, {'resolver.backend': 'docker'})
+                result['docker'] = coldVersusBare(
+                    'docker', person, folderId, BareDocker(str(directory), image), args
+                )
+                setSettings(gc, {'resolver.backend': 'process'})
+        except (common.OutOfTime, RuntimeError) as exc:
+            log(f'stopped: {exc}')
+            result['error'] = str(exc)
+        finally:
+            resources.stop()
+        result['resources'] = resources.summary()
+        result['resources']['note'] = (
+            'server_vmhwm_mib is the Girder process alone; the sampled peak includes its '
+            'children, i.e. the notebook servers of the process backend'
+        )
+        result['girder_peak_rss_mib'] = result['resources']['server_vmhwm_mib']
+
+    targets = {}
+    pooled = result.get('pooled') or {}
+    targets['pooled_p50_ms'] = target(pooled.get('p50_ms'), TARGETS['pooled_p50_ms'])
+    for backend in ('process', 'docker'):
+        phase = result.get(backend) or {}
+        if 'skipped' in phase:
+            targets[f'{backend}_cold_vs_bare_p50'] = {'value': None, 'target': 'not measured'}
+            continue
+        targets[f'{backend}_cold_vs_bare_p50'] = target(
+            phase.get('cold_vs_bare_p50'), TARGETS['cold_vs_bare']
+        )
+    errors = sum(
+        phase.get('errors', 0)
+        for phase in (result.get('concurrent') or {}, pooled)
+        if isinstance(phase, dict)
+    ) + sum(
+        (result.get(b) or {}).get(k, {}).get('errors', 0)
+        for b in ('process', 'docker')
+        for k in ('cold', 'bare')
+    )
+    result['targets'] = targets
+    result['errors'] = errors
+    result['all_targets_met'] = (
+        all(t.get('met', False) for t in targets.values() if t['target'] != 'not measured')
+        and errors == 0
+        and 'error' not in result
+    )
+    result['seconds'] = round(time.time() - started, 1)
+    common.emit(result)
+    return 0 if result['all_targets_met'] else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

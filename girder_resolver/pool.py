@@ -1,0 +1,448 @@
+"""The warm pool: notebook servers started ahead of time and bound to a person at launch.
+
+tmpnb kept a pool of containers so that a launch is near instant; this is the
+same idea for the process backend. With ``resolver.pool_size`` = N > 0, a daemon
+thread in every Girder process (started by ``load()``, like the culler) keeps N
+``jupyter_server`` processes running that belong to nobody yet. A launch claims
+one (``ready → claimed`` with ``find_one_and_update``, so exactly one launch gets
+each), binds it to the dataset and records it as the person's running notebook
+under the same id; the thread then starts a replacement. An empty pool means a
+normal cold launch.
+
+**Binding at claim time.** Each pooled server starts with a token of its own,
+made then and handed to the one person who claims it (a claimed server never
+goes back to the pool), and with its dataset symlink ``home/data`` pointing at
+an empty placeholder directory; the read-only contents manager is told that
+``data`` is read-only. At claim the symlink is swapped atomically
+(``os.replace``) for one to the dataset. The contents manager resolves the real
+path of its read-only paths on every request, so from then on every write below
+``data``, or below any other path that resolves into the dataset, is refused
+with 403. The price: in a pooled notebook the dataset appears as ``data``, not
+under its folder's name, since that name is fixed when the server starts.
+
+**Docker.** A container's bind mounts are fixed when it is created, so a running
+container cannot be handed a dataset: with the docker backend the pool stays
+empty and every launch is a cold start.
+
+Unclaimed servers live in their own collection, so they are never listed, never
+count to anyone's cap and are never culled for idleness. They are stopped when
+the pool shrinks (their slot ≥ N) or the backend changes, when the Girder
+process that started them shuts down, and when found dead or half-made by a
+round or by :func:`recover` at start-up. Slots 0..N-1 carry a unique index, so
+several Girder processes refilling at once never overshoot N.
+"""
+
+import atexit
+import datetime
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pymongo
+from girder.exceptions import ValidationException
+from girder.models.model_base import Model
+
+from . import settings
+from .launcher import LaunchError, LaunchSpec
+from .models.notebook import IDENTITY_LABEL, INSTANCE_LABEL, _aware, instanceId, launcher
+from .settings import PluginSettings
+
+logger = logging.getLogger(__name__)
+
+#: The only backend that can bind a running server to a dataset.
+BACKEND = 'process'
+#: Name under which the dataset appears in a pooled notebook's file tree.
+DATA_NAME = 'data'
+#: Identity label of a server that nobody has claimed yet.
+POOL_IDENTITY = 'pool'
+STATES = ('starting', 'ready', 'claimed', 'stopping')
+#: Seconds between two rounds when nothing (a claim, a setting) wakes the thread sooner.
+INTERVAL = 5
+#: A record still starting, claimed or stopping after this many seconds lost its thread.
+GRACE = 180
+
+_thread = None
+_threadLock = threading.Lock()
+# One round at a time per process: a test's refillOnce() and the thread take turns.
+_roundLock = threading.RLock()
+_wake = threading.Event()
+_stopping = threading.Event()
+_atexitRegistered = False
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def owner():
+    """This Girder process, as recorded on the servers it starts: ``<host>:<pid>``."""
+    return f'{socket.gethostname()}:{os.getpid()}'
+
+
+def _ownerAlive(name):
+    host, _, pid = str(name or '').rpartition(':')
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+class PooledNotebook(Model):
+    """An unclaimed (or being claimed) warm notebook server: one per pool slot."""
+
+    def initialize(self):
+        self.name = 'resolver_notebook_pool'
+        self.ensureIndices(
+            [
+                'status',
+                (
+                    [('slot', 1)],
+                    {'unique': True, 'name': 'one_server_per_pool_slot'},
+                ),
+            ]
+        )
+
+    def validate(self, doc):
+        if doc.get('status') not in STATES:
+            raise ValidationException(f'A pooled notebook is one of {", ".join(STATES)}.')
+        if not isinstance(doc.get('slot'), int) or doc['slot'] < 0:
+            raise ValidationException('A pooled notebook has a slot number >= 0.')
+        return doc
+
+
+def targetSize():
+    """How many unclaimed servers the pool should hold now (0 unless the backend is process)."""
+    if settings.get(PluginSettings.BACKEND) != BACKEND:
+        return 0
+    return settings.get(PluginSettings.POOL_SIZE)
+
+
+def _placeholder(backend):
+    """An empty directory that unclaimed servers show as their dataset."""
+    path = os.path.join(backend.work_root, 'pool-empty')
+    # The work root first, private as the launcher makes it; then the read-only placeholder.
+    os.makedirs(backend.work_root, mode=0o700, exist_ok=True)
+    os.makedirs(path, mode=0o500, exist_ok=True)
+    return path
+
+
+# -- claiming (called by the Notebook model's launch) ------------------------------
+
+
+def take(identity):
+    """Claim a ready server for ``identity``: its pool record, or None if the pool is empty.
+
+    The caller then :func:`bind`s it and either :func:`settle`s it (once the
+    notebook record exists) or :func:`discard`s it.
+    """
+    size = targetSize()
+    if not size:
+        return None
+    coll = PooledNotebook().collection
+    backend = launcher(BACKEND)
+    try:
+        while True:
+            entry = coll.find_one_and_update(
+                {'status': 'ready', 'slot': {'$lt': size}},
+                {'$set': {'status': 'claimed', 'claimedBy': identity, 'updated': _now()}},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+            if entry is None:
+                return None
+            if backend.is_alive(entry['handle']):
+                return entry
+            # It died while waiting: clear it and try the next one.
+            discard(entry)
+    finally:
+        _wake.set()  # refill now, not at the next tick
+
+
+def bind(entry, dataPath):
+    """Point a claimed server's dataset symlink at ``dataPath``, atomically."""
+    home = os.path.join(entry['handle']['workDir'], 'home')
+    link = os.path.join(home, DATA_NAME)
+    if not os.path.islink(link):
+        # Never replace anything but the symlink this module asked for.
+        raise LaunchError(f'Pooled notebook {entry["_id"]} has no dataset link to bind.')
+    tmp = os.path.join(home, f'.{DATA_NAME}.{secrets.token_hex(4)}')
+    os.symlink(dataPath, tmp)
+    try:
+        os.replace(tmp, link)
+    except OSError:
+        os.unlink(tmp)
+        raise
+
+
+def url(entry):
+    """The notebook URL (with its token) of a pooled server."""
+    return launcher(BACKEND).url(entry['handle'], token=entry['token'])
+
+
+def settle(entry):
+    """Forget a claimed server's pool record: it is a person's notebook now."""
+    PooledNotebook().collection.delete_one({'_id': entry['_id'], 'status': 'claimed'})
+
+
+def discard(entry, wait=True):
+    """Stop a pool server that will not be handed out, and drop its record.
+
+    With ``wait=False`` the stop runs in a background thread (a request need not
+    wait for the server to exit).
+    """
+    if not wait:
+        threading.Thread(target=discard, args=(entry,), daemon=True).start()
+        return
+    if entry.get('handle'):
+        try:
+            launcher(BACKEND).stop(entry['handle'])
+        except LaunchError:
+            logger.exception('Could not stop pooled notebook %s', entry['_id'])
+            return  # keep the record: a later round retries
+    PooledNotebook().collection.delete_one({'_id': entry['_id']})
+
+
+def _claimForStop(entry, reason):
+    claimed = PooledNotebook().collection.find_one_and_update(
+        {'_id': entry['_id'], 'status': entry['status']},
+        {'$set': {'status': 'stopping', 'message': reason, 'updated': _now()}},
+        return_document=pymongo.ReturnDocument.AFTER,
+    )
+    if claimed is None:
+        return False
+    discard(claimed)
+    return True
+
+
+# -- filling -----------------------------------------------------------------------
+
+
+def _reserve(slot):
+    """Insert a ``starting`` record in ``slot``; None if another process has the slot."""
+    now = _now()
+    entry = {
+        'slot': slot,
+        'status': 'starting',
+        'backend': BACKEND,
+        'owner': owner(),
+        # Made now, handed only to the person who claims this server.
+        'token': secrets.token_urlsafe(24),
+        'created': now,
+        'updated': now,
+    }
+    try:
+        PooledNotebook().collection.insert_one(PooledNotebook().validate(entry))
+    except pymongo.errors.DuplicateKeyError:
+        return None
+    return entry
+
+
+def _start(entry, backend):
+    spec = LaunchSpec(
+        str(entry['_id']),
+        entry['token'],
+        _placeholder(backend),
+        DATA_NAME,
+        labels={INSTANCE_LABEL: instanceId(), IDENTITY_LABEL: POOL_IDENTITY},
+    )
+    handle = backend.start(spec)
+    entry['handle'] = handle
+    result = PooledNotebook().collection.update_one(
+        {'_id': entry['_id'], 'status': 'starting'},
+        {'$set': {'handle': handle, 'updated': _now()}},
+    )
+    if not result.matched_count:
+        # Claimed for stopping meanwhile (shutdown, recovery): the server is ours to stop.
+        backend.stop(handle)
+        return False
+    return True
+
+
+def _waitReady(entry, backend, deadline):
+    while not _stopping.is_set():
+        try:
+            backend.wait_ready(entry['handle'], timeout=1.0, token=entry['token'])
+            return True
+        except LaunchError as exc:
+            if not backend.is_alive(entry['handle']) or time.monotonic() > deadline:
+                logger.warning('Pooled notebook %s did not start: %s', entry['_id'], exc)
+                return False
+    return False
+
+
+def _sweep(report, size, grace, now):
+    """Stop surplus, dead and abandoned pool servers."""
+    from .models.notebook import Notebook
+
+    backend = launcher(BACKEND)
+    for entry in list(PooledNotebook().find({})):
+        age = (now - (_aware(entry.get('updated')) or now)).total_seconds()
+        reason = None
+        if entry['status'] == 'ready':
+            if entry['slot'] >= size:
+                reason = 'shrunk'
+            elif not backend.is_alive(entry['handle']):
+                reason = 'died'
+        elif age > grace:
+            if entry['status'] == 'claimed' and Notebook().findOne(
+                {'_id': entry['_id'], 'live': True}
+            ):
+                # The launch made its notebook but died before forgetting this record.
+                settle(entry)
+                report[str(entry['_id'])] = 'claimed'
+                continue
+            reason = 'abandoned'
+        if reason and _claimForStop(entry, reason):
+            report[str(entry['_id'])] = reason
+
+
+def refillOnce(now=None):
+    """One round: stop surplus, dead and abandoned servers, then start the missing ones.
+
+    Waits until the servers it started answer, so that on return they are
+    ``ready`` (or stopped again). Returns ``{pool record id: what happened}``.
+    """
+    report = {}
+    with _roundLock:
+        size = targetSize()
+        _sweep(report, size, GRACE, now or _now())
+        if _stopping.is_set() or not size:
+            return report
+        backend = launcher(BACKEND)
+        taken = set(PooledNotebook().collection.distinct('slot'))
+        started = []
+        for slot in range(size):
+            if slot in taken:
+                continue
+            entry = _reserve(slot)
+            if entry is None:
+                continue  # another Girder process filled this slot
+            try:
+                if _start(entry, backend):
+                    started.append(entry)
+            except LaunchError as exc:
+                logger.warning('Could not start a pooled notebook: %s', exc)
+                PooledNotebook().collection.delete_one({'_id': entry['_id']})
+                report[str(entry['_id'])] = 'failed'
+        deadline = time.monotonic() + backend.config['ready_timeout']
+        for entry in started:
+            ready = _waitReady(entry, backend, deadline)
+            # Shrunk while starting: stop it rather than offer it.
+            if ready and entry['slot'] < targetSize():
+                result = PooledNotebook().collection.update_one(
+                    {'_id': entry['_id'], 'status': 'starting'},
+                    {'$set': {'status': 'ready', 'updated': _now()}},
+                )
+                if result.matched_count:
+                    report[str(entry['_id'])] = 'ready'
+                    continue
+            entry['status'] = 'starting'
+            if _claimForStop(entry, 'not started'):
+                report[str(entry['_id'])] = 'failed'
+    return report
+
+
+def ready():
+    """How many servers wait unclaimed in the pool right now."""
+    return PooledNotebook().collection.count_documents({'status': 'ready'})
+
+
+# -- start-up and shutdown ---------------------------------------------------------
+
+
+def recover(now=None):
+    """Start-up: keep live unclaimed servers, clear dead and half-made ones.
+
+    Live ``ready`` servers whose Girder process is gone are adopted by this one
+    (so that its shutdown stops them); records left ``starting``, ``claimed`` or
+    ``stopping`` by a crash are settled after a short grace. Returns
+    ``{pool record id: what happened}``.
+    """
+    from .culler import STARTUP_GRACE
+
+    report = {}
+    with _roundLock:
+        _sweep(report, targetSize(), STARTUP_GRACE, now or _now())
+        coll = PooledNotebook().collection
+        for entry in coll.find({'status': 'ready'}):
+            if not _ownerAlive(entry.get('owner')):
+                coll.update_one({'_id': entry['_id']}, {'$set': {'owner': owner()}})
+            report.setdefault(str(entry['_id']), 'pool adopted')
+    return report
+
+
+def isPooled(notebookId):
+    """Whether a server of this id is a pool record (so not an orphan)."""
+    return PooledNotebook().collection.count_documents({'_id': notebookId}, limit=1) > 0
+
+
+def shutdown():
+    """Stop refilling and stop the unclaimed servers this process started (or adopted).
+
+    Runs when the plugin's server stops (CherryPy's ``stop``, interpreter exit);
+    the other Girder processes, if any, keep their own and refill the pool.
+    """
+    _stopping.set()
+    _wake.set()
+    if not _roundLock.acquire(timeout=15):
+        logger.warning('Warm pool: a refill round is still running at shutdown')
+        return
+    try:
+        # Bounded: at interpreter exit the database may already be gone.
+        with pymongo.timeout(5):
+            entries = list(
+                PooledNotebook().collection.find(
+                    {'owner': owner(), 'status': {'$in': ['ready', 'starting']}}
+                )
+            )
+            if entries:
+                with ThreadPoolExecutor(min(8, len(entries))) as executor:
+                    list(executor.map(lambda e: _claimForStop(e, 'shutdown'), entries))
+                logger.info('Warm pool: stopped %d unclaimed notebook(s)', len(entries))
+    except Exception:  # noqa: BLE001 - shutdown goes on whatever happens here
+        logger.exception('Warm pool: could not stop unclaimed notebooks at shutdown')
+    finally:
+        _roundLock.release()
+
+
+def wake():
+    """Run a round now (e.g. after ``resolver.pool_size`` changed)."""
+    _wake.set()
+
+
+def _loop():
+    while True:
+        _wake.wait(INTERVAL)
+        _wake.clear()
+        if _stopping.is_set():
+            continue
+        try:
+            report = refillOnce()
+            if report:
+                logger.info('Warm pool: %s', report)
+        except Exception:  # noqa: BLE001 - a failed round must not end the thread
+            logger.exception('Warm pool round failed')
+            time.sleep(INTERVAL)
+
+
+def start():
+    """Start the refill thread once per process (``load()`` may run more than once)."""
+    global _thread, _atexitRegistered
+    _stopping.clear()
+    with _threadLock:
+        if not _atexitRegistered:
+            atexit.register(shutdown)
+            _atexitRegistered = True
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_loop, name='datadns-pool', daemon=True)
+            _thread.start()
+    _wake.set()
+    return _thread

@@ -1,0 +1,219 @@
+"""The warm pool: notebook servers started ahead of time, bound to a person at launch.
+
+Real ``jupyter_server`` subprocesses (process backend). The refill thread of
+this process runs too, so tests wait for the pool to reach a state rather than
+assume who filled it; no timing is asserted.
+"""
+
+import datetime
+import time
+
+import pytest
+from girder.models.setting import Setting
+from pytest_girder.assertions import assertStatus, assertStatusOk
+
+from girder_resolver import culler, pool
+from girder_resolver.models.notebook import INSTANCE_LABEL, Notebook, instanceId, launcher
+from plugin_tests.test_notebook import (
+    FILES,
+    apiUrl,
+    http,
+    launch,
+    makeDataset,
+    makeUser,
+    tokenOf,
+    waitFor,
+)
+
+
+def waitForPool(ready, timeout=120):
+    """Run refill rounds until exactly ``ready`` servers wait unclaimed; their records."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pool.refillOnce()
+        entries = list(pool.PooledNotebook().find({'status': 'ready'}))
+        if len(entries) == ready and not pool.PooledNotebook().findOne(
+            {'status': {'$ne': 'ready'}}
+        ):
+            return entries
+        assert time.monotonic() < deadline, f'pool stuck at {entries}'
+        time.sleep(0.2)
+
+
+def ourServers():
+    """Handles of the running notebook servers labelled as this installation's."""
+    return [
+        h
+        for h in launcher('process').list_running()
+        if (h.get('labels') or {}).get(INSTANCE_LABEL) == instanceId()
+    ]
+
+
+def session(token):
+    s = http()
+    s.headers['Authorization'] = f'token {token}'
+    return s
+
+
+@pytest.fixture
+def warmPool(server):
+    Setting().set('resolver.backend', 'process')
+    Setting().set('resolver.pool_size', 1)
+    yield
+    Setting().set('resolver.pool_size', 0)
+    waitForPool(0)
+    for doc in list(Notebook().find({'live': True})):
+        Notebook().stop(doc)
+    assert ourServers() == []
+
+
+@pytest.fixture
+def dataset(server, admin, fsAssetstore, tmp_path):
+    return makeDataset(server, admin, fsAssetstore, tmp_path, 'Survey 2016')
+
+
+@pytest.mark.plugin('resolver')
+def testALaunchClaimsAWarmServerBoundToTheDatasetAndItsClaimerOnly(
+    server, admin, user, dataset, warmPool
+):
+    folder, _ = dataset
+    [entry] = waitForPool(1)
+
+    resp = launch(server, user, folder)
+    assertStatusOk(resp)
+    nb = resp.json
+    # Running at once, as the pooled server itself, with the token made for it.
+    assert nb['status'] == 'running'
+    assert nb['_id'] == str(entry['_id'])
+    assert tokenOf(nb) == entry['token']
+    assert pool.PooledNotebook().load(entry['_id']) is None
+
+    mine = session(tokenOf(nb))
+    listing = mine.get(apiUrl(nb, f'contents/{pool.DATA_NAME}'))
+    assert listing.status_code == 200
+    assert {e['name'] for e in listing.json()['content']} == set(FILES) | {'tables'}
+    assert all(not e['writable'] for e in listing.json()['content'])
+    assert http().get(apiUrl(nb, f'contents/{pool.DATA_NAME}')).status_code == 403
+    assert session('wrong').get(apiUrl(nb, 'contents')).status_code == 403
+    # The dataset is read-only: writes, renames and deletes below it are refused ...
+    body = {'type': 'file', 'format': 'text', 'content': 'x'}
+    assert mine.put(apiUrl(nb, f'contents/{pool.DATA_NAME}/new.txt'), json=body).status_code == 403
+    assert (
+        mine.put(apiUrl(nb, f'contents/{pool.DATA_NAME}/tables/new.csv'), json=body).status_code
+        == 403
+    )
+    renamed = mine.patch(apiUrl(nb, f'contents/{pool.DATA_NAME}'), json={'path': 'elsewhere'})
+    assert renamed.status_code == 403
+    assert mine.delete(apiUrl(nb, f'contents/{pool.DATA_NAME}/readme.txt')).status_code == 403
+    # ... while the notebook's own working directory stays writable.
+    assert mine.put(apiUrl(nb, 'contents/notes.txt'), json=body).status_code in (200, 201)
+
+    # The same person launching again gets the same notebook; it counts to their cap.
+    assert launch(server, user, folder).json['_id'] == nb['_id']
+    assert Notebook().collection.count_documents({'identity': nb['identity'], 'live': True}) == 1
+
+    # The pool refills with a new server, which a second person gets, with their own token.
+    [refill] = waitForPool(1)
+    assert refill['_id'] != entry['_id']
+    assert refill['token'] != entry['token']
+    other = makeUser('other')
+    theirs = launch(server, other, folder).json
+    assert theirs['status'] == 'running'
+    assert theirs['_id'] == str(refill['_id'])
+    assert tokenOf(theirs) != tokenOf(nb)
+    assert session(tokenOf(theirs)).get(apiUrl(nb, 'contents')).status_code == 403
+    assertStatus(server.request(f'/notebook/{theirs["_id"]}', user=user), 403)
+
+    # Unclaimed servers are nobody's: not listed, not even to an admin.
+    waitForPool(1)
+    listed = {n['_id'] for n in server.request('/notebook', user=admin).json}
+    assert listed == {nb['_id'], theirs['_id']}
+
+    # Stopping a claimed notebook stops its server: it never goes back to the pool.
+    handle = Notebook().load(nb['_id'])['handle']
+    assertStatusOk(server.request(f'/notebook/{nb["_id"]}', method='DELETE', user=user))
+    assert not launcher('process').is_alive(handle)
+    assert pool.PooledNotebook().findOne({'_id': entry['_id']}) is None
+
+
+@pytest.mark.plugin('resolver')
+def testAnEmptyPoolFallsBackToAColdLaunch(server, user, dataset, warmPool):
+    folder, _ = dataset
+    waitForPool(1)
+    other = makeUser('other')
+    # Holding the round lock keeps the refill thread from refilling meanwhile.
+    with pool._roundLock:
+        assert launch(server, user, folder).json['status'] == 'running'
+        cold = launch(server, other, folder).json
+    assert cold['status'] == 'launching'
+    nb = waitFor(server, other, cold['_id'])
+    assert nb['status'] == 'running', nb['message']
+    listing = session(tokenOf(nb)).get(apiUrl(nb, 'contents/Survey 2016'))
+    assert listing.status_code == 200
+
+
+@pytest.mark.plugin('resolver')
+def testLoweringThePoolSizeStopsUnclaimedServers(server, warmPool):
+    Setting().set('resolver.pool_size', 2)
+    entries = waitForPool(2)
+    # The setting wakes the refill thread, which may get there first: wait for the state.
+    Setting().set('resolver.pool_size', 1)
+    [kept] = waitForPool(1)
+    assert kept['slot'] == 0
+    [surplus] = [e for e in entries if e['slot'] == 1]
+    assert not launcher('process').is_alive(surplus['handle'])
+    Setting().set('resolver.pool_size', 0)
+    waitForPool(0)
+    assert pool.ready() == 0
+    for entry in entries:
+        assert not launcher('process').is_alive(entry['handle'])
+    assert ourServers() == []
+
+
+@pytest.mark.plugin('resolver')
+def testRecoveryKeepsLiveServersSettlesHalfClaimedOnesAndLeaksNothing(
+    server, user, dataset, warmPool
+):
+    waitForPool(1)
+    nb = launch(server, user, dataset[0]).json
+    assert nb['status'] == 'running'
+    [unclaimed] = waitForPool(1)
+    backend = launcher('process')
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=90)
+    coll = pool.PooledNotebook().collection
+    # Holding the round lock keeps the refill thread out while we play a crash.
+    with pool._roundLock:
+        # The Girder process that started the unclaimed server is gone.
+        coll.update_one({'_id': unclaimed['_id']}, {'$set': {'owner': 'elsewhere:1'}})
+        # A launch claimed a server, then crashed before making its notebook ...
+        lost = pool._reserve(7)
+        assert pool._start(lost, backend)
+        coll.update_one({'_id': lost['_id']}, {'$set': {'status': 'claimed', 'updated': old}})
+        # ... and another crashed after making it, before forgetting the pool record.
+        coll.insert_one(
+            {'_id': Notebook().load(nb['_id'])['_id'], 'slot': 8, 'status': 'claimed'}
+            | {'updated': old, 'token': 'x', 'handle': Notebook().load(nb['_id'])['handle']}
+        )
+
+        report = culler.recover()
+        assert report[str(unclaimed['_id'])] == 'pool adopted'
+        assert report[str(lost['_id'])] == 'abandoned'
+        assert report[nb['_id']] == 'adopted'
+        assert pool.PooledNotebook().load(unclaimed['_id'])['owner'] == pool.owner()
+        assert not backend.is_alive(lost['handle'])
+        assert coll.count_documents({'_id': {'$in': [lost['_id'], nb['_id']]}}) == 0
+        assert {h['notebookId'] for h in ourServers()} == {nb['_id'], str(unclaimed['_id'])}
+        Setting().set('resolver.pool_size', 0)
+    waitForPool(0)
+    assert {h['notebookId'] for h in ourServers()} == {nb['_id']}
+    listing = session(tokenOf(nb)).get(apiUrl(nb, f'contents/{pool.DATA_NAME}'))
+    assert listing.status_code == 200
+
+
+@pytest.mark.plugin('resolver')
+def testTheDockerBackendHasNoPool(server):
+    Setting().set('resolver.backend', 'docker')
+    Setting().set('resolver.pool_size', 3)
+    assert pool.targetSize() == 0
+    assert pool.refillOnce() == {}
+    assert pool.PooledNotebook().collection.count_documents({}) == 0
