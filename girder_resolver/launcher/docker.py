@@ -246,12 +246,21 @@ class DockerLauncher(Launcher):
     def list_running(self):
         """Handles of running containers labelled as ours; exited ones are removed."""
         docker = _docker()
-        try:
-            containers = self.client.containers.list(
-                all=True, filters={'label': f'{MANAGED_LABEL}=1'}
-            )
-        except (docker.errors.DockerException, OSError) as error:
-            raise LaunchError(f'The container engine is not reachable: {_explain(error)}') from None
+        for attempt in range(5):
+            try:
+                containers = self.client.containers.list(
+                    all=True, filters={'label': f'{MANAGED_LABEL}=1'}
+                )
+                break
+            except docker.errors.NotFound:
+                # The SDK inspects each listed container; one removed in between (another
+                # process stopping its notebook) is no reason to fail: list again.
+                if attempt == 4:
+                    raise LaunchError('Containers kept vanishing while being listed.') from None
+            except (docker.errors.DockerException, OSError) as error:
+                raise LaunchError(
+                    f'The container engine is not reachable: {_explain(error)}'
+                ) from None
         running = []
         for container in containers:
             if container.status == 'running':
