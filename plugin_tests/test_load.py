@@ -22,8 +22,8 @@ from datadns import stack
 from datadns.sample import ensureAdmin
 
 CLIENTS = 50
-#: 45 s keeps the whole file under 75 s with Girder's start; DATADNS_LOAD_SECONDS=60 for a minute.
-SECONDS = float(os.environ.get('DATADNS_LOAD_SECONDS', 45))
+#: The issue asks for a minute of load; DATADNS_LOAD_SECONDS shortens it for a quick local run.
+SECONDS = float(os.environ.get('DATADNS_LOAD_SECONDS', 60))
 MAX_REQUESTS_PER_CLIENT = 5000
 SITES = 3
 DATASETS_PER_SITE = 1000
