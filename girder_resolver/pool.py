@@ -71,6 +71,9 @@ _threadLock = threading.Lock()
 _roundLock = threading.RLock()
 _wake = threading.Event()
 _stopping = threading.Event()
+#: Whether this process ever started a pooled server: shutdown has nothing to stop
+#: otherwise, and must not query a database that may be gone at interpreter exit.
+_startedAny = False
 _atexitRegistered = False
 
 
@@ -246,6 +249,8 @@ def _reserve(slot):
 
 
 def _start(entry, backend):
+    global _startedAny
+    _startedAny = True
     spec = LaunchSpec(
         str(entry['_id']),
         entry['token'],
@@ -392,6 +397,8 @@ def shutdown():
     """
     _stopping.set()
     _wake.set()
+    if not _startedAny:
+        return
     if not _roundLock.acquire(timeout=15):
         logger.warning('Warm pool: a refill round is still running at shutdown')
         return
@@ -407,8 +414,8 @@ def shutdown():
                 with ThreadPoolExecutor(min(8, len(entries))) as executor:
                     list(executor.map(lambda e: _claimForStop(e, 'shutdown'), entries))
                 logger.info('Warm pool: stopped %d unclaimed notebook(s)', len(entries))
-    except Exception:  # noqa: BLE001 - shutdown goes on whatever happens here
-        logger.exception('Warm pool: could not stop unclaimed notebooks at shutdown')
+    except Exception as exc:  # noqa: BLE001 - shutdown goes on whatever happens here
+        logger.warning('Warm pool: could not stop unclaimed notebooks at shutdown: %s', exc)
     finally:
         _roundLock.release()
 

@@ -4,8 +4,10 @@ Set ``DATADNS_TEST_MONGO_URI`` to test against another MongoDB-wire server
 (a real MongoDB, say) instead.
 """
 
+import atexit
 import logging
 import os
+import sys
 
 import pytest
 
@@ -24,6 +26,11 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    # The warm pool stops its servers at interpreter exit; in a test session the
+    # database is gone by then, and the tests stop what they started themselves.
+    pool = sys.modules.get('girder_resolver.pool')
+    if pool is not None:
+        atexit.unregister(pool.shutdown)
     db = getattr(config, '_datadnsDb', None)
     if db is not None:
         db.stop()
