@@ -9,15 +9,21 @@ except in CI (CI=true), where they fail.
 import datetime
 import json
 import os
-import socket
 import time
 
 import pytest
 import requests
 
 from girder_resolver.launcher import DockerLauncher, LaunchError, LaunchSpec, get_launcher
+from plugin_tests.launcher_helpers import connectRefused, contentsUrl, makeDataset
 
 TOKEN = 'docker-test-token'
+
+
+def _auth(token=TOKEN):
+    return {'Authorization': f'token {token}'}
+
+
 DATA_NAME = 'survey 2016'
 IMAGE = os.environ.get('DATADNS_NOTEBOOK_IMAGE', 'localhost/datadns-notebook:latest')
 
@@ -60,28 +66,6 @@ def docker_engine():
     client.close()
 
 
-def _make_dataset(root):
-    data = root / 'dataset'
-    (data / 'tables').mkdir(parents=True)
-    (data / 'readme.txt').write_text('hello\n')
-    (data / 'tables' / 'values.csv').write_text('a,b\n1,2\n')
-    return data
-
-
-def _auth(token=TOKEN):
-    return {'Authorization': f'token {token}'}
-
-
-def _contents(launcher, handle, path):
-    return launcher.api_url(handle, f'contents/{path}')
-
-
-def _connect_refused(host, port):
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        return sock.connect_ex((host, port)) != 0
-
-
 @pytest.fixture(scope='module')
 def started(docker_engine, tmp_path_factory):
     """One running notebook container shared by the checks: (launcher, spec, handle)."""
@@ -90,7 +74,7 @@ def started(docker_engine, tmp_path_factory):
     spec = LaunchSpec(
         notebook_id='docker-shared',
         token=TOKEN,
-        data_path=str(_make_dataset(root)),
+        data_path=str(makeDataset(root)),
         data_name=DATA_NAME,
     )
     begin = time.monotonic()
@@ -115,30 +99,30 @@ def test_handle_is_json_and_names_the_container(started, docker_engine):
 
 def test_dataset_is_listed_under_its_name(started):
     launcher, _, handle = started
-    response = requests.get(_contents(launcher, handle, DATA_NAME), headers=_auth(), timeout=10)
+    response = requests.get(contentsUrl(launcher, handle, DATA_NAME), headers=_auth(), timeout=10)
     assert response.status_code == 200, response.text
     assert {item['name'] for item in response.json()['content']} == {'readme.txt', 'tables'}
     file = requests.get(
-        _contents(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth(), timeout=10
+        contentsUrl(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth(), timeout=10
     )
     assert file.json()['content'] == 'a,b\n1,2\n'
 
 
 def test_requests_without_the_token_are_refused(started):
     launcher, _, handle = started
-    assert requests.get(_contents(launcher, handle, ''), timeout=10).status_code == 403
+    assert requests.get(contentsUrl(launcher, handle, ''), timeout=10).status_code == 403
 
 
 def test_writes_into_the_dataset_are_refused(started):
     launcher, spec, handle = started
     new_file = {'type': 'file', 'format': 'text', 'content': 'overwrite'}
     put = requests.put(
-        _contents(launcher, handle, f'{DATA_NAME}/new.txt'), json=new_file, headers=_auth()
+        contentsUrl(launcher, handle, f'{DATA_NAME}/new.txt'), json=new_file, headers=_auth()
     )
     assert put.status_code == 403
     assert 'read-only' in put.json()['message']
     delete = requests.delete(
-        _contents(launcher, handle, f'{DATA_NAME}/readme.txt'), headers=_auth()
+        contentsUrl(launcher, handle, f'{DATA_NAME}/readme.txt'), headers=_auth()
     )
     assert delete.status_code == 403
     assert sorted(os.listdir(spec.data_path)) == ['readme.txt', 'tables']
@@ -162,7 +146,7 @@ def test_notebook_home_is_writable(started):
         'content': {'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5},
     }
     put = requests.put(
-        _contents(launcher, handle, 'analysis.ipynb'), json=notebook, headers=_auth()
+        contentsUrl(launcher, handle, 'analysis.ipynb'), json=notebook, headers=_auth()
     )
     assert put.status_code == 201, put.text
 
@@ -190,7 +174,7 @@ def test_stop_removes_the_container_and_frees_the_port(docker_engine, tmp_path):
     import docker
 
     launcher = DockerLauncher(image=IMAGE)
-    spec = LaunchSpec('docker-stop', TOKEN, str(_make_dataset(tmp_path)))
+    spec = LaunchSpec('docker-stop', TOKEN, str(makeDataset(tmp_path)))
     handle = launcher.start(spec)
     launcher.wait_ready(handle, token=TOKEN)
 
@@ -198,7 +182,7 @@ def test_stop_removes_the_container_and_frees_the_port(docker_engine, tmp_path):
 
     with pytest.raises(docker.errors.NotFound):
         docker_engine.containers.get(handle['containerId'])
-    assert _connect_refused(handle['host'], handle['port'])
+    assert connectRefused(handle['host'], handle['port'])
     assert not launcher.poll(handle)
     assert all(h['notebookId'] != 'docker-stop' for h in launcher.list_running())
     assert sorted(os.listdir(spec.data_path)) == ['readme.txt', 'tables']
@@ -208,11 +192,11 @@ def test_stop_removes_the_container_and_frees_the_port(docker_engine, tmp_path):
 def test_a_missing_image_is_a_launch_error(docker_engine, tmp_path):
     launcher = DockerLauncher(image='localhost/datadns-no-such-image:latest')
     with pytest.raises(LaunchError, match='not available'):
-        launcher.start(LaunchSpec('docker-noimage', TOKEN, str(_make_dataset(tmp_path))))
+        launcher.start(LaunchSpec('docker-noimage', TOKEN, str(makeDataset(tmp_path))))
 
 
 def test_a_missing_dataset_directory_is_a_launch_error(docker_engine, tmp_path):
-    spec = LaunchSpec('docker-missing', TOKEN, str(_make_dataset(tmp_path)))
+    spec = LaunchSpec('docker-missing', TOKEN, str(makeDataset(tmp_path)))
     os.rename(spec.data_path, spec.data_path + '-moved')
     with pytest.raises(LaunchError, match='does not exist'):
         DockerLauncher(image=IMAGE).start(spec)

@@ -3,7 +3,6 @@
 import datetime
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,32 +13,17 @@ import requests
 
 import girder_resolver.launcher
 from girder_resolver.launcher import LaunchError, LaunchSpec, ProcessLauncher, get_launcher
+from plugin_tests.launcher_helpers import connectRefused, contentsUrl, makeDataset
 
 TOKEN = 'process-test-token'
-DATA_NAME = 'survey 2016'
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(girder_resolver.launcher.__file__)))
-
-
-def _make_dataset(root):
-    data = root / 'dataset'
-    (data / 'tables').mkdir(parents=True)
-    (data / 'readme.txt').write_text('hello\n')
-    (data / 'tables' / 'values.csv').write_text('a,b\n1,2\n')
-    return data
 
 
 def _auth(token=TOKEN):
     return {'Authorization': f'token {token}'}
 
 
-def _contents(launcher, handle, path):
-    return launcher.api_url(handle, f'contents/{path}')
-
-
-def _connect_refused(host, port):
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        return sock.connect_ex((host, port)) != 0
+DATA_NAME = 'survey 2016'
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(girder_resolver.launcher.__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -50,7 +34,7 @@ def started(tmp_path_factory):
     spec = LaunchSpec(
         notebook_id='proc-shared',
         token=TOKEN,
-        data_path=str(_make_dataset(root)),
+        data_path=str(makeDataset(root)),
         data_name=DATA_NAME,
     )
     begin = time.monotonic()
@@ -81,13 +65,13 @@ def test_url_is_on_the_public_host_and_carries_the_token(started):
 
 def test_dataset_is_listed_under_its_name(started):
     launcher, spec, handle = started
-    response = requests.get(_contents(launcher, handle, DATA_NAME), headers=_auth(), timeout=10)
+    response = requests.get(contentsUrl(launcher, handle, DATA_NAME), headers=_auth(), timeout=10)
     assert response.status_code == 200, response.text
     listing = response.json()
     assert {item['name'] for item in listing['content']} == {'readme.txt', 'tables'}
     assert listing['writable'] is False
     file = requests.get(
-        _contents(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth(), timeout=10
+        contentsUrl(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth(), timeout=10
     )
     assert file.status_code == 200
     assert file.json()['content'] == 'a,b\n1,2\n'
@@ -95,8 +79,8 @@ def test_dataset_is_listed_under_its_name(started):
 
 def test_requests_without_the_token_are_refused(started):
     launcher, _, handle = started
-    assert requests.get(_contents(launcher, handle, ''), timeout=10).status_code == 403
-    wrong = requests.get(_contents(launcher, handle, ''), headers=_auth('wrong'), timeout=10)
+    assert requests.get(contentsUrl(launcher, handle, ''), timeout=10).status_code == 403
+    wrong = requests.get(contentsUrl(launcher, handle, ''), headers=_auth('wrong'), timeout=10)
     assert wrong.status_code == 403
 
 
@@ -104,31 +88,31 @@ def test_writes_into_the_dataset_are_refused(started):
     launcher, spec, handle = started
     new_file = {'type': 'file', 'format': 'text', 'content': 'overwrite'}
     put = requests.put(
-        _contents(launcher, handle, f'{DATA_NAME}/new.txt'), json=new_file, headers=_auth()
+        contentsUrl(launcher, handle, f'{DATA_NAME}/new.txt'), json=new_file, headers=_auth()
     )
     assert put.status_code == 403
     assert 'read-only' in put.json()['message']
     assert not os.path.exists(os.path.join(spec.data_path, 'new.txt'))
 
     overwrite = requests.put(
-        _contents(launcher, handle, f'{DATA_NAME}/readme.txt'), json=new_file, headers=_auth()
+        contentsUrl(launcher, handle, f'{DATA_NAME}/readme.txt'), json=new_file, headers=_auth()
     )
     assert overwrite.status_code == 403
     untitled = requests.post(
-        _contents(launcher, handle, f'{DATA_NAME}/tables'), json={'type': 'file'}, headers=_auth()
+        contentsUrl(launcher, handle, f'{DATA_NAME}/tables'), json={'type': 'file'}, headers=_auth()
     )
     assert untitled.status_code == 403
     rename = requests.patch(
-        _contents(launcher, handle, f'{DATA_NAME}/readme.txt'),
+        contentsUrl(launcher, handle, f'{DATA_NAME}/readme.txt'),
         json={'path': 'stolen.txt'},
         headers=_auth(),
     )
     assert rename.status_code == 403
     delete = requests.delete(
-        _contents(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth()
+        contentsUrl(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth()
     )
     assert delete.status_code == 403
-    delete_mount = requests.delete(_contents(launcher, handle, DATA_NAME), headers=_auth())
+    delete_mount = requests.delete(contentsUrl(launcher, handle, DATA_NAME), headers=_auth())
     assert delete_mount.status_code == 403
     assert sorted(os.listdir(spec.data_path)) == ['readme.txt', 'tables']
     with open(os.path.join(spec.data_path, 'readme.txt')) as readme:
@@ -138,7 +122,7 @@ def test_writes_into_the_dataset_are_refused(started):
 def test_copy_out_of_the_dataset_into_the_work_dir_is_allowed(started):
     launcher, _, handle = started
     copy = requests.post(
-        _contents(launcher, handle, ''),
+        contentsUrl(launcher, handle, ''),
         json={'copy_from': f'{DATA_NAME}/readme.txt'},
         headers=_auth(),
     )
@@ -154,7 +138,7 @@ def test_notebook_work_dir_is_writable(started):
         'content': {'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5},
     }
     put = requests.put(
-        _contents(launcher, handle, 'analysis.ipynb'), json=notebook, headers=_auth()
+        contentsUrl(launcher, handle, 'analysis.ipynb'), json=notebook, headers=_auth()
     )
     assert put.status_code == 201, put.text
     assert put.json()['writable'] is True
@@ -178,13 +162,13 @@ def test_list_running_finds_it_from_a_fresh_launcher(started):
 
 def test_stop_frees_the_port_ends_the_process_and_keeps_the_data(tmp_path):
     launcher = ProcessLauncher(work_root=str(tmp_path / 'work'))
-    spec = LaunchSpec('proc-stop', TOKEN, str(_make_dataset(tmp_path)))
+    spec = LaunchSpec('proc-stop', TOKEN, str(makeDataset(tmp_path)))
     handle = launcher.start(spec)
     launcher.wait_ready(handle, token=TOKEN)
 
     launcher.stop(handle)
 
-    assert _connect_refused(handle['host'], handle['port'])
+    assert connectRefused(handle['host'], handle['port'])
     with pytest.raises(ProcessLookupError):
         os.kill(handle['pid'], 0)
     assert not launcher.poll(handle)
@@ -197,7 +181,7 @@ def test_stop_frees_the_port_ends_the_process_and_keeps_the_data(tmp_path):
 def test_a_restarted_server_adopts_and_stops_a_running_notebook(tmp_path):
     work_root = str(tmp_path / 'work')
     launcher = ProcessLauncher(work_root=work_root)
-    handle = launcher.start(LaunchSpec('proc-adopt', TOKEN, str(_make_dataset(tmp_path))))
+    handle = launcher.start(LaunchSpec('proc-adopt', TOKEN, str(makeDataset(tmp_path))))
     launcher.wait_ready(handle, token=TOKEN)
     # Another Python process, as Girder after a restart: it finds the notebook by
     # its marker, polls it and stops it.
@@ -221,12 +205,12 @@ def test_a_restarted_server_adopts_and_stops_a_running_notebook(tmp_path):
     report = json.loads(result.stdout)
     assert report == {'running': [handle], 'alive': [True]}
     assert not launcher.is_alive(handle)
-    assert _connect_refused(handle['host'], handle['port'])
+    assert connectRefused(handle['host'], handle['port'])
 
 
 def test_list_running_clears_markers_of_dead_notebooks(tmp_path):
     launcher = ProcessLauncher(work_root=str(tmp_path / 'work'))
-    handle = launcher.start(LaunchSpec('proc-dead', TOKEN, str(_make_dataset(tmp_path))))
+    handle = launcher.start(LaunchSpec('proc-dead', TOKEN, str(makeDataset(tmp_path))))
     launcher.wait_ready(handle, token=TOKEN)
     os.killpg(handle['pid'], 9)
     deadline = time.monotonic() + 10
@@ -240,7 +224,7 @@ def test_list_running_clears_markers_of_dead_notebooks(tmp_path):
 def test_a_missing_dataset_directory_is_a_launch_error(tmp_path):
     with pytest.raises(LaunchError, match='does not exist'):
         LaunchSpec('proc-missing', TOKEN, str(tmp_path / 'no-such-dataset'))
-    spec = LaunchSpec('proc-missing', TOKEN, str(_make_dataset(tmp_path)))
+    spec = LaunchSpec('proc-missing', TOKEN, str(makeDataset(tmp_path)))
     os.rename(spec.data_path, spec.data_path + '-moved')
     with pytest.raises(LaunchError, match='does not exist'):
         ProcessLauncher(work_root=str(tmp_path / 'work')).start(spec)
@@ -251,14 +235,14 @@ def test_a_server_that_cannot_start_fails_wait_ready_with_its_log(tmp_path):
         work_root=str(tmp_path / 'work'),
         command=[sys.executable, '-c', 'import sys; sys.exit("no jupyter here")'],
     )
-    handle = launcher.start(LaunchSpec('proc-broken', TOKEN, str(_make_dataset(tmp_path))))
+    handle = launcher.start(LaunchSpec('proc-broken', TOKEN, str(makeDataset(tmp_path))))
     with pytest.raises(LaunchError, match='no jupyter here'):
         launcher.wait_ready(handle, timeout=20, token=TOKEN)
     launcher.stop(handle)
 
 
 def test_data_names_are_sanitised_and_ids_checked(tmp_path):
-    data = str(_make_dataset(tmp_path))
+    data = str(makeDataset(tmp_path))
     assert LaunchSpec('n1', TOKEN, data, '../../etc/passwd').data_name == '_.._etc_passwd'
     assert LaunchSpec('n1', TOKEN, data, '.hidden').data_name == 'hidden'
     assert LaunchSpec('n1', TOKEN, data, '').data_name == 'data'
