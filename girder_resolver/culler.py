@@ -31,6 +31,7 @@ from .models.notebook import (
     _launcherOf,
     instanceId,
     launcher,
+    workerGone,
 )
 from .settings import PluginSettings
 
@@ -80,7 +81,9 @@ def _endGone(doc, message):
 def _settleDangling(doc, grace, now):
     """End a launch or stop that no thread is finishing any more (its process crashed)."""
     updated = _aware(doc.get('updated')) or now
-    if (now - updated).total_seconds() < grace:
+    # Within its grace, a launch or stop may still be under way in another process,
+    # unless that process is known to be dead (a crash or kill on this machine).
+    if (now - updated).total_seconds() < grace and not workerGone(doc):
         return None
     model = Notebook()
     if doc['status'] == 'stopping':

@@ -230,3 +230,100 @@ def testACentralThatLostItsDatabaseIsRefilledByTheSites(fed, db):
     )
     assertNothingLostOrDuplicated(fed)
     assert resolvesEverywhere(fed)
+
+
+def person(fed, login):
+    """A session logged in at the central as a (new) person."""
+    password = f'{login}-password'
+    fed.clients['central'].post(
+        'user',
+        parameters={
+            'login': login,
+            'password': password,
+            'email': f'{login}@example.invalid',
+            'firstName': login,
+            'lastName': 'Tester',
+        },
+    )
+    session = requests.Session()
+    session.trust_env = False
+    token = session.get(
+        f'{fed.girders["central"].apiUrl}/user/authentication', auth=(login, password), timeout=10
+    ).json()['authToken']['token']
+    session.headers['Girder-Token'] = token
+    session.api = fed.girders['central'].apiUrl
+    return session
+
+
+def waitSettled(session, notebookId, timeout=90):
+    """The central's notebook once it is no longer launching (polled as its web page does)."""
+
+    def settled():
+        nb = session.get(f'{session.api}/notebook/{notebookId}', timeout=40).json()
+        return nb if nb['status'] != 'launching' else None
+
+    return eventually(settled, timeout, f'notebook {notebookId} to finish launching')
+
+
+def siteLaunches(fed, site):
+    """The live notebooks a site's own database holds (its admin sees every one)."""
+    return fed.clients[site].get('notebook', parameters={'live': 'true', 'limit': 0})
+
+
+def testASiteGirderKilledMidLaunchEndsTheLaunchClearlyAndLeavesNothingLive(fed):
+    eventually(lambda: allHealthy(fed), 60, 'both sites healthy')
+    carol = person(fed, 'carol')
+    shared = SHARED_DATASET[1]
+
+    def launch(**params):
+        params = {'id': shared, **params}
+        return carol.post(f'{carol.api}/resolve/launch', params=params, timeout=60)
+
+    def liveAtCentral():
+        return carol.get(f'{carol.api}/notebook', params={'live': 'true'}, timeout=40).json()
+
+    resp = launch(site='site-a')
+    assert resp.status_code == 200, resp.text
+    nb = resp.json()
+    assert (nb['site'], nb['status']) == ('site-a', 'launching')
+    fed.girders['site-a'].kill()  # the Girder of site-a crashes while the server starts
+
+    # The central says what happened, in words, and keeps no live record.
+    ended = waitSettled(carol, nb['_id'])
+    assert ended['status'] == 'error', ended
+    assert 'Site "site-a" did not answer' in ended['message']
+    assert 'still starting' in ended['message']
+    assert 'Launch again' in ended['message']
+    assert ended['url'] is None
+    assert liveAtCentral() == []
+
+    # Launching again before the central has noticed the silence is a clear 502, and
+    # leaves nothing behind; once site-a misses its heartbeats, the other copy is used.
+    resp = launch(site='site-a')
+    if resp.status_code != 200:  # site-a may be marked unhealthy already
+        assert resp.status_code == 502, resp.text
+        assert 'site-a' in resp.json()['message']
+        assert liveAtCentral() == []
+        eventually(lambda: not sites(fed)['site-a']['healthy'], 60, 'site-a marked unhealthy')
+        resp = launch(site='site-a')
+    assert resp.status_code == 200, resp.text
+    elsewhere = resp.json()
+    assert elsewhere['site'] == 'site-b'
+    assert waitSettled(carol, elsewhere['_id'])['status'] == 'running'
+    assert carol.delete(f'{carol.api}/notebook/{elsewhere["_id"]}', timeout=60).status_code == 200
+
+    # site-a comes back: the launch its crashed Girder left half done is settled at
+    # once (the server it had started is adopted, or ended), never left "launching".
+    fed.startGirder('site-a')
+    eventually(lambda: allHealthy(fed), 60, 'site-a healthy again')
+    leftovers = siteLaunches(fed, 'site-a')
+    assert all(n['status'] == 'running' for n in leftovers), leftovers
+    # ... and launching there again works: the adopted notebook, or a new one.
+    resp = launch(site='site-a')
+    assert resp.status_code == 200, resp.text
+    again = resp.json()
+    assert again['site'] == 'site-a'
+    assert waitSettled(carol, again['_id'])['status'] == 'running'
+    assert carol.delete(f'{carol.api}/notebook/{again["_id"]}', timeout=60).status_code == 200
+    assert liveAtCentral() == []
+    assert siteLaunches(fed, 'site-a') == []

@@ -9,6 +9,7 @@ they fail).
 import datetime
 import os
 import socket
+import subprocess
 import time
 import urllib.parse
 
@@ -27,8 +28,10 @@ from girder_resolver.models.notebook import (
     IDENTITY_LABEL,
     INSTANCE_LABEL,
     Notebook,
+    _processStart,
     instanceId,
     launcher,
+    workerStamp,
 )
 from plugin_tests.test_launcher_docker import _docker_unavailable
 
@@ -358,6 +361,16 @@ def testARestartAdoptsLiveNotebooksEndsDeadAndInterruptedOnesAndStopsOrphans(
         )
         .inserted_id
     )
+    # Two launches that were just under way (well within the start-up grace): one by a
+    # process of this machine that has since died (the Girder that crashed), which is
+    # ended at once; one by a process still alive (this one), which is left to it.
+    crashedNow = _launchRecord(admin, liveFolder, backend, workerStamp())
+    worker = subprocess.Popen(['sleep', '0.5'])
+    deadWorker = {**workerStamp(), 'pid': worker.pid, 'started': _processStart(worker.pid)}
+    worker.wait()
+    Notebook().collection.update_one({'_id': crashedNow}, {'$set': {'worker': deadWorker}})
+    busyFolder, _ = makeDataset(server, admin, fsAssetstore, tmp_path, 'Busy')
+    underWay = _launchRecord(admin, busyFolder, backend, workerStamp())
     # A server labelled as ours whose record was lost.
     orphan = launcher(backend).start(
         LaunchSpec(
@@ -379,6 +392,11 @@ def testARestartAdoptsLiveNotebooksEndsDeadAndInterruptedOnesAndStopsOrphans(
         assert report.get(dead['_id'], 'stopped') == 'stopped'
         assert report.get(str(interrupted), 'error') == 'error'
         assert report['orphan-' + backend] == 'orphan stopped'
+        assert report.get(str(crashedNow), 'error') == 'error'
+        crashed = server.request(f'/notebook/{crashedNow}', user=admin).json
+        assert 'interrupted' in crashed['message']
+        assert str(underWay) not in report
+        assert Notebook().load(underWay)['status'] == 'launching'
         assert 'foreign-' + backend not in report
         nb = server.request(f'/notebook/{live["_id"]}', user=user).json
         assert nb['status'] == 'running'
@@ -400,6 +418,31 @@ def testARestartAdoptsLiveNotebooksEndsDeadAndInterruptedOnesAndStopsOrphans(
     finally:
         launcher(backend).stop(foreign)
         launcher(backend).stop(orphan)
+
+
+def _launchRecord(user, folder, backend, worker):
+    """A launch in progress, as ``Notebook.launch`` records it before its server starts."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        Notebook()
+        .collection.insert_one(
+            {
+                'site': 'local',
+                'identity': f'local:{user["_id"]}',
+                'folderId': str(folder['_id']),
+                'userId': user['_id'],
+                'status': 'launching',
+                'live': True,
+                'message': 'Starting the notebook server',
+                'backend': backend,
+                'created': now,
+                'updated': now,
+                'token': 'x',
+                'worker': worker,
+            }
+        )
+        .inserted_id
+    )
 
 
 @pytest.mark.plugin('resolver')

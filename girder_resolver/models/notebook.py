@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import threading
 import time
 
@@ -114,6 +115,45 @@ def instanceId():
         )
         doc = coll.find_one({'key': _INSTANCE_KEY})
     return doc['value']
+
+
+def _processStart(pid):
+    """When process ``pid`` started (clock ticks after boot), or None if there is none."""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            # The command name (field 2) may hold spaces and parentheses: split after it.
+            return int(stat.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _hostId():
+    try:
+        with open('/proc/sys/kernel/random/boot_id') as boot:
+            bootId = boot.read().strip()
+    except OSError:
+        bootId = ''
+    return f'{socket.gethostname()}/{bootId}'
+
+
+def workerStamp():
+    """This server process, as recorded on the launches and stops it carries out."""
+    return {'host': _hostId(), 'pid': os.getpid(), 'started': _processStart(os.getpid())}
+
+
+def workerGone(doc):
+    """True when the process that was launching or stopping ``doc`` is known to be dead.
+
+    Only a process of this machine (same host name and boot) can be judged; for any
+    other, or a record without the stamp, the answer is False and the caller waits
+    out its grace period instead.
+    """
+    stamp = doc.get('worker')
+    if not isinstance(stamp, dict) or stamp.get('host') != _hostId():
+        return False
+    if stamp.get('started') is None or not isinstance(stamp.get('pid'), int):
+        return False
+    return _processStart(stamp['pid']) != stamp['started']
 
 
 def launcher(name=None):
@@ -269,6 +309,7 @@ class Notebook(Model):
                 'created': now,
                 'updated': now,
                 'lastActivity': now,
+                'worker': workerStamp(),
                 **fields,
             }
         )
@@ -490,7 +531,14 @@ class Notebook(Model):
         """Move ``doc`` to ``stopping`` atomically; the claimed document, or None if taken."""
         return self.collection.find_one_and_update(
             {'_id': doc['_id'], 'status': {'$in': list(fromStatus)}},
-            {'$set': {'status': 'stopping', 'message': message, 'updated': _now()}},
+            {
+                '$set': {
+                    'status': 'stopping',
+                    'message': message,
+                    'updated': _now(),
+                    'worker': workerStamp(),
+                }
+            },
             return_document=pymongo.ReturnDocument.AFTER,
         )
 
@@ -591,10 +639,43 @@ class Notebook(Model):
         except SiteError as exc:
             if exc.status == 404:
                 self._set(doc, status='stopped', message='The site no longer has this notebook.')
+            elif self._siteIsDown(doc, site, exc):
+                # Nothing would ever finish this record: end it, so that it neither holds
+                # the person's slot nor shows a launch that is not happening.
+                what = (
+                    'Your notebook was still starting there.'
+                    if doc['status'] == 'launching'
+                    else 'Nor has it sent a heartbeat lately.'
+                )
+                self._set(
+                    doc,
+                    status='error',
+                    url=None,
+                    message=(
+                        f'{exc} {what} Launch again: you get this notebook back if the site '
+                        'kept it, and a site that stays down is passed over once it misses '
+                        'its heartbeats.'
+                    ),
+                )
             else:
                 doc['message'] = f'Could not reach the site: {exc}'
             return doc
         return self._applyRemote(doc, remote)
+
+    @staticmethod
+    def _siteIsDown(doc, site, exc):
+        """True when a remote notebook's site failed in a way no retry of ours will mend.
+
+        A launch in progress ends at the first failure to answer (its site restarted, or
+        died): a second launch finds the notebook again if the site still has it. A
+        running notebook ends only once its site has also stopped sending heartbeats,
+        so a passing network fault does not cost anyone their notebook.
+        """
+        from .site import Site
+
+        if exc.status is not None and exc.status < 500:
+            return False
+        return doc['status'] == 'launching' or not Site().healthy(site)
 
     def stopRemote(self, doc):
         """Stop a remote notebook at its site, then mark the central's record stopped."""
