@@ -41,7 +41,7 @@ class ResolverPlugin(GirderPlugin):
         from girder.constants import TokenScope
         from girder.utility.model_importer import ModelImporter
 
-        from . import culler, events, pool, settings  # noqa: F401 (registers setting validators)
+        from . import cache, culler, events, pool, settings  # (settings: registers validators)
         from .constants import LAUNCH_SCOPE
         from .models.dataset import Dataset
         from .models.notebook import Notebook
@@ -50,6 +50,9 @@ class ResolverPlugin(GirderPlugin):
         from .rest.notebook import NotebookResource
         from .rest.resolve import Resolve
 
+        # First of the plugin's handlers: the others must read settings just saved.
+        cache.clearAll()
+        settings.bind('resolver.cache')
         ModelImporter.registerModel('resolver_dataset', Dataset, 'resolver')
         ModelImporter.registerModel('resolver_site', Site, 'resolver')
         ModelImporter.registerModel('resolver_notebook', Notebook, 'resolver')

@@ -6,9 +6,12 @@ the admin page, the docs and the code agree on one list.
 
 import re
 
+from girder import events
 from girder.exceptions import ValidationException
 from girder.models.setting import Setting
 from girder.utility import setting_utilities
+
+from . import cache
 
 
 class PluginSettings:
@@ -52,6 +55,9 @@ class PluginSettings:
     ANONYMOUS_BURST = 'resolver.anonymous_burst'
     #: Bearer secret that lets a Prometheus scraper read /resolver/metrics (empty = admins only).
     METRICS_TOKEN = 'resolver.metrics_token'
+    #: Seconds a Girder process reuses the index entries and site records it read for
+    #: /resolve (0 = read them on every request); see girder_resolver.cache.
+    CACHE_SECONDS = 'resolver.cache_seconds'
 
 
 _DEFAULTS = {
@@ -74,6 +80,7 @@ _DEFAULTS = {
     PluginSettings.ANONYMOUS_RATE: 10,
     PluginSettings.ANONYMOUS_BURST: 100,
     PluginSettings.METRICS_TOKEN: '',
+    PluginSettings.CACHE_SECONDS: 2,
 }
 
 _SITE_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
@@ -81,7 +88,28 @@ _METADATA_KEY_RE = re.compile(r'^[^.$\x00]{1,128}$')
 
 
 def get(key):
-    return Setting().get(key)
+    """A setting's value; read from the database at most every couple of seconds.
+
+    This process forgets a value as soon as it is saved here (see :func:`bind`);
+    other Girder processes see the change within ``cache.SETTINGS_SECONDS``.
+    """
+    return cache.settings.get(key, lambda: Setting().get(key), cache.SETTINGS_SECONDS)
+
+
+def _forget(event):
+    key = (event.info or {}).get('key')
+    if isinstance(key, str):
+        cache.settings.discard(key)
+
+
+def bind(name):
+    """Forget cached values when settings are saved or removed in this process.
+
+    Bound before any other handler of the plugin, so that those handlers, reacting
+    to the same save, already read the new value.
+    """
+    for event in ('model.setting.save', 'model.setting.save.after', 'model.setting.remove'):
+        events.bind(event, name, _forget)
 
 
 def validSiteName(name):
@@ -191,6 +219,18 @@ def _validateAnonymousRate(doc):
 @setting_utilities.validator(PluginSettings.ANONYMOUS_BURST)
 def _validateAnonymousBurst(doc):
     _positiveInt(doc, 1)
+
+
+@setting_utilities.validator(PluginSettings.CACHE_SECONDS)
+def _validateCacheSeconds(doc):
+    try:
+        doc['value'] = float(doc['value'])
+    except (TypeError, ValueError):
+        raise ValidationException(f'{doc["key"]} must be a number of seconds.', 'value')
+    if not 0 <= doc['value'] <= 60:
+        raise ValidationException(
+            f'{doc["key"]} must be between 0 (no reuse) and 60 seconds.', 'value'
+        )
 
 
 @setting_utilities.validator(PluginSettings.DATA_PATHS)

@@ -59,3 +59,13 @@ def _eagerLocalTasks(request):
     if 'db' in request.fixturenames:
         request.getfixturevalue('eagerWorkerTasks')
     yield
+
+
+@pytest.fixture(autouse=True)
+def _freshCaches():
+    """Each test starts on an emptied database, so nothing this process remembers of the
+    previous test's settings, sites and entries may carry over."""
+    from girder_resolver import cache
+
+    cache.clearAll()
+    yield

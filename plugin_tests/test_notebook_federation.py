@@ -236,6 +236,9 @@ def testNoHealthySiteIsA503AndAFailingSiteA502WithNothingLeftBehind(fed, mongoUr
 
     db = pymongo.MongoClient(mongoUri)['nbfed_central']
     db['resolver_site'].update_one({'name': 'site-gone'}, {'$set': {'lastHeartbeat': _longAgo()}})
+    # Written behind the central's back: it may reuse its last read of the site for up
+    # to resolver.cache_seconds (2 s), as it would between two heartbeats.
+    time.sleep(2.1)
     resp = call(fed, alice, 'POST', 'resolve/launch', id='doi:10.5072/only.silent')
     assert resp.status_code == 503
     assert 'No healthy site' in resp.json()['message']

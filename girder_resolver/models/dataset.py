@@ -14,7 +14,7 @@ from girder.exceptions import ValidationException
 from girder.models.folder import Folder
 from girder.models.model_base import Model
 
-from .. import settings
+from .. import cache, settings
 from ..identifiers import InvalidIdentifier, normalize
 from ..settings import PluginSettings
 
@@ -73,6 +73,25 @@ class Dataset(Model):
             raise ValidationException('Dataset identifiers are stored in canonical form.')
         return doc
 
+    # Writes through Girder's generic model methods forget what /resolve remembers too.
+    def save(self, document, *args, **kwargs):
+        try:
+            return super().save(document, *args, **kwargs)
+        finally:
+            cache.entries.clear()
+
+    def update(self, query, update, *args, **kwargs):
+        try:
+            return super().update(query, update, *args, **kwargs)
+        finally:
+            cache.entries.clear()
+
+    def remove(self, document, *args, **kwargs):
+        try:
+            return super().remove(document, *args, **kwargs)
+        finally:
+            cache.entries.clear()
+
     # Local entries ---------------------------------------------------------
 
     def syncFolder(self, folder):
@@ -87,13 +106,13 @@ class Dataset(Model):
         for text, reason in rejected:
             logger.warning('Folder %s: ignoring identifier %r: %s', folderId, text, reason)
         wanted = [i.canonical for i in idents]
-        self.collection.delete_many(
+        removed = self.collection.delete_many(
             {
                 'folderId': folderId,
                 'local': True,
                 '$or': [{'identifier': {'$nin': wanted}}, {'site': {'$ne': site}}],
             }
-        )
+        ).deleted_count
         now = datetime.datetime.now(datetime.timezone.utc)
         for ident in idents:
             self.collection.update_one(
@@ -109,10 +128,13 @@ class Dataset(Model):
                 },
                 upsert=True,
             )
+        if removed or idents:
+            cache.entries.clear()
         return wanted
 
     def removeFolder(self, folderId):
-        self.collection.delete_many({'folderId': str(folderId), 'local': True})
+        if self.collection.delete_many({'folderId': str(folderId), 'local': True}).deleted_count:
+            cache.entries.clear()
 
     def reindexLocal(self):
         """Rebuild local entries from folder metadata.
@@ -133,6 +155,7 @@ class Dataset(Model):
         ]
         if stale:
             self.collection.delete_many({'local': True, 'folderId': {'$in': stale}})
+        cache.entries.clear()
         return len(seen)
 
     # Queries ----------------------------------------------------------------
@@ -197,11 +220,17 @@ class Dataset(Model):
 
         siteModel = Site()
         now = datetime.datetime.now(datetime.timezone.utc)
-        # Settings are read only when needed and once: each read is a database round trip.
         localSite = ttl = None
-        sites = {}
         locations = []
-        for doc in self.find({'identifier': identifier}):
+        # Entries and sites come from this process's recent reads when fresh enough
+        # (girder_resolver.cache); access to local folders is checked every time.
+        entries = cache.entries.get(
+            identifier,
+            lambda: tuple(self.find({'identifier': identifier})),
+            settings.get(PluginSettings.CACHE_SECONDS),
+            keep=bool,
+        )
+        for doc in entries:
             if doc.get('local'):
                 folder = self.readableFolder(doc, user)
                 if folder is None:
@@ -222,9 +251,7 @@ class Dataset(Model):
                     }
                 )
                 continue
-            if doc['site'] not in sites:
-                sites[doc['site']] = siteModel.findOne({'name': doc['site']})
-            site = sites[doc['site']]
+            site = siteModel.named(doc['site'])
             if site is None:
                 continue
             if ttl is None:

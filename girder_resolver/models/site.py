@@ -15,7 +15,7 @@ from girder.exceptions import AccessException, RestException, ValidationExceptio
 from girder.models.group import Group
 from girder.models.model_base import Model
 
-from .. import settings
+from .. import cache, settings
 from ..identifiers import InvalidIdentifier, normalize
 from ..settings import PluginSettings
 
@@ -170,6 +170,7 @@ class Site(Model):
         site.update(fields)
         self.validate(site)
         self.collection.update_one({'_id': site['_id']}, {'$set': fields})
+        cache.sites.discard(name)
         return site
 
     def register(
@@ -275,8 +276,11 @@ class Site(Model):
             ops.append(pymongo.DeleteMany({'_id': {'$in': gone}}))
         for start in range(0, len(ops), _WRITE_BATCH):
             coll.bulk_write(ops[start : start + _WRITE_BATCH], ordered=False)
+        if ops:
+            cache.entries.clear()
         total = coll.count_documents(base)
         self.collection.update_one({'_id': site['_id']}, {'$set': {'datasetCount': total}})
+        cache.sites.discard(name)
         return {
             'site': name,
             'mode': mode,
@@ -295,13 +299,40 @@ class Site(Model):
             fields['capacity'] = capacity
         self.collection.update_one({'_id': site['_id']}, {'$set': fields})
         site.update(fields)
+        cache.sites.discard(site['name'])
         return site
 
     def remove(self, site, **kwargs):
         from .dataset import Dataset
 
         Dataset().collection.delete_many({'site': site['name'], 'local': False})
-        return super().remove(site, **kwargs)
+        cache.entries.clear()
+        try:
+            return super().remove(site, **kwargs)
+        finally:
+            cache.sites.discard(site['name'])
+
+    # Writes through Girder's generic model methods forget what /resolve remembers too.
+    def save(self, document, *args, **kwargs):
+        try:
+            return super().save(document, *args, **kwargs)
+        finally:
+            cache.sites.discard(document.get('name'))
+
+    def update(self, query, update, *args, **kwargs):
+        try:
+            return super().update(query, update, *args, **kwargs)
+        finally:
+            cache.sites.clear()
+
+    def named(self, name):
+        """The site called ``name`` (None if there is none), as /resolve reads it."""
+        return cache.sites.get(
+            name,
+            lambda: self.findOne({'name': name}),
+            settings.get(PluginSettings.CACHE_SECONDS),
+            keep=lambda site: site is not None,
+        )
 
 
 def _show(entry):
