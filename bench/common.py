@@ -97,9 +97,12 @@ class Central:
     ``.py`` file under the working directory changes.
     """
 
-    def __init__(self, mode='production', storage='disk', settings=None, keep=False):
+    def __init__(self, mode='production', storage='disk', settings=None, keep=False, cache='6G'):
         self.home = Path(tempfile.mkdtemp(prefix='datadns-bench-'))
         self.mode = mode
+        # SecantusDB's default 1G cache is too small for a million entries in memory:
+        # the index builds stall (see datadns.stack.SecantusDB).
+        self.cache = cache
         self.storage = ':memory:' if storage == 'memory' else self.home / 'db'
         self.settings = settings or {}
         self.keep = keep
@@ -107,8 +110,13 @@ class Central:
         self.fed = None
 
     def start(self):
-        log(f'starting SecantusDB ({self.storage}) and the central Girder ({self.mode} mode)')
-        self.db = stack.SecantusDB(storage=self.storage, logDir=self.home / 'logs').start()
+        log(
+            f'starting SecantusDB ({self.storage}, {self.cache} cache) and the central Girder '
+            f'({self.mode} mode)'
+        )
+        self.db = stack.SecantusDB(
+            storage=self.storage, logDir=self.home / 'logs', cacheSize=self.cache
+        ).start()
         self.fed = Federation(
             self.db.uri,
             self.home,

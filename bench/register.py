@@ -81,6 +81,9 @@ def parseArgs():
         '--storage', choices=('memory', 'disk'), default='memory', help='SecantusDB storage'
     )
     parser.add_argument(
+        '--db-cache', default='6G', help="SecantusDB's WiredTiger cache (its default is 1G)"
+    )
+    parser.add_argument(
         '--mode',
         choices=('production', 'development'),
         default='production',
@@ -184,6 +187,7 @@ def main():
             'sites': args.sites,
             'site_size': args.site_size,
             'storage': args.storage,
+            'db_cache': args.db_cache,
             'girder_mode': args.mode,
             'quick': args.quick,
             'snapshot': 'synthetic, given to feder8 Sidecar.registerFull/registerChanges',
@@ -194,7 +198,7 @@ def main():
     phases = {}
     with (
         common.interruptible(args.time_limit),
-        common.Central(mode=args.mode, storage=args.storage) as central,
+        common.Central(mode=args.mode, storage=args.storage, cache=args.db_cache) as central,
     ):
         resources = common.Resources(central.serverProcess()).start()
         dbResources = common.Resources(common.psutil.Process(central.db.proc.pid)).start()

@@ -69,6 +69,9 @@ def parseArgs():
         '--storage', choices=('memory', 'disk'), default='memory', help='SecantusDB storage'
     )
     parser.add_argument(
+        '--db-cache', default='6G', help="SecantusDB's WiredTiger cache (its default is 1G)"
+    )
+    parser.add_argument(
         '--mode',
         choices=('production', 'development'),
         default='production',
@@ -162,10 +165,10 @@ class Index:
             ]
             self.coll.insert_many(docs, ordered=False)
             self.count = end
-            if (end - start) % (self.batch * 10) == 0:
-                log(f'  inserted {end:,} of {size:,}')
+            log(f'  inserted {end:,} of {size:,}')
         t2 = time.perf_counter()
         for keys, options in self.specs:
+            log(f'  building index {options["name"]}')
             self.coll.create_index(keys, **options)
         t3 = time.perf_counter()
         built = set(self.coll.index_information())
@@ -276,6 +279,7 @@ def main():
             'hot_set': args.hot,
             'sites': args.sites,
             'storage': args.storage,
+            'db_cache': args.db_cache,
             'girder_mode': args.mode,
             'quick': args.quick,
             'client': 'python threads, one requests.Session (keep-alive) each',
@@ -287,7 +291,7 @@ def main():
     size = loadStart = None
     with (
         common.interruptible(args.time_limit),
-        common.Central(mode=args.mode, storage=args.storage) as central,
+        common.Central(mode=args.mode, storage=args.storage, cache=args.db_cache) as central,
     ):
         gc = central.client
         resources = common.Resources(central.serverProcess()).start()

@@ -112,10 +112,14 @@ class SecantusDB(Service):
 
     name = 'secantusdb'
 
-    def __init__(self, storage=':memory:', port=None, logDir=None):
+    def __init__(self, storage=':memory:', port=None, logDir=None, cacheSize=None):
         super().__init__(logDir)
         self.storage = str(storage)
         self.port = port or freePort()
+        #: WiredTiger's cache, e.g. '4G' (SecantusDB's default is 1G). In memory, all
+        #: data lives in it, and an index built over a large collection in one
+        #: transaction stalls once its dirty share passes about a fifth of it.
+        self.cacheSize = cacheSize
 
     @property
     def uri(self):
@@ -136,6 +140,7 @@ class SecantusDB(Service):
             self.storage,
             '--log-level',
             'WARNING',
+            *(['--cache-size', self.cacheSize] if self.cacheSize else []),
         ]
 
     def ready(self):
