@@ -170,6 +170,59 @@ def test_a_restarted_server_adopts_the_running_container(started):
     assert DockerLauncher().poll(adopted[0])
 
 
+def test_starting_a_notebook_that_already_runs_is_a_launch_error(started, docker_engine):
+    launcher, spec, handle = started
+    with pytest.raises(LaunchError, match='already running'):
+        launcher.start(spec)
+    assert docker_engine.containers.get(handle['containerId']).status == 'running'
+    assert launcher.poll(handle)
+
+
+def test_a_leftover_container_of_the_same_name_is_replaced(docker_engine, tmp_path):
+    import docker
+
+    launcher = DockerLauncher(image=IMAGE)
+    name = 'datadns-nb-docker-leftover'
+    for stale in docker_engine.containers.list(all=True, filters={'name': name}):
+        stale.remove(force=True)  # from an earlier, interrupted run
+    leftover = docker_engine.containers.create(
+        IMAGE, command=['sleep', '60'], name=name, detach=True
+    )
+    spec = LaunchSpec('docker-leftover', TOKEN, str(makeDataset(tmp_path)))
+    try:
+        handle = launcher.start(spec)
+    except BaseException:
+        leftover.remove(force=True)
+        raise
+    try:
+        assert handle['containerId'] != leftover.id
+        with pytest.raises(docker.errors.NotFound):
+            docker_engine.containers.get(leftover.id)
+        launcher.wait_ready(handle, token=TOKEN)
+        container = docker_engine.containers.get(handle['containerId'])
+        assert container.labels['datadns.notebook'] == 'docker-leftover'
+        published = container.ports['8888/tcp'][0]['HostPort']
+        assert int(published) == handle['port']
+    finally:
+        launcher.stop(handle)
+
+
+def test_a_container_that_exits_while_starting_fails_wait_ready_with_its_log(
+    docker_engine, tmp_path
+):
+    launcher = DockerLauncher(
+        image=IMAGE, command=['python3', '-c', 'import sys; sys.exit("no jupyter here")']
+    )
+    handle = launcher.start(LaunchSpec('docker-broken', TOKEN, str(makeDataset(tmp_path))))
+    try:
+        with pytest.raises(LaunchError, match='stopped while starting') as raised:
+            launcher.wait_ready(handle, timeout=60, token=TOKEN)
+        assert 'no jupyter here' in str(raised.value)
+        assert not launcher.is_alive(handle)
+    finally:
+        launcher.stop(handle)
+
+
 def test_stop_removes_the_container_and_frees_the_port(docker_engine, tmp_path):
     import docker
 

@@ -150,6 +150,16 @@ class Launcher(abc.ABC):
         'ready_timeout': Option(
             60.0, 'Seconds that wait_ready() waits by default for a new server to answer.'
         ),
+        'ready_poll_interval': Option(
+            0.025,
+            'Seconds between two HTTP polls of a starting server in wait_ready(): a poll is '
+            'one request to this machine, and every interval adds to the launch time.',
+        ),
+        'alive_check_interval': Option(
+            0.2,
+            'Seconds between two checks, in wait_ready(), that a starting server still runs '
+            '(for docker, an API call); made only while the server does not answer yet.',
+        ),
         'request_timeout': Option(
             3.0, 'Seconds allowed for each HTTP request to a notebook server.'
         ),
@@ -273,17 +283,19 @@ class Launcher(abc.ABC):
         With ``token`` it must answer 200 to that token, which also proves the
         token; without, any answer (403 included) shows that the server is up.
         Fails early when the process or container exits.
+
+        Polls HTTP every ``ready_poll_interval`` seconds; the backend is asked
+        whether the server still runs only while it does not answer, at most
+        every ``alive_check_interval`` seconds, since for docker that is an
+        engine call competing for the CPU with the starting server.
         """
         timeout = self.config['ready_timeout'] if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        interval = float(self.config['ready_poll_interval'])
+        alive_every = float(self.config['alive_check_interval'])
+        next_alive_check = time.monotonic()
         last_error = 'no answer yet'
-        delay = 0.05
         while True:
-            if not self.is_alive(handle):
-                raise LaunchError(
-                    'The notebook server stopped while starting. Its last output:\n'
-                    + self.logs_tail(handle)
-                )
             try:
                 status, _ = self._get_status(handle, token)
                 if status == 200 or (token is None and status < 500):
@@ -291,13 +303,20 @@ class Launcher(abc.ABC):
                 last_error = f'HTTP {status}'
             except (OSError, ValueError) as error:
                 last_error = str(getattr(error, 'reason', None) or error)
+            now = time.monotonic()
+            if now >= next_alive_check or now >= deadline:
+                if not self.is_alive(handle):
+                    raise LaunchError(
+                        'The notebook server stopped while starting. Its last output:\n'
+                        + self.logs_tail(handle)
+                    )
+                next_alive_check = time.monotonic() + alive_every
             if time.monotonic() >= deadline:
                 raise LaunchError(
                     f'The notebook server did not answer within {timeout:g} s '
                     f'(last error: {last_error}). Its last output:\n' + self.logs_tail(handle)
                 )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            time.sleep(interval)
 
     def last_activity(self, handle, token, base_url=None):
         """When the notebook was last used, from jupyter_server's ``api/status``.

@@ -10,7 +10,8 @@ against Docker Engine and against Podman's Docker-compatible service alike
 - has the dataset bind-mounted read-only at ``<home>/<data_name>``, and this
   package's read-only contents manager (``readonly.py``, mounted at
   ``/opt/datadns``) so that Jupyter answers 403 rather than an I/O error;
-- publishes its port on ``host_ip`` at a free port that the engine picks;
+- publishes its port on ``host_ip`` at a free port that the engine picks
+  (Podman at create, Docker Engine at start);
 - carries the labels ``datadns.managed=1``, ``datadns.notebook=<id>`` and
   ``datadns.base_url=<base_url>``, by which ``list_running()`` finds it again.
 
@@ -144,12 +145,6 @@ class DockerLauncher(Launcher):
         docker = _docker()
         spec.check_data_path()
         name = f'{self.config["name_prefix"]}{spec.notebook_id}'
-        existing = self._container(name)
-        if existing is not None:
-            if existing.status == 'running':
-                raise LaunchError(f'Notebook {spec.notebook_id} is already running.')
-            self._remove(existing)
-
         home = self.config['home'].rstrip('/') or '/'
         port_key = f'{self.config["container_port"]}/tcp'
         mounts = [
@@ -204,9 +199,11 @@ class DockerLauncher(Launcher):
         try:
             # create() then start() rather than run(): run() would try to pull a
             # missing image from a registry, which a site without one cannot do.
-            container = self.client.containers.create(self.config['image'], **create_kwargs)
+            container = self._create(name, spec, create_kwargs)
             container.start()
-            port = self._published_port(container, port_key)
+            # Podman picks the host port at create (create() inspects the new
+            # container); Docker Engine at start, so then ask once more.
+            port = self._port_of(container, port_key) or self._published_port(container, port_key)
         except docker.errors.ImageNotFound:
             raise LaunchError(
                 f'The notebook image {self.config["image"]} is not available to the container '
@@ -305,15 +302,45 @@ class DockerLauncher(Launcher):
             ]
         return args + [str(arg) for arg in self.config['extra_args']]
 
+    def _create(self, name, spec, create_kwargs):
+        """Create the container; a leftover of the same name is removed first.
+
+        No lookup before the create, which is the common case: only when the
+        create fails is the name checked, since Docker Engine answers 409 to a
+        name in use but Podman 500.
+        """
+        docker = _docker()
+        try:
+            return self.client.containers.create(self.config['image'], **create_kwargs)
+        except docker.errors.ImageNotFound:
+            raise
+        except docker.errors.APIError:
+            existing = self._container(name)
+            if existing is None:
+                raise  # not a name conflict
+        if existing.status == 'running':
+            raise LaunchError(f'Notebook {spec.notebook_id} is already running.')
+        self._remove(existing)
+        return self.client.containers.create(self.config['image'], **create_kwargs)
+
+    @staticmethod
+    def _port_of(container, port_key):
+        """The host port published for ``port_key`` in the container's inspect data, or None."""
+        # Before start, Docker Engine may report no ports at all (null).
+        for binding in (container.ports or {}).get(port_key) or []:
+            if binding.get('HostPort'):
+                return int(binding['HostPort'])
+        return None
+
     def _published_port(self, container, port_key):
-        # The engine picks the host port at start; it shows in the inspect data,
+        # Docker Engine picks the host port at start; it shows in the inspect data,
         # possibly a moment later.
         deadline = time.monotonic() + 5
         while True:
             container.reload()
-            for binding in container.ports.get(port_key) or []:
-                if binding.get('HostPort'):
-                    return int(binding['HostPort'])
+            port = self._port_of(container, port_key)
+            if port is not None:
+                return port
             if container.status not in ('created', 'running') or time.monotonic() > deadline:
                 raise LaunchError(
                     f'The container engine published no port for the notebook '

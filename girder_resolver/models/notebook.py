@@ -491,25 +491,12 @@ class Notebook(Model):
         logger.info('Notebook %s is running for %s', notebookId, doc['identity'])
 
     def _waitReady(self, backend, handle, token):
-        """Wait until the new server answers to its token, polling about every 0.1 s.
+        """Wait until the new server answers to its token; :class:`LaunchError` if it does not.
 
-        The launcher's ``wait_ready()`` backs off to 0.5 s between polls, which
-        adds a quarter of a second on average to every cold launch; short calls
-        keep the polls close. Raises :class:`LaunchError` as ``wait_ready()`` does.
+        The launcher polls HTTP every ``ready_poll_interval`` (25 ms) and asks
+        its engine whether the server still runs only while it does not answer.
         """
-        timeout = backend.config['ready_timeout']
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return backend.wait_ready(handle, timeout=0.15, token=token)
-            except LaunchError:
-                if not backend.is_alive(handle):
-                    raise  # it exited: the error carries its last output
-                if time.monotonic() >= deadline:
-                    raise LaunchError(
-                        f'The notebook server did not answer within {timeout:g} s. '
-                        'Its last output:\n' + backend.logs_tail(handle)
-                    ) from None
+        backend.wait_ready(handle, token=token)
 
     def _fail(self, doc, reason):
         self._set(doc, {'live': True}, status='error', message=reason, url=None, unset=('token',))
