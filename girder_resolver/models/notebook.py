@@ -117,6 +117,30 @@ def instanceId():
     return doc['value']
 
 
+#: Notebook changes made by this process, so that an events stream of this process
+#: sends a change the moment it is written rather than at its next database poll.
+_changes = threading.Condition()
+_changeCount = 0
+
+
+def _changed():
+    global _changeCount
+    with _changes:
+        _changeCount += 1
+        _changes.notify_all()
+
+
+def changeCount():
+    """How many notebook changes this process has written so far."""
+    return _changeCount
+
+
+def waitForChange(since, timeout):
+    """Wait until this process writes a notebook change after ``since``, or ``timeout``."""
+    with _changes:
+        _changes.wait_for(lambda: _changeCount != since, timeout)
+
+
 def _processStart(pid):
     """When process ``pid`` started (clock ticks after boot), or None if there is none."""
     try:
@@ -434,6 +458,7 @@ class Notebook(Model):
             doc.update(fields)
             for field in unset:
                 doc.pop(field, None)
+            _changed()
         return bool(result.matched_count)
 
     def _launchInBackground(self, doc):
@@ -516,7 +541,7 @@ class Notebook(Model):
 
     def claimForStop(self, doc, fromStatus=('launching', 'running'), message='Stopping'):
         """Move ``doc`` to ``stopping`` atomically; the claimed document, or None if taken."""
-        return self.collection.find_one_and_update(
+        claimed = self.collection.find_one_and_update(
             {'_id': doc['_id'], 'status': {'$in': list(fromStatus)}},
             {
                 '$set': {
@@ -528,6 +553,9 @@ class Notebook(Model):
             },
             return_document=pymongo.ReturnDocument.AFTER,
         )
+        if claimed is not None:
+            _changed()
+        return claimed
 
     def stop(self, doc, reason='Stopped'):
         """Stop a local notebook and release its process or container and port.

@@ -36,7 +36,14 @@ from girder.utility import JsonEncoder
 
 from .. import settings
 from ..constants import LAUNCH_SCOPE
-from ..models.notebook import FINAL, Notebook, identityOf, validIdentity
+from ..models.notebook import (
+    FINAL,
+    Notebook,
+    changeCount,
+    identityOf,
+    validIdentity,
+    waitForChange,
+)
 from ..settings import PluginSettings
 from . import checkPaging
 
@@ -219,6 +226,7 @@ class NotebookResource(Resource):
         .errorResponse('No such notebook.', 404)
     )
     def events(self, id, onBehalfOf):
+        before = changeCount()
         doc = loadOwn(id, onBehalfOf)
         model = Notebook()
         local = model.isLocal(doc)
@@ -233,6 +241,7 @@ class NotebookResource(Resource):
             deadline = time.monotonic() + EVENTS_TIMEOUT
             last = None
             current = doc
+            seen = before
             while True:
                 view = model.serialize(current)
                 key = (view['status'], view['message'], view['url'])
@@ -245,7 +254,13 @@ class NotebookResource(Resource):
                 if time.monotonic() > deadline:
                     yield b'event: timeout\ndata: {}\n\n'
                     return
-                time.sleep(0.25 if local else 1.0)
+                if local:
+                    # Woken by this process's own writes at once (its launch thread,
+                    # most often); another process's, at the next read.
+                    waitForChange(seen, 0.25)
+                    seen = changeCount()
+                else:
+                    time.sleep(1.0)
                 current = model.load(doc['_id']) or current
                 if not local:
                     current = model.refreshRemote(current)
