@@ -29,8 +29,10 @@ from girder_resolver.models.notebook import (
     INSTANCE_LABEL,
     Notebook,
     _processStart,
+    changeCount,
     instanceId,
     launcher,
+    waitForChange,
     workerStamp,
 )
 from plugin_tests.test_launcher_docker import _docker_unavailable
@@ -541,3 +543,27 @@ def testResolveLaunchOfALocalDatasetLaunchesHere(server, admin, user, dataset):
     assertStatus(
         server.request('/resolve/launch', method='POST', params={'id': 'doi:10.5072/x'}), 401
     )
+
+
+@pytest.mark.plugin('resolver')
+def testAnEventStreamOfThisProcessIsWokenByEachWriteNotByItsPoll(server, admin):
+    """What lets GET /notebook/{id}/events send a change as soon as it is written."""
+    import threading
+
+    collection = Collection().createCollection('Woken', admin, public=True)
+    folder = Folder().createFolder(collection, 'Woken', parentType='collection', public=True)
+    doc = Notebook().collection.find_one(
+        {'_id': _launchRecord(admin, folder, 'process', workerStamp())}
+    )
+    since = changeCount()
+    assert waitForChange(since, 0.05) is False  # nothing written: it times out
+    woken = []
+    waiter = threading.Thread(target=lambda: woken.append(waitForChange(since, 60)))
+    waiter.start()
+    Notebook()._set(doc, {'status': 'launching'}, status='error', message='Failed')
+    waiter.join(30)  # far less than the 60 s it would otherwise wait
+    assert woken == [True]
+    # A claim to stop is a change too; a write that matched nothing is not.
+    since = changeCount()
+    assert Notebook().claimForStop(doc, ('running',)) is None
+    assert changeCount() == since

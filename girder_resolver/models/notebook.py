@@ -136,9 +136,12 @@ def changeCount():
 
 
 def waitForChange(since, timeout):
-    """Wait until this process writes a notebook change after ``since``, or ``timeout``."""
+    """Wait until this process writes a notebook change after ``since``, or ``timeout``.
+
+    True when there was a change.
+    """
     with _changes:
-        _changes.wait_for(lambda: _changeCount != since, timeout)
+        return _changes.wait_for(lambda: _changeCount != since, timeout)
 
 
 def _processStart(pid):
