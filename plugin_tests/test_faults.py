@@ -282,6 +282,14 @@ def testASiteGirderKilledMidLaunchEndsTheLaunchClearlyAndLeavesNothingLive(fed):
     def liveAtCentral():
         return carol.get(f'{carol.api}/notebook', params={'live': 'true'}, timeout=40).json()
 
+    def runsAt(resp, site):
+        """The launch went to ``site`` and its notebook runs; stopped again after."""
+        assert resp.status_code == 200, resp.text
+        nb = resp.json()
+        assert nb['site'] == site
+        assert waitSettled(carol, nb['_id'])['status'] == 'running'
+        assert carol.delete(f'{carol.api}/notebook/{nb["_id"]}', timeout=60).status_code == 200
+
     resp = launch(site='site-a')
     assert resp.status_code == 200, resp.text
     nb = resp.json()
@@ -306,11 +314,7 @@ def testASiteGirderKilledMidLaunchEndsTheLaunchClearlyAndLeavesNothingLive(fed):
         assert liveAtCentral() == []
         eventually(lambda: not sites(fed)['site-a']['healthy'], 60, 'site-a marked unhealthy')
         resp = launch(site='site-a')
-    assert resp.status_code == 200, resp.text
-    elsewhere = resp.json()
-    assert elsewhere['site'] == 'site-b'
-    assert waitSettled(carol, elsewhere['_id'])['status'] == 'running'
-    assert carol.delete(f'{carol.api}/notebook/{elsewhere["_id"]}', timeout=60).status_code == 200
+    runsAt(resp, 'site-b')
 
     # site-a comes back: the launch its crashed Girder left half done is settled at
     # once (the server it had started is adopted, or ended), never left "launching".
@@ -319,11 +323,6 @@ def testASiteGirderKilledMidLaunchEndsTheLaunchClearlyAndLeavesNothingLive(fed):
     leftovers = siteLaunches(fed, 'site-a')
     assert all(n['status'] == 'running' for n in leftovers), leftovers
     # ... and launching there again works: the adopted notebook, or a new one.
-    resp = launch(site='site-a')
-    assert resp.status_code == 200, resp.text
-    again = resp.json()
-    assert again['site'] == 'site-a'
-    assert waitSettled(carol, again['_id'])['status'] == 'running'
-    assert carol.delete(f'{carol.api}/notebook/{again["_id"]}', timeout=60).status_code == 200
+    runsAt(launch(site='site-a'), 'site-a')
     assert liveAtCentral() == []
     assert siteLaunches(fed, 'site-a') == []
