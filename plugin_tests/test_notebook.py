@@ -36,21 +36,10 @@ from girder_resolver.models.notebook import (
     workerStamp,
 )
 from plugin_tests.test_launcher_docker import _docker_unavailable
+from plugin_tests.web_fixtures import launchChromium
 
 BACKENDS = ['process', 'docker']
 FILES = {'readme.txt': 'hello\n', 'values.csv': 'a,b\n1,2\n'}
-
-
-CHROMIUM = os.environ.get('DATADNS_CHROMIUM', '/usr/bin/chromium')
-CHROMIUM_ARGS = [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-]
 
 
 def requireDocker():
@@ -161,19 +150,8 @@ def backend(request, server):
 @pytest.fixture(scope='module')
 def browser():
     """Debian's Chromium through Playwright; fails in CI, skips elsewhere, when missing."""
-    if not os.access(CHROMIUM, os.X_OK):
-        reason = f'Chromium not found at {CHROMIUM} (apt-get install chromium)'
-        if os.environ.get('CI') == 'true':
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launchChromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture
