@@ -76,6 +76,12 @@ def makeDataset(server, admin, assetstore, root, name, public=True):
     folder = Folder().createFolder(
         collection, name, parentType='collection', creator=admin, public=public
     )
+    importInto(server, admin, assetstore, data, folder)
+    return folder, data
+
+
+def importInto(server, admin, assetstore, data, folder):
+    """Import the directory ``data`` into ``folder`` through the filesystem assetstore."""
     resp = server.request(
         f'/assetstore/{assetstore["_id"]}/import',
         method='POST',
@@ -87,7 +93,6 @@ def makeDataset(server, admin, assetstore, root, name, public=True):
         },
     )
     assertStatusOk(resp)
-    return folder, data
 
 
 def launch(server, user, folder, **params):
@@ -451,18 +456,7 @@ def testTheDataPathOfANestedImportIsTheImportedDirectory(server, admin, fsAssets
     (data / 'inner' / 'only.txt').write_text('x')
     collection = Collection().createCollection('Nested', admin, public=True)
     folder = Folder().createFolder(collection, 'Outer', parentType='collection', public=True)
-    assertStatusOk(
-        server.request(
-            f'/assetstore/{fsAssetstore["_id"]}/import',
-            method='POST',
-            user=admin,
-            params={
-                'importPath': str(data),
-                'destinationId': str(folder['_id']),
-                'destinationType': 'folder',
-            },
-        )
-    )
+    importInto(server, admin, fsAssetstore, data, folder)
     assert Notebook().dataPath(folder) == str(data)
 
 
