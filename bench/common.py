@@ -88,6 +88,23 @@ def interruptible(timeLimit=None):
         signal.signal(signal.SIGALRM, previousAlarm)
 
 
+def addCentralArguments(parser):
+    """The options of the central a benchmark starts: SecantusDB's storage and cache,
+    Girder's server mode. :meth:`Central.fromArgs` reads them back."""
+    parser.add_argument(
+        '--storage', choices=('memory', 'disk'), default='memory', help='SecantusDB storage'
+    )
+    parser.add_argument(
+        '--db-cache', default='6G', help="SecantusDB's WiredTiger cache (its default is 1G)"
+    )
+    parser.add_argument(
+        '--mode',
+        choices=('production', 'development'),
+        default='production',
+        help="Girder's server mode",
+    )
+
+
 class Central:
     """SecantusDB plus one Girder with the plugin (the central resolver), for one run.
 
@@ -108,6 +125,16 @@ class Central:
         self.keep = keep
         self.db = None
         self.fed = None
+
+    @classmethod
+    def fromArgs(cls, args):
+        """The central as :func:`addCentralArguments`' options describe it."""
+        return cls(mode=args.mode, storage=args.storage, cache=args.db_cache)
+
+    @staticmethod
+    def describe(args):
+        """Those options, for a benchmark's ``config``."""
+        return {'storage': args.storage, 'db_cache': args.db_cache, 'girder_mode': args.mode}
 
     def start(self):
         log(

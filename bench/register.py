@@ -77,18 +77,7 @@ def parseArgs():
     parser.add_argument(
         '--phase-time-limit', type=float, default=300, help='seconds for the 1%% re-sync'
     )
-    parser.add_argument(
-        '--storage', choices=('memory', 'disk'), default='memory', help='SecantusDB storage'
-    )
-    parser.add_argument(
-        '--db-cache', default='6G', help="SecantusDB's WiredTiger cache (its default is 1G)"
-    )
-    parser.add_argument(
-        '--mode',
-        choices=('production', 'development'),
-        default='production',
-        help="Girder's server mode",
-    )
+    common.addCentralArguments(parser)
     args = parser.parse_args()
     if args.size is None:
         args.size = 10000 if args.quick else 100000
@@ -186,9 +175,7 @@ def main():
             'change_fraction': args.change_fraction,
             'sites': args.sites,
             'site_size': args.site_size,
-            'storage': args.storage,
-            'db_cache': args.db_cache,
-            'girder_mode': args.mode,
+            **common.Central.describe(args),
             'quick': args.quick,
             'snapshot': 'synthetic, given to feder8 Sidecar.registerFull/registerChanges',
         },
@@ -198,7 +185,7 @@ def main():
     phases = {}
     with (
         common.interruptible(args.time_limit),
-        common.Central(mode=args.mode, storage=args.storage, cache=args.db_cache) as central,
+        common.Central.fromArgs(args) as central,
     ):
         resources = common.Resources(central.serverProcess()).start()
         dbResources = common.Resources(common.psutil.Process(central.db.proc.pid)).start()

@@ -65,18 +65,7 @@ def parseArgs():
     parser.add_argument('--sites', type=int, default=2, help='registered sites holding the data')
     parser.add_argument('--phase-time-limit', type=float, default=60, help='seconds per phase')
     parser.add_argument('--batch', type=int, default=2000, help='documents per insert_many')
-    parser.add_argument(
-        '--storage', choices=('memory', 'disk'), default='memory', help='SecantusDB storage'
-    )
-    parser.add_argument(
-        '--db-cache', default='6G', help="SecantusDB's WiredTiger cache (its default is 1G)"
-    )
-    parser.add_argument(
-        '--mode',
-        choices=('production', 'development'),
-        default='production',
-        help="Girder's server mode",
-    )
+    common.addCentralArguments(parser)
     parser.add_argument('--seed', type=int, default=1)
     parser.add_argument('--time-limit', type=float, help='seconds for the whole run')
     args = parser.parse_args()
@@ -267,9 +256,7 @@ def main():
             'rounds': args.rounds,
             'hot_set': args.hot,
             'sites': args.sites,
-            'storage': args.storage,
-            'db_cache': args.db_cache,
-            'girder_mode': args.mode,
+            **common.Central.describe(args),
             'quick': args.quick,
             'client': 'python threads, one requests.Session (keep-alive) each',
         },
@@ -280,7 +267,7 @@ def main():
     size = loadStart = None
     with (
         common.interruptible(args.time_limit),
-        common.Central(mode=args.mode, storage=args.storage, cache=args.db_cache) as central,
+        common.Central.fromArgs(args) as central,
     ):
         gc = central.client
         resources = common.Resources(central.serverProcess()).start()
