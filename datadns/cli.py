@@ -2,10 +2,12 @@
 
 ``datadns up`` starts SecantusDB (data kept under ``--home``), a central resolver
 and two sites (each a Girder with the plugin), gives each site sample datasets
-on disk, and prints where to go. Ctrl-C stops every process it started; a
-second run reuses the data.
+on disk, and prints where to go. It restarts a process that dies (see
+``datadns.supervisor``); Ctrl-C stops every process it started; a second run
+reuses the data. ``datadns status`` shows what runs.
 """
 
+import json
 import os
 import secrets
 import signal
@@ -13,9 +15,11 @@ import threading
 from pathlib import Path
 
 import click
+import requests
 
 from . import sample, stack
 from .federation import Federation
+from .supervisor import Supervisor, readState
 
 SITES = ('site-a', 'site-b')
 
@@ -67,11 +71,14 @@ def main():
     help="Seconds between each feder8's heartbeats.",
 )
 def up(home, port, adminLogin, interval):
-    """Start a central resolver and two sites with sample data; Ctrl-C stops them."""
+    """Start a central resolver and two sites with sample data; Ctrl-C stops them.
+
+    A process that dies is restarted (with backoff) while the others keep serving;
+    `datadns status` shows what runs.
+    """
     home = Path(home).resolve()
     (home / 'logs').mkdir(parents=True, exist_ok=True)
     password = _adminPassword(home)
-    services = []
     stopping = threading.Event()
 
     def stopAll(*_):
@@ -80,10 +87,15 @@ def up(home, port, adminLogin, interval):
     signal.signal(signal.SIGTERM, stopAll)
     signal.signal(signal.SIGINT, stopAll)
 
-    def start(service, what, **kwargs):  # noqa: E306
+    def report(message, error=False):
+        click.secho(message, fg='red' if error else 'green', err=error)
+
+    supervisor = Supervisor(report=report, stateFile=_stateFile(home))
+
+    def start(service, what, label, url=None):
         click.echo(f'  starting {what} ...', nl=False)
-        service.start(**kwargs)
-        services.append(service)
+        service.start()
+        supervisor.add(label, service, url)
         click.echo(' ok')
         return service
 
@@ -93,10 +105,11 @@ def up(home, port, adminLogin, interval):
         db = start(
             stack.SecantusDB(storage=home / 'db', port=_free(port + 100), logDir=home / 'logs'),
             'SecantusDB (data kept on disk)',
+            'SecantusDB',
         )
         env = {}
         if stack.Redis.available():
-            redis = start(stack.Redis(logDir=home / 'logs'), 'Redis (notifications)')
+            redis = start(stack.Redis(logDir=home / 'logs'), 'Redis (notifications)', 'Redis')
             env['GIRDER_NOTIFICATION_REDIS_URL'] = redis.url
         fed = Federation(
             db.uri,
@@ -112,8 +125,8 @@ def up(home, port, adminLogin, interval):
             click.echo(
                 f'  starting Girder "{name}" on port {port + fed.names().index(name)} ...', nl=False
             )
-            fed.startGirder(name)
-            services.append(fed.girders[name])
+            girder = fed.startGirder(name)
+            supervisor.add(f'Girder {name}', girder, girder.url)
             click.echo(' ok')
         for name in SITES:
             click.echo(f'  sample datasets at {name} ...', nl=False)
@@ -124,7 +137,7 @@ def up(home, port, adminLogin, interval):
         fed.start(girders=False)
         for name in SITES:
             click.echo(f'  starting feder8 for {name} ...', nl=False)
-            services.append(fed.startFeder8(name))
+            supervisor.add(f'feder8 {name}', fed.startFeder8(name))
             click.echo(' ok')
         click.echo('  waiting for the sites to register ...', nl=False)
         stack.waitFor(
@@ -134,16 +147,8 @@ def up(home, port, adminLogin, interval):
         )
         click.echo(' ok')
         _printWelcome(fed.girders, fed.datasets, adminLogin, password, home)
-        while not stopping.wait(1):
-            for service in services:
-                if service.proc.poll() is not None:
-                    click.secho(
-                        f'{service.name} exited (code {service.proc.returncode}); '
-                        f'see {service.log}',
-                        fg='red',
-                        err=True,
-                    )
-                    stopping.set()
+        while not stopping.wait(0.5):
+            supervisor.check()
     except Exception as exc:
         click.secho(f'Failed: {exc}', fg='red', err=True)
         raise SystemExit(1)
@@ -151,9 +156,74 @@ def up(home, port, adminLogin, interval):
         click.echo('Stopping ...')
         if fed is not None:
             _stopNotebooks(fed)
-        for service in reversed(services):
-            service.stop()
+        supervisor.stop()
         click.echo('Stopped. Data kept in %s' % home)
+
+
+def _stateFile(home):
+    return Path(home) / 'state.json'
+
+
+@main.command()
+@click.option(
+    '--home',
+    default=lambda: os.environ.get('DATADNS_HOME', 'var'),
+    show_default='var (or $DATADNS_HOME)',
+    type=click.Path(file_okay=False),
+    help='The home of the `datadns up` to look at.',
+)
+@click.option('--json', 'asJson', is_flag=True, help='Print the state as JSON.')
+def status(home, asJson):
+    """Show what `datadns up` runs: each process, its pid, restarts, and whether it answers.
+
+    Exits with 0 while `datadns up` runs, 3 when it does not.
+    """
+    home = Path(home).resolve()
+    state = readState(_stateFile(home))
+    if state is not None:
+        for service in state['services']:
+            service['answers'] = _answers(service) if service['alive'] else False
+    if asJson:
+        click.echo(json.dumps(state, indent=1))
+    elif state is None:
+        click.echo(f'Data DNS is not running in {home} (no state file).')
+    else:
+        if state['running']:
+            click.secho(
+                f'Data DNS is running in {home} (datadns up: pid {state["pid"]}, '
+                f'since {state["started"]}).',
+                bold=True,
+            )
+        else:
+            click.secho(
+                f'Data DNS is not running in {home}: the datadns up with pid {state["pid"]} '
+                'is gone. What it had started:',
+                fg='red',
+            )
+        for service in state['services']:
+            if not service['alive']:
+                what = service['status'] if service['status'] != 'running' else 'not running'
+            elif service['answers'] is False:
+                what = 'running, not answering'
+            else:
+                what = 'running'
+            line = f'  {service["name"]:16s} pid {service["pid"]!s:8s} {what}'
+            if service['restarts']:
+                line += f', restarted {service["restarts"]} time(s)'
+            if service['url']:
+                line += f'  {service["url"]}/'
+            click.echo(line)
+    raise SystemExit(0 if state is not None and state['running'] else 3)
+
+
+def _answers(service):
+    """Whether a Girder answers (None for a process with no URL to ask)."""
+    if not service.get('url'):
+        return None
+    try:
+        return requests.get(f'{service["url"]}/api/v1/system/version', timeout=2).ok
+    except requests.RequestException:
+        return False
 
 
 def _stopNotebooks(fed):

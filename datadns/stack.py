@@ -68,7 +68,11 @@ class Service:
     def ready(self):
         raise NotImplementedError
 
-    def start(self, timeout=60):
+    #: Seconds ``start()`` waits for the process to answer.
+    startTimeout = 60
+
+    def spawn(self):
+        """Start the process (its output appended to the log) without waiting for it."""
         logFile = open(self.log, 'ab')
         self.proc = subprocess.Popen(
             self.command(),
@@ -78,8 +82,14 @@ class Service:
             start_new_session=True,
         )
         logFile.close()
-        waitFor(self.ready, timeout, self.name, proc=self.proc, log=self.log)
         return self
+
+    def waitReady(self, timeout=None):
+        waitFor(self.ready, timeout or self.startTimeout, self.name, proc=self.proc, log=self.log)
+        return self
+
+    def start(self, timeout=None):
+        return self.spawn().waitReady(timeout)
 
     def stop(self, timeout=15):
         if self.proc is None or self.proc.poll() is not None:
@@ -197,8 +207,7 @@ class Girder(Service):
     def ready(self):
         return requests.get(f'{self.apiUrl}/system/version', timeout=2).ok
 
-    def start(self, timeout=120):
-        return super().start(timeout)
+    startTimeout = 120
 
 
 class Redis(Service):

@@ -1,5 +1,6 @@
 """The README's first command: `datadns up` brings up a federation that resolves and launches."""
 
+import json
 import os
 import re
 import signal
@@ -137,3 +138,64 @@ def testDatadnsUpResolvesLaunchesStopsCleanlyAndReusesItsData(home):
         assert resp.status_code == 200
     finally:
         assert again.interrupt() == 0, again.output
+
+
+def status(home):
+    result = subprocess.run(
+        [sys.executable, '-m', 'datadns', 'status', '--home', str(home), '--json'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    state = json.loads(result.stdout)
+    return result.returncode, {s['name']: s for s in (state or {}).get('services', [])}
+
+
+def testUnderDatadnsUpAKilledSiteGirderComesBackWhileTheCentralKeepsResolving(home):
+    port = _freeBlock()
+    up = Up(home, port)
+    shared = f'http://127.0.0.1:{port}/api/v1/resolve?id=doi:10.5072/datadns.turbulence'
+    try:
+        up.waitUp()
+        code, services = status(home)
+        assert code == 0
+        assert {'SecantusDB', 'Girder central', 'Girder site-a', 'Girder site-b'} <= set(services)
+        assert {'feder8 site-a', 'feder8 site-b'} <= set(services)
+        assert all(s['alive'] and s['status'] == 'running' for s in services.values()), services
+        killed = services['Girder site-a']['pid']
+        os.killpg(killed, signal.SIGKILL)
+
+        siteA = f'http://127.0.0.1:{port + 1}/api/v1/system/version'
+        answers, deadline = [], time.monotonic() + 120
+        while True:
+            answers.append(requests.get(shared, timeout=10).status_code)
+            try:
+                if requests.get(siteA, timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, up.output
+            time.sleep(0.5)
+        assert set(answers) == {200}, answers
+        assert 'Girder site-a exited (code -9); restarting it' in up.output
+        code, services = status(home)
+        assert services['Girder site-a']['pid'] != killed
+        assert services['Girder site-a']['restarts'] == 1
+        assert services['Girder central']['restarts'] == 0
+        plain = subprocess.run(
+            [sys.executable, '-m', 'datadns', 'status', '--home', str(home)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert 'Data DNS is running' in plain and 'restarted 1 time(s)' in plain
+        # Back in the federation: site-a heartbeats again and is healthy at the central.
+        for _ in range(60):
+            locations = requests.get(shared, timeout=10).json()['locations']
+            if all(loc['healthy'] for loc in locations):
+                break
+            time.sleep(1)
+        assert sorted(loc['site'] for loc in locations if loc['healthy']) == ['site-a', 'site-b']
+    finally:
+        assert up.interrupt() == 0, up.output
+    assert status(home)[0] == 3
