@@ -6,17 +6,28 @@ class with a help text beside them. A backend turns a :class:`LaunchSpec` into
 a running ``jupyter_server`` and describes it by a *handle*: a small
 JSON-serialisable dict that is stored with the notebook and is enough for any
 later Python process (e.g. Girder after a restart) to poll, stop or adopt it.
+
+Where a server listens is part of the handle, in one of two forms that the
+shared code below understands:
+
+- ``'socket': '/abs/path/nb.sock'``: a Unix socket on this machine (the
+  sandboxed process backend; no TCP port at all), or
+- ``'host': …, 'port': …``: a TCP address reachable from this machine.
+
+Readiness, status and activity are read over either. The front door (the
+site's proxy) reaches the server at :meth:`Launcher.proxy_target`, and a
+browser only ever through the front door when ``public_url`` is set.
 """
 
 import abc
 import datetime
+import http.client
 import json
 import os
 import re
+import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -118,8 +129,45 @@ def _connect_host(host):
     return host
 
 
-# The notebook servers run on this machine: environment proxies must not apply.
-_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a Unix socket (the server's 'socket' in its handle)."""
+
+    def __init__(self, path, timeout):
+        super().__init__('localhost', timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass
+class Response:
+    """A notebook server's answer to :meth:`Launcher.request`."""
+
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body or b'null')
+
+
+def open_connection(handle, timeout):
+    """An ``http.client`` connection to the server of ``handle`` (Unix socket or TCP).
+
+    Environment proxies never apply: the servers run on this machine.
+    """
+    if handle.get('socket'):
+        return _UnixHTTPConnection(handle['socket'], timeout)
+    host = _connect_host(handle['host']).strip('[]')
+    return http.client.HTTPConnection(host, int(handle['port']), timeout=timeout)
 
 
 class Launcher(abc.ABC):
@@ -142,6 +190,12 @@ class Launcher(abc.ABC):
             'Host name or address put in the notebook URL that a browser opens.',
         ),
         'public_scheme': Option('http', 'URL scheme of the notebook URL that a browser opens.'),
+        'public_url': Option(
+            '',
+            "The site's front door (its proxy), e.g. https://data.example.org: when set, "
+            'every notebook URL is <public_url>/notebook/<id>/, and a server on a Unix socket '
+            'is reachable by a browser only this way.',
+        ),
         'default_url': Option(
             '/tree',
             'Page (below base_url) that the notebook URL redirects to: /tree is the classic '
@@ -235,33 +289,83 @@ class Launcher(abc.ABC):
     def url(self, handle, spec_or_base_url=None, token=None):
         """The notebook URL that a browser opens.
 
-        The path is the spec's or the given base URL (default: the handle's);
-        with ``token``, ``?token=…`` is appended so the first visit logs in.
+        Through the front door (``public_url``) when it is set, else straight at
+        the server's TCP port on ``public_host``. The path is the spec's or the
+        given base URL (default: the handle's); with ``token``, ``?token=…`` is
+        appended so the first visit logs in (callers that trade the token for a
+        cookie pass none). Raises :class:`LaunchError` for a server on a Unix
+        socket when there is no front door.
         """
-        host = _connect_host(self.config['public_host'])
-        url = (
-            f'{self.config["public_scheme"]}://{host}:{handle["port"]}'
-            f'{_base_url_of(handle, spec_or_base_url)}'
-        )
+        base_url = _base_url_of(handle, spec_or_base_url)
+        if self.config['public_url']:
+            url = str(self.config['public_url']).rstrip('/') + base_url
+        elif handle.get('socket'):
+            raise LaunchError(
+                'This notebook server listens on a Unix socket and is reached only through '
+                "the site's front door, but no front door URL (public_url) is configured."
+            )
+        else:
+            host = _connect_host(self.config['public_host'])
+            url = f'{self.config["public_scheme"]}://{host}:{handle["port"]}{base_url}'
         if token:
             url += '?' + urllib.parse.urlencode({'token': token})
         return url
 
+    @staticmethod
+    def proxy_target(handle):
+        """Where the front door sends a notebook's requests.
+
+        ``http+unix://<percent-encoded socket path>`` for a server on a Unix
+        socket (configurable-http-proxy's form), ``http://host:port`` otherwise.
+        The path below it is the notebook's base URL, unchanged.
+        """
+        if handle.get('socket'):
+            return 'http+unix://' + urllib.parse.quote(handle['socket'], safe='')
+        return f'http://{_connect_host(handle["host"])}:{handle["port"]}'
+
     def api_url(self, handle, path, base_url=None):
-        """URL of ``{base_url}api/{path}`` as reached from this machine."""
+        """URL of ``{base_url}api/{path}`` as reached from this machine.
+
+        For a server on a Unix socket this is an ``http+unix://`` URL, which
+        ``urllib`` and ``requests`` cannot open: use :meth:`request`.
+        """
         base_url = normalize_base_url(base_url) if base_url else handle['baseUrl']
-        return f'http://{_connect_host(handle["host"])}:{handle["port"]}{base_url}api/{path}'
+        return f'{self.proxy_target(handle)}{base_url}api/{path}'
+
+    def request(
+        self, handle, method, path, token=None, body=None, headers=None, base_url=None, timeout=None
+    ):
+        """One HTTP request to ``{base_url}{path}`` of the server; returns a :class:`Response`.
+
+        Works for Unix-socket and TCP handles alike. ``body`` may be bytes, a
+        str or a JSON-able object. Raises ``OSError`` when the server cannot be
+        reached.
+        """
+        base_url = normalize_base_url(base_url) if base_url else handle['baseUrl']
+        headers = dict(headers or {})
+        if token:
+            headers['Authorization'] = f'token {token}'
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            headers.setdefault('Content-Type', 'application/json')
+        connection = open_connection(
+            handle, self.config['request_timeout'] if timeout is None else timeout
+        )
+        try:
+            connection.request(method, base_url + path.lstrip('/'), body=body, headers=headers)
+            response = connection.getresponse()
+            return Response(response.status, dict(response.getheaders()), response.read())
+        except http.client.HTTPException as error:
+            raise OSError(f'Bad answer from the notebook server: {error!r}') from None
+        finally:
+            connection.close()
 
     def _get_status(self, handle, token=None, base_url=None):
         """GET api/status; returns (HTTP status, parsed JSON body or None)."""
-        request = urllib.request.Request(self.api_url(handle, 'status', base_url))
-        if token:
-            request.add_header('Authorization', f'token {token}')
-        try:
-            with _http.open(request, timeout=self.config['request_timeout']) as response:
-                return response.status, json.loads(response.read() or b'null')
-        except urllib.error.HTTPError as error:
-            return error.code, None
+        response = self.request(handle, 'GET', 'api/status', token=token, base_url=base_url)
+        if response.status != 200:
+            return response.status, None
+        return response.status, response.json()
 
     def poll(self, handle):
         """Whether the notebook is alive and its server answers HTTP (any status below 500).
@@ -302,7 +406,7 @@ class Launcher(abc.ABC):
                     return
                 last_error = f'HTTP {status}'
             except (OSError, ValueError) as error:
-                last_error = str(getattr(error, 'reason', None) or error)
+                last_error = str(error) or type(error).__name__
             now = time.monotonic()
             if now >= next_alive_check or now >= deadline:
                 if not self.is_alive(handle):
