@@ -36,6 +36,9 @@ setup(
         'tenacity>=8',
         'prometheus-client>=0.17',
         'docker>=7',
+        # The embedded database `datadns up` (`make run`) starts; production points Girder
+        # at MongoDB instead, but the package's own command must work as installed.
+        'SecantusDB',
         'jupyter_server>=2.10',
         # The classic notebook UI (file listing at /tree) as a jupyter_server extension:
         # the lightest UI that shows the dataset; jupyterlab would add ~3x the dependencies.
@@ -43,8 +46,8 @@ setup(
     ],
     extras_require={
         'test': [
-            'SecantusDB',
             'pytest>=8',
+            'psutil',
             'pytest-girder>=5.0,<6',
             'pytest-timeout',
             'hypothesis',
@@ -52,7 +55,6 @@ setup(
             'ruff',
             'schemathesis>=4.32,<5',
         ],
-        'embedded': ['SecantusDB'],
     },
     entry_points={
         'girder.plugin': ['resolver = girder_resolver:ResolverPlugin'],

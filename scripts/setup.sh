@@ -45,8 +45,8 @@ if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || ! grep -qx "extras=$extras"
     step "Installing Python packages (pip install -e .$extras)"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e ".$extras" 2>&1 \
         | grep -v '^WARNING: Location' || true
-    "$VENV/bin/python" -c 'import girder_resolver, secantus' 2>/dev/null \
-        || "$VENV/bin/python" -c 'import girder_resolver'
+    # The plugin and the embedded database `make run` starts: both are install_requires.
+    "$VENV/bin/python" -c 'import girder_resolver, secantus'
     echo "extras=$extras" > "$stamp"
 fi
 
