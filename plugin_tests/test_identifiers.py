@@ -1,6 +1,8 @@
 """Table-driven tests of identifier normalisation (plain functions: no Girder, no database)."""
 
 import dataclasses
+import urllib.parse
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,9 +10,11 @@ from hypothesis import strategies as st
 
 from girder_resolver.identifiers import (
     MAX_LENGTH,
+    REPOSITORIES,
     SCHEMES,
     Identifier,
     InvalidIdentifier,
+    Repository,
     normalize,
 )
 
@@ -134,11 +138,7 @@ SPELLINGS = [
         'url',
         'https://girder.readthedocs.io/en/latest/',
     ),
-    (
-        'https://zenodo.org/records/1208113?preview=1',
-        'url',
-        'https://zenodo.org/records/1208113?preview=1',
-    ),
+    ('https://zenodo.org/records/1208113?preview=1', 'doi', 'doi:10.5281/zenodo.1208113'),
     (
         'https://archive.org/details/MorrisChaucer',
         'url',
@@ -146,8 +146,8 @@ SPELLINGS = [
     ),
     (
         'https://datadryad.org/dataset/doi%3A10.5061/dryad.m905qfv60',
-        'url',
-        'https://datadryad.org/dataset/doi%3A10.5061/dryad.m905qfv60',
+        'doi',
+        'doi:10.5061/dryad.m905qfv60',
     ),
     ('http://bücher.example/katalog', 'url', 'http://xn--bcher-kva.example/katalog'),
     ('http://[2001:DB8:0:0::1]:8080/x', 'url', 'http://[2001:db8::1]:8080/x'),
@@ -299,7 +299,8 @@ GARBAGE = [
     'ark:',
     'ark:/13030/',
     'ark:/13030/---',
-    'ark:/bcdfg/x',
+    'ark:/abcde/x',
+    'ark:/l2345/x',
     'urn:',
     'urn:x',
     'urn:nbn',
@@ -430,3 +431,177 @@ def test_normalize_only_raises_invalid_identifier_and_is_idempotent(text):
     assert ident.scheme in SCHEMES
     assert len(ident.canonical) <= MAX_LENGTH
     assert normalize(ident.canonical) == ident
+
+
+# --- Repository landing pages, as people paste them from the address bar --------------------
+# (URL, canonical): real published records. Each repository's own examples (the registry's
+# `examples`, shown in docs/identifiers.md) are checked too.
+PASTED = [
+    # Dataverse, at Harvard and at other installations
+    (
+        'https://dataverse.harvard.edu/dataset.xhtml?persistentId=doi:10.7910/DVN/28075',
+        'doi:10.7910/dvn/28075',
+    ),
+    (
+        'https://dataverse.harvard.edu/dataset.xhtml?persistentId=doi:10.7910/DVN/VOQCHQ',
+        'doi:10.7910/dvn/voqchq',
+    ),
+    (
+        'https://dataverse.harvard.edu/citation?persistentId=doi:10.7910/DVN/IXA7BM',
+        'doi:10.7910/dvn/ixa7bm',
+    ),
+    (
+        'https://edatos.consorciomadrono.es/dataset.xhtml?persistentId=doi:10.21950/YABYCN',
+        'doi:10.21950/yabycn',
+    ),
+    ('https://dataverse.nl/citation?persistentId=doi:10.34894/G3KOYT', 'doi:10.34894/g3koyt'),
+    (
+        'https://dataverse.harvard.edu/dataset.xhtml?persistentId=doi:10.7910/DVN/CVYSR7#',
+        'doi:10.7910/dvn/cvysr7',
+    ),
+    # Zenodo: /records/N, /record/N (older links), /doi/…
+    ('https://zenodo.org/records/10708763', 'doi:10.5281/zenodo.10708763'),
+    ('https://zenodo.org/records/7568094/', 'doi:10.5281/zenodo.7568094'),
+    ('http://zenodo.org/record/1208113', 'doi:10.5281/zenodo.1208113'),
+    ('zenodo.org/records/18325225', 'doi:10.5281/zenodo.18325225'),
+    ('https://zenodo.org/doi/10.5281/zenodo.3509134', 'doi:10.5281/zenodo.3509134'),
+    # Dryad
+    (
+        'https://datadryad.org/stash/dataset/doi:10.5061/dryad.k6tq2',
+        'doi:10.5061/dryad.k6tq2',
+    ),
+    (
+        'https://datadryad.org/stash/dataset/doi:10.5061/dryad.5hqbzkh6f',
+        'doi:10.5061/dryad.5hqbzkh6f',
+    ),
+    (
+        'https://datadryad.org/stash/dataset/doi%3A10.5061%2Fdryad.73n5tb2v9',
+        'doi:10.5061/dryad.73n5tb2v9',
+    ),
+    # Figshare articles and DOIs
+    (
+        'https://figshare.com/articles/dataset/Rattlesnake_Recombination_Maps/11283224',
+        'doi:10.6084/m9.figshare.11283224',
+    ),
+    (
+        'https://figshare.com/articles/dataset/nERdy_dataset/25241458/2',
+        'doi:10.6084/m9.figshare.25241458.v2',
+    ),
+    ('https://doi.org/10.6084/m9.figshare.1512427.v5', 'doi:10.6084/m9.figshare.1512427.v5'),
+    # Resolvers carrying another scheme
+    ('https://hdl.handle.net/doi:10.24431/rw1k118', 'doi:10.24431/rw1k118'),
+    (
+        'http://hdl.handle.net/doi:10.1002/(SICI)1097-0088(19990330)19:4<347::AID-JOC363>3.0.CO;2-O',
+        'doi:10.1002/(sici)1097-0088(19990330)19:4<347::aid-joc363>3.0.co;2-o',
+    ),
+    ('http://dx.doi.org/doi:10.5061/dryad.8t8s248', 'doi:10.5061/dryad.8t8s248'),
+    ('https://doi.org/20.500.11984/6531', 'hdl:20.500.11984/6531'),
+    # ARKs at any resolver, with or without the slash after 'ark:'
+    ('https://n2t.net/ark:/99152/p0wctqt', 'ark:/99152/p0wctqt'),
+    ('http://n2t.net/ark:/23942/g2', 'ark:/23942/g2'),
+    ('https://n2t.net/ark:59853/x', 'ark:/59853/x'),
+    ('https://digital.library.unt.edu/ark:/67531/metadc11157/', 'ark:/67531/metadc11157/'),
+    ('https://gallica.bnf.fr/ark:12148/bpt6k5619759j', 'ark:/12148/bpt6k5619759j'),
+    # URN:NBN resolvers
+    ('http://nbn-resolving.de/urn:nbn:de:gbv:46-00104048-18', 'urn:nbn:de:gbv:46-00104048-18'),
+    (
+        'https://nbn-resolving.de/urn:nbn:de:bvb:12-bsb00040797-1',
+        'urn:nbn:de:bvb:12-bsb00040797-1',
+    ),
+    (
+        'http://nbn-resolving.de/urn/resolver.pl?urn=urn:nbn:de:bsz:352-opus-123507',
+        'urn:nbn:de:bsz:352-opus-123507',
+    ),
+]
+
+# Pages of those sites that are not a dataset: they stay plain URLs.
+NOT_A_DATASET = [
+    'https://zenodo.org/records/10028978/files/illumina.tar.gz',
+    'https://zenodo.org/search?q=turbulence',
+    'https://zenodo.org/records/1208113/latest',
+    'https://dataverse.harvard.edu/dataverse/harvard',
+    'https://dataverse.harvard.edu/dataset.xhtml',
+    'https://datadryad.org/search?q=bears',
+    'https://figshare.com/articles/dataset/brain_tumor_dataset/1512427/files',
+    'https://springernature.figshare.com/articles/dataset/x/8319737',
+    'https://doi.org/help',
+    'https://n2t.net/',
+]
+
+
+@pytest.mark.parametrize(('url', 'canonical'), PASTED, ids=[u for u, _ in PASTED])
+def test_a_repository_landing_page_resolves_like_its_identifier(url, canonical):
+    ident = normalize(url)
+    assert ident.canonical == canonical
+    assert normalize(canonical) == ident
+
+
+EXAMPLES = [(repo, url, canonical) for repo in REPOSITORIES for url, canonical in repo.examples]
+
+
+@pytest.mark.parametrize(
+    ('repository', 'url', 'canonical'), EXAMPLES, ids=[url for _, url, _ in EXAMPLES]
+)
+def test_every_registry_example_normalises_to_its_identifier(repository, url, canonical):
+    assert normalize(url).canonical == canonical
+    parts = urllib.parse.urlsplit(url)
+    assert repository.identify(parts.hostname, parts.path, parts.query).canonical == canonical
+
+
+@pytest.mark.parametrize('url', NOT_A_DATASET)
+def test_other_pages_of_repository_sites_stay_urls(url):
+    assert normalize(url).scheme == 'url'
+
+
+def test_a_zenodo_record_and_its_doi_are_one_identifier():
+    spellings = [
+        'https://zenodo.org/records/7568094',
+        'https://zenodo.org/record/7568094',
+        'zenodo.org/records/7568094',
+        'https://doi.org/10.5281/zenodo.7568094',
+        '10.5281/ZENODO.7568094',
+        'https://hdl.handle.net/doi:10.5281/zenodo.7568094',
+    ]
+    assert {normalize(s).canonical for s in spellings} == {'doi:10.5281/zenodo.7568094'}
+
+
+def test_the_zenodo_sandbox_mints_test_dois():
+    assert normalize('https://sandbox.zenodo.org/records/12345').canonical == (
+        'doi:10.5072/zenodo.12345'
+    )
+
+
+@pytest.mark.parametrize(
+    ('text', 'canonical'),
+    [
+        ('ark:/b5072/x', 'ark:/b5072/x'),
+        ('ARK:/B5072/Xy', 'ark:/b5072/Xy'),
+        ('ark:b5072/x', 'ark:/b5072/x'),
+        ('https://n2t.net/ark:/z9q4t/a-b', 'ark:/z9q4t/ab'),
+        ('https://example.org/ark:bcdfg/x', 'ark:/bcdfg/x'),
+    ],
+)
+def test_ark_naans_are_betanumeric(text, canonical):
+    assert normalize(text).canonical == canonical
+
+
+@pytest.mark.parametrize('text', ['ark:/abcde/x', 'ark:/1234l/x', 'ark:/12-45/x'])
+def test_an_ark_naan_with_vowels_or_l_is_refused_with_the_rule(text):
+    with pytest.raises(InvalidIdentifier, match='digits and consonants'):
+        normalize(text)
+
+
+def test_every_registry_entry_is_documented():
+    doc = (Path(__file__).resolve().parent.parent / 'docs' / 'identifiers.md').read_text()
+    for repository in REPOSITORIES:
+        assert f'`{type(repository).__name__}`' in doc, repository.name
+        for url, canonical in repository.examples[:1]:
+            assert url in doc and canonical in doc, url
+
+
+def test_a_repository_without_real_examples_is_refused():
+    with pytest.raises(TypeError, match='real examples'):
+
+        class Nameless(Repository):  # noqa: F841 - defining it is the test
+            def identify(self, host, path, query):
+                return None

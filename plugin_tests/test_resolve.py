@@ -53,6 +53,38 @@ def testEverySpellingOfADoiResolvesToTheSameFolder(server, admin, collection, sp
 
 
 @pytest.mark.plugin('resolver')
+@pytest.mark.parametrize(
+    ('tag', 'pasted'),
+    [
+        ('doi:10.5281/zenodo.7568094', 'https://zenodo.org/records/7568094'),
+        ('10.5281/zenodo.7568094', 'https://zenodo.org/record/7568094?preview=1'),
+        (
+            'https://doi.org/10.7910/DVN/DBW86T',
+            'https://dataverse.harvard.edu/dataset.xhtml?persistentId=doi:10.7910/DVN/DBW86T',
+        ),
+        (
+            'doi:10.5061/dryad.8t8s248',
+            'https://datadryad.org/stash/dataset/doi:10.5061/dryad.8t8s248',
+        ),
+        (
+            'doi:10.6084/m9.figshare.1512427',
+            'https://figshare.com/articles/dataset/brain_tumor_dataset/1512427',
+        ),
+        ('doi:10.24431/rw1k118', 'https://hdl.handle.net/doi:10.24431/rw1k118'),
+        ('ark:/b5072/x9', 'https://n2t.net/ark:b5072/x9'),
+    ],
+)
+def testARepositoryPageResolvesToTheDatasetTaggedWithItsIdentifier(
+    server, admin, collection, tag, pasted
+):
+    folder = makeDataset(admin, collection, 'Pasted', tag)
+    resp = resolve(server, pasted)
+    assertStatusOk(resp)
+    [location] = resp.json['locations']
+    assert location['folderId'] == str(folder['_id'])
+
+
+@pytest.mark.plugin('resolver')
 def testAListOfIdentifiersIndexesEachOfThem(server, admin, collection):
     folder = makeDataset(admin, collection, 'Both', ['doi:10.5072/one', 'hdl:2142/99'])
     for ident in ('10.5072/ONE', 'https://hdl.handle.net/2142/99'):
