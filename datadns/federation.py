@@ -6,9 +6,14 @@ Shared by ``datadns up``, the integration tests and the benchmarks.
 import json
 from pathlib import Path
 
+from feder8.sidecar import Config, Sidecar
+
 from . import sample, stack
 
 ADMIN_LOGIN = 'admin'
+#: Everything here runs on loopback over plain http: the embedded stack's servers
+#: accept each other as sites (a real central refuses such apiUrls unless listed).
+LOOPBACK_SITE_HOSTS = ['127.0.0.0/8', '::1/128', 'localhost']
 
 
 def apiKey(gc, name, scope=None):
@@ -85,7 +90,11 @@ class Federation:
         self.girders[name] = girder
         gc = sample.ensureAdmin(girder.apiUrl, ADMIN_LOGIN, self.password)
         self.clients[name] = gc
-        settings = {'resolver.site_name': name, 'resolver.site_api_url': girder.apiUrl}
+        settings = {
+            'resolver.site_name': name,
+            'resolver.site_api_url': girder.apiUrl,
+            'resolver.allowed_site_hosts': LOOPBACK_SITE_HOSTS,
+        }
         settings.update(self.centralSettings if name == 'central' else self.siteSettings)
         setSettings(gc, settings)
         return girder
@@ -119,6 +128,25 @@ class Federation:
             logDir=self.home / 'logs',
             extraArgs=extraArgs,
         )
+
+    def launchCredential(self, site):
+        """What feder8 registers for ``site``: its federation service account's launch key.
+
+        Made exactly as ``feder8 sync`` makes it (the service account, the site's
+        record of the central it serves), without registering anything.
+        """
+        sidecar = Sidecar(
+            Config(
+                siteName=site,
+                girderUrl=self.girders[site].apiUrl,
+                girderApiKey=self.keys[site],
+                publicUrl=self.girders[site].apiUrl,
+                centralUrl=self.girders['central'].apiUrl,
+                centralApiKey=self.keys['central'],
+            )
+        )
+        sidecar.settleSiteName()
+        return sidecar.ensureCredential()
 
     def startFeder8(self, site, **kwargs):
         self.stopFeder8(site)

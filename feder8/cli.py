@@ -1,4 +1,4 @@
-"""feder8's command line: ``feder8 run`` (the sidecar) and ``feder8 sync`` (one registration).
+"""feder8's command line: ``run`` (the sidecar), ``sync`` (one registration), ``rotate``.
 
 Every option can also come from the environment (``FEDER8_*``), which is how a
 container or a systemd unit configures it.
@@ -19,8 +19,9 @@ def _options(fn):
         click.option(
             '--site-name',
             envvar='FEDER8_SITE_NAME',
-            required=True,
-            help="This site's name in the federation.",
+            default=None,
+            help="This site's name in the federation (default: the site's resolver.site_name). "
+            "Set at a fresh site; refused if the site's resolver.site_name says otherwise.",
         ),
         click.option(
             '--girder-url',
@@ -32,7 +33,8 @@ def _options(fn):
             '--girder-api-key',
             envvar='FEDER8_GIRDER_API_KEY',
             required=True,
-            help='API key of a local admin (reads datasets, makes the launch credential).',
+            help='API key of a local admin (reads datasets, makes the federation service '
+            'account and its launch credential).',
         ),
         click.option(
             '--public-url',
@@ -79,6 +81,13 @@ def _options(fn):
             help='Do not let the central launch notebooks here.',
         ),
         click.option(
+            '--front-door-url',
+            envvar='FEDER8_FRONT_DOOR_URL',
+            default=None,
+            help="Origin of the site's notebook front door, if notebook URLs are not on the "
+            'host of --public-url (the central accepts notebook URLs only on those).',
+        ),
+        click.option(
             '--weight',
             envvar='FEDER8_WEIGHT',
             type=click.FloatRange(0, 1000),
@@ -111,7 +120,7 @@ def _options(fn):
 def _config(kw):
     logging.basicConfig(
         level=logging.DEBUG if kw['verbose'] else logging.INFO,
-        format=f'%(asctime)s feder8[{kw["site_name"]}] %(levelname)s %(message)s',
+        format=f'%(asctime)s feder8[{kw["site_name"] or "site"}] %(levelname)s %(message)s',
         stream=sys.stderr,
     )
     # girder-client logs request URLs with tokens at DEBUG; keep secrets out of logs.
@@ -130,6 +139,7 @@ def _config(kw):
         weight=kw['weight'],
         capacity=kw['capacity'],
         fullEvery=kw['full_every'],
+        frontDoorUrl=(kw['front_door_url'] or '').rstrip('/') or None,
     )
 
 
@@ -175,4 +185,28 @@ def sync(**kw):
         f'registered {result["total"]} datasets for site "{result["site"]}" '
         f'(added {result["added"]}, updated {result["updated"]}, removed '
         f'{result["removed"]}, rejected {len(result["rejected"])})'
+    )
+
+
+@main.command()
+@_options
+def rotate(**kw):
+    """Replace the launch credential: make a new key, register it, revoke the old ones."""
+    config = _config(kw)
+    config.maxBackoff = 5.0
+    stop = threading.Event()
+    timer = threading.Timer(60, stop.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        result = Sidecar(config, stop).rotate()
+    except Stopped:
+        click.echo('feder8 rotate: gave up after 60s; see the retries logged above', err=True)
+        sys.exit(1)
+    except PermanentError as exc:
+        click.echo(f'feder8 rotate: {exc}', err=True)
+        sys.exit(2)
+    click.echo(
+        f'rotated the launch credential of site "{result["site"]}" '
+        f'({result["total"]} datasets registered)'
     )

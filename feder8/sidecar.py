@@ -5,11 +5,24 @@ the plugin. The site's datasets come from the site's own ``GET
 /resolver/dataset?local=true``; the central learns them through ``POST
 /resolver/site`` (a full snapshot first, then only what changed) and sees the
 site alive through ``PUT /resolver/site/{name}/heartbeat``.
+
+Before registering it settles two things at the site:
+
+- **one name**: the site's ``resolver.site_name`` and the name registered at the
+  central are the same. feder8 sets it at a fresh site (still on its default
+  name), or refuses with a message naming both;
+- **the launch credential**: a dedicated, non-admin *federation service
+  account* (login ``federation-service``) with READ on the private datasets it
+  publishes (public ones anyone may read), recorded with the central's name in
+  the site's ``resolver.federation_service`` setting, and an API key of that
+  account whose only scope is launching notebooks. ``feder8 rotate`` replaces
+  the key.
 """
 
 import json
 import logging
 import random
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +37,11 @@ logger = logging.getLogger('feder8')
 LAUNCH_SCOPE = 'resolver.notebook.launch'
 #: How long a token made from the launch credential lives, in days.
 LAUNCH_TOKEN_DAYS = 1
+#: Login of the site's federation service account.
+SERVICE_LOGIN = 'federation-service'
+#: The site setting that records the service account and the central it serves.
+SERVICE_SETTING = 'resolver.federation_service'
+SITE_NAME_SETTING = 'resolver.site_name'
 
 
 class PermanentError(Exception):
@@ -36,7 +54,7 @@ class Stopped(Exception):
 
 @dataclass
 class Config:
-    siteName: str
+    siteName: str | None
     girderUrl: str
     girderApiKey: str
     publicUrl: str
@@ -50,6 +68,7 @@ class Config:
     maxBackoff: float = 60.0
     weight: float | None = None
     capacity: int | None = None
+    frontDoorUrl: str | None = None
 
 
 @dataclass
@@ -100,6 +119,9 @@ class Sidecar:
         self.registered = None  # {(identifier, folderId): name} as the central has it
         self.lastFull = 0.0
         self.credential = None
+        self.centralName = None
+        self._serviceUser = None
+        self._granted = set()
         self._site = None
         self._central = None
 
@@ -167,13 +189,16 @@ class Sidecar:
         """This site's datasets as the central should have them: {(identifier, folderId): name}."""
         entries = self.site.get('resolver/dataset', parameters={'local': 'true', 'limit': 0})
         collections = self._collectionIds()
-        out = {}
+        out, private = {}, set()
         for entry in entries:
             if not self.config.includePrivate and not entry.get('public'):
                 continue
             if collections is not None and entry.get('collectionId') not in collections:
                 continue
             out[_key(entry)] = entry['name']
+            if not entry.get('public'):
+                private.add(entry['folderId'])
+        self.grantRead(sorted(private))
         return out
 
     def _collectionIds(self):
@@ -187,26 +212,167 @@ class Sidecar:
             if c['_id'] in wanted or c['name'] in wanted
         }
 
-    def ensureCredential(self):
-        """A site API key that may only launch notebooks, made once and reused."""
-        if not self.config.launchCredential:
-            return None
-        name = f'feder8 launch credential ({self.config.siteName})'
-        me = self.site.get('user/me')
-        for key in self.site.get('api_key', parameters={'userId': me['_id'], 'limit': 0}):
-            if key['name'] == name and key.get('active', True):
-                return key['key']
+    # One name for the site ------------------------------------------------------------
+
+    def settleSiteName(self):
+        """Make the site's ``resolver.site_name`` and the registered name one; return it."""
+        here = self.site.get('resolver/server')
+        wanted = self.config.siteName
+        if not wanted or wanted == here['siteName']:
+            self.config.siteName = here['siteName']
+        elif not here['siteNameSet']:
+            self.site.put('system/setting', parameters={'key': SITE_NAME_SETTING, 'value': wanted})
+            logger.info('named this site "%s" (resolver.site_name was its default)', wanted)
+        else:
+            raise PermanentError(
+                f'this site is named "{here["siteName"]}" (its resolver.site_name) but feder8 '
+                f'was told to register it as "{wanted}": a site has one name. Change '
+                f'--site-name to "{here["siteName"]}" (or leave it out), or change the site\'s '
+                'resolver.site_name'
+            )
+        central = self.central.get('resolver/server')['siteName']
+        if central == self.config.siteName:
+            raise PermanentError(
+                f'the central is also named "{central}": the two would take each other\'s '
+                "users for their own. Give this site another name (--site-name, or the site's "
+                'resolver.site_name)'
+            )
+        self.centralName = central
+        return self.config.siteName
+
+    # The launch credential -------------------------------------------------------------
+
+    def _keyName(self):
+        return f'feder8 launch credential (for {self.centralName})'
+
+    def serviceAccount(self):
+        """The site's federation service account (made if missing), recorded with the central."""
+        recorded = self.site.get('system/setting', parameters={'key': SERVICE_SETTING}) or {}
+        user = None
+        if recorded.get('userId'):
+            try:
+                user = self.site.get(f'user/{recorded["userId"]}')
+            except girder_client.HttpError as exc:
+                if exc.status not in (400, 404):
+                    raise
+        if user is None:
+            user = next(
+                (
+                    u
+                    for u in self.site.get('user', parameters={'limit': 0})
+                    if u['login'] == SERVICE_LOGIN
+                ),
+                None,
+            )
+        if user is None:
+            user = self.site.post(
+                'user',
+                parameters={
+                    'login': SERVICE_LOGIN,
+                    'email': f'{SERVICE_LOGIN}@datadns.invalid',
+                    'firstName': 'Federation',
+                    'lastName': 'service account',
+                    # Nobody logs in as it: it acts only through its launch-scoped key.
+                    'password': secrets.token_urlsafe(32),
+                    'admin': 'false',
+                },
+            )
+            logger.info('created the federation service account "%s"', SERVICE_LOGIN)
+        if user.get('admin'):
+            raise PermanentError(
+                f'the account "{user["login"]}" is an admin; the federation service account '
+                'must not be one (its key would reach every folder here)'
+            )
+        wanted = {'userId': user['_id'], 'central': self.centralName}
+        if recorded != wanted:
+            if recorded.get('central') and recorded.get('central') != self.centralName:
+                # Keys given to another central are withdrawn with the old record.
+                self._revokeKeys(user, keep=None)
+            self.site.put(
+                'system/setting', parameters={'key': SERVICE_SETTING, 'value': json.dumps(wanted)}
+            )
+            logger.info('this site delegates launches to the central "%s" only', self.centralName)
+        return user
+
+    def _launchKeys(self, user):
+        return [
+            key
+            for key in self.site.get('api_key', parameters={'userId': user['_id'], 'limit': 0})
+            if key['name'].startswith('feder8 launch credential')
+        ]
+
+    def _revokeKeys(self, user, keep):
+        for key in self._launchKeys(user):
+            if key['key'] != keep:
+                self.site.delete(f'api_key/{key["_id"]}')
+
+    def _newKey(self, user):
         key = self.site.post(
             'api_key',
             parameters={
-                'name': name,
-                'scope': '["%s"]' % LAUNCH_SCOPE,
+                'name': self._keyName(),
+                'scope': json.dumps([LAUNCH_SCOPE]),
                 'tokenDuration': LAUNCH_TOKEN_DAYS,
                 'active': 'true',
+                'targetUserId': user['_id'],
             },
         )
-        logger.info('created the launch credential at the local Girder (scope %s)', LAUNCH_SCOPE)
+        logger.info('created the launch credential of "%s" (scope %s)', SERVICE_LOGIN, LAUNCH_SCOPE)
         return key['key']
+
+    def _dropLegacyAdminKeys(self):
+        """Launch keys older feder8s made on the site admin's own account: revoked."""
+        me = self.site.get('user/me')
+        for key in self.site.get('api_key', parameters={'userId': me['_id'], 'limit': 0}):
+            if key['name'].startswith('feder8 launch credential'):
+                self.site.delete(f'api_key/{key["_id"]}')
+                logger.info("revoked an old launch credential made on the admin's account")
+
+    def ensureCredential(self):
+        """The service account's launch-scoped API key, made once and reused."""
+        if not self.config.launchCredential:
+            return None
+        user = self._serviceUser = self.serviceAccount()
+        self._dropLegacyAdminKeys()
+        for key in self._launchKeys(user):
+            if (
+                key['name'] == self._keyName()
+                and key.get('active', True)
+                and key.get('scope') == [LAUNCH_SCOPE]
+            ):
+                return key['key']
+        return self._newKey(user)
+
+    def rotate(self):
+        """Replace the launch credential: a new key registered, then the old ones revoked."""
+        self.waitForGirder()
+        self.retry('settling the site name', self.settleSiteName)
+        user = self._serviceUser = self.retry('the federation service account', self.serviceAccount)
+        self.credential = self.retry('creating a new launch credential', lambda: self._newKey(user))
+        snapshot = self.retry("reading the site's datasets", self.snapshot)
+        result = self.registerFull(snapshot)
+        keep = self.credential
+        self.retry('revoking the old launch credentials', lambda: self._revokeKeys(user, keep))
+        return result
+
+    def grantRead(self, folderIds):
+        """READ for the service account on private datasets this site publishes."""
+        folderIds = [f for f in folderIds if f not in self._granted]
+        if not self.config.launchCredential or not folderIds:
+            return
+        user = self._serviceUser or self.serviceAccount()
+        for folderId in folderIds:
+            access = self.site.get(f'folder/{folderId}/access')
+            if any(entry['id'] == user['_id'] for entry in access.get('users', [])):
+                continue
+            access['users'] = access.get('users', []) + [
+                {'id': user['_id'], 'level': 0, 'flags': []}
+            ]
+            self.site.put(
+                f'folder/{folderId}/access',
+                parameters={'access': json.dumps(access)},
+            )
+            self._granted.add(folderId)
 
     def _post(self, body):
         return self.central.sendRestRequest('POST', 'resolver/site', json=body)
@@ -224,6 +390,8 @@ class Sidecar:
             body['credential'] = self.credential
         if self.config.weight is not None:
             body['weight'] = self.config.weight
+        if self.config.frontDoorUrl:
+            body['frontDoorUrl'] = self.config.frontDoorUrl
         result = self.retry('registering with the central', lambda: self._post(body))
         self._report('registered a full snapshot', result)
         self.registered = dict(snapshot)
@@ -264,6 +432,12 @@ class Sidecar:
             logger.warning(
                 'the central rejected %s: %s', rejected['identifier'], rejected['reason']
             )
+        for disputed in result.get('disputed') or []:
+            logger.warning(
+                'the central flagged %s: site "%s", of another operator, holds it too',
+                disputed['identifier'],
+                disputed['heldBy'],
+            )
 
     def heartbeat(self):
         """Tell the central we are alive; False when it no longer knows this site."""
@@ -297,6 +471,7 @@ class Sidecar:
     def syncOnce(self):
         """One full registration (what ``feder8 sync`` does)."""
         self.waitForGirder()
+        self.retry('settling the site name', self.settleSiteName)
         self.credential = self.retry('creating the launch credential', self.ensureCredential)
         snapshot = self.retry("reading the site's datasets", self.snapshot)
         return self.registerFull(snapshot)

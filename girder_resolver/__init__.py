@@ -41,7 +41,14 @@ class ResolverPlugin(GirderPlugin):
         from girder.constants import TokenScope
         from girder.utility.model_importer import ModelImporter
 
-        from . import cache, culler, events, pool, settings  # (settings: registers validators)
+        from . import (  # (settings: registers validators)
+            cache,
+            credentials,
+            culler,
+            events,
+            pool,
+            settings,
+        )
         from .constants import LAUNCH_SCOPE
         from .models.dataset import Dataset
         from .models.notebook import Notebook
@@ -74,6 +81,14 @@ class ResolverPlugin(GirderPlugin):
         logredact.install()
         registerWebClient(info['serverRoot'])
 
+        logger.info(
+            'Data DNS: site credentials are encrypted with the key in %s', credentials.ensureKey()
+        )
+        sealed = Site().sealLegacyCredentials()
+        if sealed:
+            logger.info('Data DNS: %d site credential(s) stored in clear were encrypted', sealed)
+        girderEvents.bind('model.setting.save.after', 'resolver.siteName', _siteNameSaved)
+
         count = Dataset().reindexLocal()
         logger.info('Data DNS: %d tagged folders indexed', count)
 
@@ -89,6 +104,15 @@ class ResolverPlugin(GirderPlugin):
         girderEvents.bind('model.setting.save.after', 'resolver.pool', _poolSettingSaved)
         cherrypy.engine.subscribe('stop', pool.shutdown)
         pool.start()
+
+
+def _siteNameSaved(event):
+    """Local index entries carry the site's name: a new name re-labels them."""
+    from .models.dataset import Dataset
+    from .settings import PluginSettings
+
+    if (event.info or {}).get('key') == PluginSettings.SITE_NAME:
+        Dataset().reindexLocal()
 
 
 def _poolSettingSaved(event):

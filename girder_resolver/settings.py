@@ -4,11 +4,17 @@ Every setting an operator can change lives here, with its default beside it, so
 the admin page, the docs and the code agree on one list.
 """
 
+import ipaddress
+import json
 import re
+import secrets
+import socket
 
+from bson import ObjectId
 from girder import events
 from girder.exceptions import ValidationException
 from girder.models.setting import Setting
+from girder.models.user import User
 from girder.utility import setting_utilities
 
 from . import cache
@@ -58,11 +64,17 @@ class PluginSettings:
     #: Seconds a Girder process reuses the index entries and site records it read for
     #: /resolve (0 = read them on every request); see girder_resolver.cache.
     CACHE_SECONDS = 'resolver.cache_seconds'
+    #: JSON list of host names and CIDR ranges this resolver may talk to although they are
+    #: plain http or loopback/private/link-local (see girder_resolver.federation).
+    ALLOWED_SITE_HOSTS = 'resolver.allowed_site_hosts'
+    #: This site's federation service account: {"userId": <id>, "central": <central name>}.
+    #: Only that (non-admin) account's launch-scoped keys may launch on someone's behalf,
+    #: and only for identities of that central. Written by feder8; empty = no delegation.
+    FEDERATION_SERVICE = 'resolver.federation_service'
 
 
 _DEFAULTS = {
     PluginSettings.IDENTIFIER_KEY: 'identifier',
-    PluginSettings.SITE_NAME: 'local',
     PluginSettings.SITE_API_URL: '',
     PluginSettings.HEARTBEAT_TTL: 90,
     PluginSettings.REGISTRAR_GROUP: '',
@@ -81,7 +93,11 @@ _DEFAULTS = {
     PluginSettings.ANONYMOUS_BURST: 100,
     PluginSettings.METRICS_TOKEN: '',
     PluginSettings.CACHE_SECONDS: 2,
+    PluginSettings.ALLOWED_SITE_HOSTS: [],
+    PluginSettings.FEDERATION_SERVICE: {},
 }
+# Not a setting an operator changes: a random id per database (see instanceId).
+INSTANCE_KEY = 'resolver.instance_id'
 
 _SITE_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
 _METADATA_KEY_RE = re.compile(r'^[^.$\x00]{1,128}$')
@@ -123,6 +139,36 @@ def _default(key):
 
 for _key in _DEFAULTS:
     setting_utilities.default(_key)(_default(_key))
+
+
+def instanceId():
+    """This installation's random id (made once per database, atomically)."""
+    coll = Setting().collection
+    doc = coll.find_one({'key': INSTANCE_KEY})
+    if doc is None:
+        coll.update_one(
+            {'key': INSTANCE_KEY},
+            {'$setOnInsert': {'value': secrets.token_hex(8)}},
+            upsert=True,
+        )
+        doc = coll.find_one({'key': INSTANCE_KEY})
+    return doc['value']
+
+
+@setting_utilities.default(PluginSettings.SITE_NAME)
+def defaultSiteName():
+    """A fresh install's name: its host name and instance id, unique without any setup.
+
+    Never a shared constant: two installs that both kept a constant default would
+    take each other's users for their own when federated.
+    """
+    host = re.sub(r'[^A-Za-z0-9-]+', '-', socket.gethostname().split('.')[0]).strip('-_.')
+    return f'{(host or "site")[:40]}-{instanceId()[:8]}'
+
+
+def siteNameIsSet():
+    """Whether an admin (or feder8) chose this site's name, rather than it being the default."""
+    return Setting().findOne({'key': PluginSettings.SITE_NAME}) is not None
 
 
 def _positiveInt(doc, minimum=0):
@@ -249,6 +295,78 @@ def _validateDataPaths(doc):
         raise ValidationException(
             'Data paths must map folder ids to absolute paths on disk.', 'value'
         )
+    doc['value'] = value
+
+
+def parseAllowedHosts(value):
+    """``resolver.allowed_site_hosts`` as (names, networks); ValueError for a bad entry."""
+    names, networks = set(), []
+    for entry in value or ():
+        if not isinstance(entry, str) or not entry.strip():
+            raise ValueError('each entry is a host name or a CIDR range, as a string')
+        entry = entry.strip().lower().rstrip('.')
+        try:
+            networks.append(ipaddress.ip_network(entry.strip('[]'), strict=False))
+            continue
+        except ValueError:
+            pass
+        if not re.match(r'^[a-z0-9]([a-z0-9.-]{0,252})$', entry):
+            raise ValueError(f'"{entry}" is neither a host name nor a CIDR range')
+        names.add(entry)
+    return names, networks
+
+
+def _jsonValue(doc, what):
+    value = doc['value']
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except ValueError:
+            raise ValidationException(f'{doc["key"]} must be {what} in JSON.', 'value')
+    return value
+
+
+@setting_utilities.validator(PluginSettings.ALLOWED_SITE_HOSTS)
+def _validateAllowedSiteHosts(doc):
+    value = _jsonValue(doc, 'a list of host names and CIDR ranges') or []
+    if not isinstance(value, list) or len(value) > 1000:
+        raise ValidationException(
+            f'{doc["key"]} must be a JSON list of host names and CIDR ranges, '
+            'e.g. ["127.0.0.1", "10.0.0.0/8", "site.example.org"].',
+            'value',
+        )
+    try:
+        parseAllowedHosts(value)
+    except ValueError as exc:
+        raise ValidationException(f'{doc["key"]}: {exc}.', 'value')
+    doc['value'] = [entry.strip() for entry in value]
+
+
+@setting_utilities.validator(PluginSettings.FEDERATION_SERVICE)
+def _validateFederationService(doc):
+    value = _jsonValue(doc, 'an object') or {}
+    if not isinstance(value, dict) or set(value) - {'userId', 'central'}:
+        raise ValidationException(
+            f'{doc["key"]} is {{"userId": <user id>, "central": <central name>}}, or {{}}.',
+            'value',
+        )
+    if value:
+        userId, central = value.get('userId'), value.get('central')
+        if not isinstance(userId, str) or not ObjectId.is_valid(userId):
+            raise ValidationException(f'{doc["key"]}: "userId" must be a user id.', 'value')
+        user = User().load(userId, force=True)
+        if user is None:
+            raise ValidationException(f'{doc["key"]}: no user {userId}.', 'value')
+        if user.get('admin'):
+            raise ValidationException(
+                f'{doc["key"]}: the federation service account must not be an admin (an '
+                "admin's key would let the central launch on every folder here).",
+                'value',
+            )
+        if not validSiteName(central):
+            raise ValidationException(
+                f'{doc["key"]}: "central" must be the central\'s site name.', 'value'
+            )
     doc['value'] = value
 
 

@@ -48,7 +48,7 @@ def fed(mongoUri, tmp_path_factory):
     try:
         federation.start()
         site = federation.clients[SITE]
-        federation.launchKey = apiKey(site, 'central launches', scope=[LAUNCH_SCOPE])
+        federation.launchKey = federation.launchCredential(SITE)
         datasets = [
             {'identifier': ident, 'folderId': folder['_id'], 'name': name}
             for name, ident, folder in federation.datasets[SITE]

@@ -62,7 +62,17 @@ class Dataset(Model):
         )
         self.exposeFields(
             level=AccessType.READ,
-            fields={'_id', 'identifier', 'scheme', 'site', 'folderId', 'name', 'local', 'updated'},
+            fields={
+                '_id',
+                'identifier',
+                'scheme',
+                'site',
+                'folderId',
+                'name',
+                'local',
+                'updated',
+                'disputed',
+            },
         )
 
     def validate(self, doc):
@@ -160,6 +170,13 @@ class Dataset(Model):
 
     # Queries ----------------------------------------------------------------
 
+    def isLocalDataset(self, folder):
+        """Whether ``folder`` is a dataset this site publishes (it carries an identifier)."""
+        return (
+            self.collection.find_one({'folderId': str(folder['_id']), 'local': True}, {'_id': 1})
+            is not None
+        )
+
     def readableFolder(self, doc, user):
         """The folder of a local entry if ``user`` may read it, else None."""
         if not doc.get('local'):
@@ -213,8 +230,8 @@ class Dataset(Model):
         """Where ``identifier`` lives, as seen by ``user``, best location first.
 
         Healthy locations come first; among them an explicit ``preferSite`` wins,
-        then higher weight, then more free capacity. Local entries the user may
-        not read are left out, so private data never leaks.
+        then undisputed ones, then higher weight, then more free capacity. Local
+        entries the user may not read are left out, so private data never leaks.
         """
         from .site import Site
 
@@ -246,6 +263,8 @@ class Dataset(Model):
                         'healthy': True,
                         'lastSeen': now,
                         'local': True,
+                        'operator': None,
+                        'disputed': False,
                         # Locality before weight: the copy at this server needs no hop.
                         '_rank': (float('-inf'), 0),
                     }
@@ -265,12 +284,21 @@ class Dataset(Model):
                     'healthy': siteModel.healthy(site, now, ttl),
                     'lastSeen': site.get('lastHeartbeat'),
                     'local': False,
+                    # Who registered the site: a person decides whom to trust.
+                    'operator': site.get('operator'),
+                    'disputed': bool(doc.get('disputed')),
                     '_rank': (-site.get('weight', 1), -siteModel.freeCapacity(site)),
                 }
             )
 
         def rank(loc):
-            return (not loc['healthy'], loc['site'] != preferSite, loc['_rank'], loc['site'])
+            return (
+                not loc['healthy'],
+                loc['site'] != preferSite,
+                loc['disputed'],
+                loc['_rank'],
+                loc['site'],
+            )
 
         locations.sort(key=rank)
         for loc in locations:

@@ -1,11 +1,14 @@
-"""Notebooks: one live notebook per (site, identity, folder), next to the data.
+"""Notebooks: one live notebook per (site, delegator, identity, folder), next to the data.
 
 A notebook document moves through ``launching → running → stopping → stopped``,
 or ends in ``error`` with the reason in ``message``. ``live`` is true while it
-launches, runs or stops; a unique partial index on (site, identity, folderId)
-over live documents makes "one live notebook per person and folder" hold even
-when requests race. The launch itself runs in a background thread, so a request
-returns at once and the client follows ``status`` and ``message``.
+launches, runs or stops; a unique partial index on (site, userId, identity,
+folderId) over live documents makes "one live notebook per person and folder"
+hold even when requests race. ``userId`` is who asked for it: the person, or at
+a site the federation service account that delegated the launch; a notebook is
+only ever found again by the same delegator and identity. The launch itself
+runs in a background thread, so a request returns at once and the client
+follows ``status`` and ``message``.
 
 Local notebooks (``site`` = this site) run through a launcher backend
 (``girder_resolver.launcher``) chosen by settings; the model never knows which.
@@ -39,10 +42,9 @@ from girder.models.file import File
 from girder.models.folder import Folder
 from girder.models.item import Item
 from girder.models.model_base import Model
-from girder.models.setting import Setting
 
 from .. import metrics, settings
-from ..federation import SiteClient, SiteError
+from ..federation import SiteClient, SiteError, UnsafeUrl, checkNotebookUrl, sanitize
 from ..launcher import LaunchError, LaunchSpec, get_configured_launcher
 from ..settings import PluginSettings
 
@@ -66,6 +68,10 @@ PUBLIC_FIELDS = (
     # At a central, the id of a notebook run at another site, there.
     'remoteId',
 )
+#: The unique partial index behind "one live notebook per (site, delegator, identity,
+#: folder)".
+LIVE_INDEX = 'one_live_notebook_per_delegator_identity_and_folder'
+RETIRED_LIVE_INDEX = 'one_live_notebook_per_identity_and_folder'
 #: A launch still "launching" after this many seconds has lost its thread (a crash).
 LAUNCH_GRACE = 180
 #: How many folder levels below a dataset folder are searched for imported files.
@@ -73,10 +79,9 @@ IMPORT_SEARCH_DEPTH = 4
 
 _IDENTITY_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[A-Za-z0-9_-]{1,64}$')
 _LOOPBACK = {'127.0.0.1', 'localhost', '::1', '[::1]'}
-# Not an operator setting: a random id per database that labels this
-# installation's notebooks, so that orphan clean-up never touches notebooks of
-# another Girder sharing the machine (or the container engine).
-_INSTANCE_KEY = 'resolver.instance_id'
+# settings.instanceId(), a random id per database, labels this installation's
+# notebooks, so that orphan clean-up never touches notebooks of another Girder
+# sharing the machine (or the container engine).
 INSTANCE_LABEL = 'datadns.instance'
 IDENTITY_LABEL = 'datadns.identity'
 
@@ -105,16 +110,7 @@ def validIdentity(text):
 
 def instanceId():
     """This installation's random id (made once per database, atomically)."""
-    coll = Setting().collection
-    doc = coll.find_one({'key': _INSTANCE_KEY})
-    if doc is None:
-        coll.update_one(
-            {'key': _INSTANCE_KEY},
-            {'$setOnInsert': {'value': secrets.token_hex(8)}},
-            upsert=True,
-        )
-        doc = coll.find_one({'key': _INSTANCE_KEY})
-    return doc['value']
+    return settings.instanceId()
 
 
 #: Notebook changes made by this process, so that an events stream of this process
@@ -220,15 +216,25 @@ class Notebook(Model):
                 'userId',
                 ([('folderId', 1), ('identity', 1)], {}),
                 (
-                    [('site', 1), ('identity', 1), ('folderId', 1)],
+                    [('site', 1), ('userId', 1), ('identity', 1), ('folderId', 1)],
                     {
                         'unique': True,
                         'partialFilterExpression': {'live': True},
-                        'name': 'one_live_notebook_per_identity_and_folder',
+                        'name': LIVE_INDEX,
                     },
                 ),
             ]
         )
+
+    def reconnect(self):
+        super().reconnect()
+        # The key before this one did not name who delegated: it would refuse a second
+        # delegator's notebook for the same identity and folder, so it goes.
+        try:
+            if RETIRED_LIVE_INDEX in self.collection.index_information():
+                self.collection.drop_index(RETIRED_LIVE_INDEX)
+        except pymongo.errors.PyMongoError:
+            logger.warning('Could not drop the old live-notebook index', exc_info=True)
 
     def validate(self, doc):
         if doc.get('status') not in LIVE + FINAL:
@@ -293,15 +299,27 @@ class Notebook(Model):
 
     # -- launching ---------------------------------------------------------------
 
-    def _liveQuery(self, site, identity, folderId):
-        return {'site': site, 'identity': identity, 'folderId': folderId, 'live': True}
+    def _liveQuery(self, site, identity, folderId, userId):
+        return {
+            'site': site,
+            'userId': userId,
+            'identity': identity,
+            'folderId': folderId,
+            'live': True,
+        }
 
-    def findLive(self, site, identity, folderId):
-        return self.findOne(self._liveQuery(site, identity, folderId))
+    def findLive(self, site, identity, folderId, userId):
+        """The live notebook of ``identity`` for the folder, launched through ``userId``.
 
-    def _checkCap(self, site, identity, excluding=None):
+        ``userId`` is who asked: the person, or at a site the federation service
+        account that delegated the launch. A notebook is found again only by the
+        same delegator and identity that launched it.
+        """
+        return self.findOne(self._liveQuery(site, identity, folderId, userId))
+
+    def _checkCap(self, site, identity, userId, excluding=None):
         cap = settings.get(PluginSettings.USER_CAP)
-        query = {'site': site, 'identity': identity, 'live': True}
+        query = {'site': site, 'userId': userId, 'identity': identity, 'live': True}
         if excluding is not None:
             query['_id'] = {'$ne': excluding}
         if self.collection.count_documents(query) >= cap:
@@ -319,10 +337,10 @@ class Notebook(Model):
         is checked before and re-checked after the insert, so two concurrent
         launches cannot both slip past it.
         """
-        existing = self.findLive(site, identity, folderId)
+        existing = self.findLive(site, identity, folderId, user['_id'])
         if existing is not None:
             return existing, False
-        self._checkCap(site, identity)
+        self._checkCap(site, identity, user['_id'])
         now = _now()
         doc = self.validate(
             {
@@ -343,12 +361,12 @@ class Notebook(Model):
         try:
             self.collection.insert_one(doc)
         except pymongo.errors.DuplicateKeyError:
-            existing = self.findLive(site, identity, folderId)
+            existing = self.findLive(site, identity, folderId, user['_id'])
             if existing is None:  # it ended in between: very unlikely, let the caller retry
                 raise RestException('The notebook changed state meanwhile; try again.', code=409)
             return existing, False
         try:
-            self._checkCap(site, identity, excluding=doc['_id'])
+            self._checkCap(site, identity, user['_id'], excluding=doc['_id'])
         except RestException:
             self.collection.delete_one({'_id': doc['_id']})
             raise
@@ -363,7 +381,7 @@ class Notebook(Model):
         identity = identity or identityOf(user)
         site = settings.get(PluginSettings.SITE_NAME)
         folderId = str(folder['_id'])
-        existing = self.findLive(site, identity, folderId)
+        existing = self.findLive(site, identity, folderId, user['_id'])
         if existing is not None:
             return existing
         path = self.dataPath(folder)
@@ -409,7 +427,7 @@ class Notebook(Model):
         if not pool.targetSize():
             return None
         # Checked first so that a launch over the cap does not use up a pooled server.
-        self._checkCap(site, identity)
+        self._checkCap(site, identity, user['_id'])
         started = time.monotonic()
         entry = pool.take(identity)
         if entry is None:
@@ -588,18 +606,32 @@ class Notebook(Model):
 
     # -- remote notebooks (at the central) ---------------------------------------
 
-    def _applyRemote(self, doc, remote):
+    def _remoteFields(self, doc, remote, site):
+        """What the central keeps of a site's answer: data checked field by field.
+
+        Raises :class:`UnsafeUrl` for a notebook URL a browser must not be sent to.
+        """
         status = remote.get('status')
         if status not in LIVE + FINAL:
             status = 'error'
-        fields = {
+        url = remote.get('url')
+        if url is not None:
+            url = checkNotebookUrl(url, site)
+        lastActivity = remote.get('lastActivity')
+        lastActivity = _parseTime(lastActivity) if isinstance(lastActivity, str) else None
+        return {
             'status': status,
-            'url': remote.get('url'),
-            'message': remote.get('message'),
-            'lastActivity': remote.get('lastActivity') or doc.get('lastActivity'),
+            'url': url,
+            'message': sanitize(remote.get('message'), 500) or None,
+            'lastActivity': lastActivity or doc.get('lastActivity'),
         }
-        if isinstance(fields['lastActivity'], str):
-            fields['lastActivity'] = _parseTime(fields['lastActivity'])
+
+    def _applyRemote(self, doc, remote, site):
+        try:
+            fields = self._remoteFields(doc, remote, site)
+        except UnsafeUrl as exc:
+            self._set(doc, status='error', url=None, message=_refusedUrl(site, exc))
+            return doc
         self._set(doc, **fields)
         return doc
 
@@ -611,7 +643,7 @@ class Notebook(Model):
         """
         identity = identityOf(user)
         client = SiteClient(site)
-        existing = self.findLive(site['name'], identity, folderId)
+        existing = self.findLive(site['name'], identity, folderId, user['_id'])
         if existing is not None:
             doc = self.refreshRemote(existing, site)
             if doc['status'] in LIVE:
@@ -623,6 +655,10 @@ class Notebook(Model):
             return doc
         try:
             remote = client.launch(folderId, identity)
+            remoteId = remote.get('_id')
+            if not isinstance(remoteId, str) or not ObjectId.is_valid(remoteId):
+                raise SiteError(f'Site "{site["name"]}" answered without a notebook id.')
+            fields = self._remoteFields(doc, remote, site)
         except SiteError as exc:
             self.collection.delete_one({'_id': doc['_id']})
             code = exc.status if exc.status and 400 <= exc.status < 500 else 502
@@ -631,8 +667,16 @@ class Notebook(Model):
             raise RestException(
                 f'Site "{site["name"]}" could not launch the notebook: {exc}', code=code
             )
-        self._set(doc, remoteId=str(remote.get('_id')))
-        return self._applyRemote(doc, remote)
+        except UnsafeUrl as exc:
+            # Nothing of the answer is kept, and the site's notebook is not left running.
+            self.collection.delete_one({'_id': doc['_id']})
+            try:
+                client.stop(remoteId, identity)
+            except SiteError:
+                logger.warning('Could not stop notebook %s at site %s', remoteId, site['name'])
+            raise RestException(_refusedUrl(site, exc), code=502)
+        self._set(doc, remoteId=remoteId, **fields)
+        return doc
 
     def launchAt(self, location, user):
         """Launch the user's notebook at a location from ``Dataset().locations()``."""
@@ -678,7 +722,7 @@ class Notebook(Model):
             else:
                 doc['message'] = f'Could not reach the site: {exc}'
             return doc
-        return self._applyRemote(doc, remote)
+        return self._applyRemote(doc, remote, site)
 
     @staticmethod
     def _siteIsDown(doc, site, exc):
@@ -723,6 +767,14 @@ class Notebook(Model):
         if doc is None:
             raise RestException(f'No notebook {notebookId}.', code=404)
         return doc
+
+
+def _refusedUrl(site, exc):
+    return (
+        f'Site "{site["name"]}" answered with a notebook URL this resolver will not open: '
+        f"{exc}. Only http(s) URLs on the site's own host (or its registered front door) "
+        "are accepted; ask the site's operator to check resolver.notebook_host there."
+    )
 
 
 def _siteNamed(name):

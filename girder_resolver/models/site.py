@@ -1,8 +1,15 @@
 """Sites of the federation, and the registrations that fill the index with their datasets.
 
 A site's launch credential is write-only: it is kept so the central can launch
-on a user's behalf at that site, and it is never exposed by ``filter``, never
-returned by an endpoint, and never logged.
+on a user's behalf at that site, encrypted (``credentialSealed``, see
+``girder_resolver.credentials``), never exposed by ``filter``, never returned by
+an endpoint, and never logged. A registration with a new ``apiUrl`` and no
+credential forgets the old one, so it is never sent to the new address.
+
+The central's admin bounds each site's weight and capacity (``limits``); a
+registration that claims an identifier another owner's site (or this server)
+already holds is accepted but flagged (``disputed``), and ``/resolve`` shows
+who operates each location (``operator``).
 """
 
 import datetime
@@ -14,14 +21,18 @@ from girder.constants import AccessType
 from girder.exceptions import AccessException, RestException, ValidationException
 from girder.models.group import Group
 from girder.models.model_base import Model
+from girder.models.user import User
 
-from .. import cache, settings
+from .. import cache, credentials, settings
+from ..federation import UnsafeUrl, checkApiUrl
 from ..identifiers import InvalidIdentifier, normalize
 from ..settings import PluginSettings
 
 _FOLDER_ID_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
 MAX_NAME_LENGTH = 512
 MAX_CREDENTIAL_LENGTH = 512
+#: How many disputed identifiers a site record lists (the count is kept in full).
+MAX_DISPUTED_LISTED = 50
 #: Upserts per bulk_write: one command for a whole 100,000-entry snapshot can outlast the
 #: driver's socket timeout on a slow database, and the registration would answer 500.
 _WRITE_BATCH = 1000
@@ -66,6 +77,13 @@ class Site(Model):
                 'capacity',
                 'running',
                 'datasetCount',
+                'operator',
+                'frontDoorUrl',
+                'limits',
+                'declaredWeight',
+                'declaredCapacity',
+                'disputed',
+                'disputedCount',
             },
         )
 
@@ -85,11 +103,16 @@ class Site(Model):
             or not (0 <= weight <= 1000)
         ):
             raise ValidationException('A site weight is a number from 0 to 1000.', 'weight')
-        credential = doc.get('credential')
-        if credential is not None and (
-            not isinstance(credential, str) or not 0 < len(credential) <= MAX_CREDENTIAL_LENGTH
+        if 'credential' in doc:
+            raise ValidationException('A credential is only ever stored encrypted.', 'credential')
+        frontDoor = doc.get('frontDoorUrl')
+        if frontDoor is not None and (
+            not isinstance(frontDoor, str) or not re.match(r'^https?://[^\s/?#@]+/?$', frontDoor)
         ):
-            raise ValidationException('A credential is a non-empty string.', 'credential')
+            raise ValidationException(
+                'A site frontDoorUrl is an http(s) origin, e.g. https://notebooks.site.org.',
+                'frontDoorUrl',
+            )
         return doc
 
     # Health --------------------------------------------------------------------------
@@ -117,8 +140,41 @@ class Site(Model):
     def publicView(self, site, user):
         doc = self.filter(site, user)
         doc['healthy'] = self.healthy(site)
-        doc['hasCredential'] = bool(site.get('credential'))
+        doc['hasCredential'] = bool(site.get('credentialSealed'))
         return doc
+
+    # Limits set by the central's admin ------------------------------------------------
+
+    def setLimits(self, site, weight=None, capacity=None):
+        """Bound the site's weight and capacity (None removes a bound); clamps them now."""
+        limits = {k: v for k, v in (('weight', weight), ('capacity', capacity)) if v is not None}
+        fields = {'limits': limits}
+        declaredWeight = site.get('declaredWeight', site.get('weight', 1))
+        fields['weight'] = _bounded(declaredWeight, limits.get('weight'))
+        if site.get('declaredCapacity', site.get('capacity')) is not None:
+            fields['capacity'] = _bounded(
+                site.get('declaredCapacity', site.get('capacity')), limits.get('capacity')
+            )
+        self.collection.update_one({'_id': site['_id']}, {'$set': fields})
+        site.update(fields)
+        cache.sites.discard(site['name'])
+        return site
+
+    # Credentials ----------------------------------------------------------------------
+
+    def sealLegacyCredentials(self):
+        """Encrypt credentials an older version stored in clear; how many there were."""
+        count = 0
+        for site in self.find({'credential': {'$exists': True}}):
+            plain = site.get('credential')
+            update = {'$unset': {'credential': ''}}
+            if isinstance(plain, str) and plain:
+                update['$set'] = {'credentialSealed': credentials.seal(plain)}
+            self.collection.update_one({'_id': site['_id']}, update)
+            count += 1
+        if count:
+            cache.sites.clear()
+        return count
 
     # Who may do what -------------------------------------------------------------------
 
@@ -146,7 +202,9 @@ class Site(Model):
         """Create the site owned by ``user``, or update it if ``user`` owns it."""
         if name == settings.get(PluginSettings.SITE_NAME):
             raise RestException(
-                f'"{name}" is the name of this server\'s own site; register under another name.',
+                f'"{name}" is the name of this server\'s own site (its resolver.site_name); '
+                'register under another name, or change resolver.site_name at one of the '
+                'two servers.',
                 code=409,
             )
         site = self.findOne({'name': name})
@@ -155,8 +213,10 @@ class Site(Model):
                 {
                     'name': name,
                     'ownerId': user['_id'],
+                    'operator': user.get('login'),
                     'created': _now(),
                     'datasetCount': 0,
+                    'limits': {},
                     **fields,
                 }
             )
@@ -167,14 +227,37 @@ class Site(Model):
                 # Someone registered the same name a moment ago: they own it.
                 site = self.findOne({'name': name})
         self.requireOwner(site, user)
+        unset = {}
+        # A new address without a new credential: the old one must never go there.
+        if fields['apiUrl'] != site.get('apiUrl') and 'credentialSealed' not in fields:
+            unset['credentialSealed'] = ''
+            site.pop('credentialSealed', None)
+        limits = site.get('limits') or {}
+        if 'declaredWeight' in fields:
+            fields['weight'] = _bounded(fields['declaredWeight'], limits.get('weight'))
+        if 'operator' not in site:
+            owner = User().load(site['ownerId'], force=True) or {}
+            fields['operator'] = owner.get('login')
         site.update(fields)
         self.validate(site)
-        self.collection.update_one({'_id': site['_id']}, {'$set': fields})
+        update = {'$set': fields}
+        if unset:
+            update['$unset'] = unset
+        self.collection.update_one({'_id': site['_id']}, update)
         cache.sites.discard(name)
         return site
 
     def register(
-        self, user, name, apiUrl, datasets, mode='full', removed=(), credential=None, weight=None
+        self,
+        user,
+        name,
+        apiUrl,
+        datasets,
+        mode='full',
+        removed=(),
+        credential=None,
+        weight=None,
+        frontDoorUrl=None,
     ):
         """Record a site's datasets; ``full`` replaces the site's set, ``partial`` adds to it.
 
@@ -196,12 +279,34 @@ class Site(Model):
                 'mode "partial".',
                 code=413,
             )
+        # Decided from the URL alone, before anything is stored or sent anywhere.
+        try:
+            apiUrl = checkApiUrl(apiUrl)
+        except UnsafeUrl as exc:
+            raise RestException(str(exc), code=400)
+        if credential is not None and (
+            not isinstance(credential, str) or not 0 < len(credential) <= MAX_CREDENTIAL_LENGTH
+        ):
+            raise RestException(
+                f'"credential" is a non-empty string of at most {MAX_CREDENTIAL_LENGTH} '
+                'characters.',
+                code=400,
+            )
         now = _now()
         fields = {'apiUrl': apiUrl, 'lastHeartbeat': now, 'lastRegistration': now}
         if credential is not None:
-            fields['credential'] = credential
+            fields['credentialSealed'] = credentials.seal(credential)
         if weight is not None:
+            if (
+                not isinstance(weight, int | float)
+                or isinstance(weight, bool)
+                or not (0 <= weight <= 1000)
+            ):
+                raise RestException('A site weight is a number from 0 to 1000.', code=400)
+            fields['declaredWeight'] = weight
             fields['weight'] = weight
+        if frontDoorUrl is not None:
+            fields['frontDoorUrl'] = frontDoorUrl
         try:
             site = self._claim(name, user, fields)
         except ValidationException as exc:
@@ -276,10 +381,20 @@ class Site(Model):
             ops.append(pymongo.DeleteMany({'_id': {'$in': gone}}))
         for start in range(0, len(ops), _WRITE_BATCH):
             coll.bulk_write(ops[start : start + _WRITE_BATCH], ordered=False)
+        newKeys = [key for key in wanted if key not in existing]
+        disputed = self._flagDisputed(site, user, newKeys)
         if ops:
             cache.entries.clear()
         total = coll.count_documents(base)
-        self.collection.update_one({'_id': site['_id']}, {'$set': {'datasetCount': total}})
+        siteFields = {'datasetCount': total}
+        if disputed or gone or site.get('disputedCount'):
+            query = {**base, 'disputed': True}
+            siteFields['disputedCount'] = coll.count_documents(query)
+            siteFields['disputed'] = [
+                d['identifier']
+                for d in coll.find(query, {'identifier': 1}).limit(MAX_DISPUTED_LISTED)
+            ]
+        self.collection.update_one({'_id': site['_id']}, {'$set': siteFields})
         cache.sites.discard(name)
         return {
             'site': name,
@@ -289,14 +404,60 @@ class Site(Model):
             'removed': len(gone),
             'total': total,
             'rejected': rejected,
+            'disputed': disputed,
         }
+
+    def _flagDisputed(self, site, user, keys):
+        """Flag new entries whose identifier another owner's site (or this server) holds.
+
+        The claim is kept — the same dataset may well be mirrored — but marked, so
+        that /resolve ranks it after undisputed copies and shows who operates it.
+        Returns ``[{identifier, heldBy}]`` for the answer.
+        """
+        from .dataset import Dataset
+
+        coll = Dataset().collection
+        flagged = {}
+        idents = sorted({ident for ident, _ in keys})
+        for start in range(0, len(idents), _WRITE_BATCH):
+            batch = idents[start : start + _WRITE_BATCH]
+            holders = {}
+            for doc in coll.find(
+                {'identifier': {'$in': batch}, 'site': {'$ne': site['name']}},
+                {'identifier': 1, 'site': 1, 'local': 1},
+            ):
+                holders.setdefault(doc['identifier'], []).append(doc)
+            owners = {}
+            names = {d['site'] for docs in holders.values() for d in docs if not d.get('local')}
+            if names:
+                query = {'name': {'$in': sorted(names)}}
+                for other in self.find(query, fields=['name', 'ownerId']):
+                    owners[other['name']] = other.get('ownerId')
+            for ident, docs in holders.items():
+                for doc in docs:
+                    if doc.get('local'):
+                        foreign = not user.get('admin')
+                    else:
+                        foreign = owners.get(doc['site']) not in (None, site['ownerId'])
+                    if foreign:
+                        flagged[ident] = doc['site']
+                        break
+        if flagged:
+            for start in range(0, len(flagged), _WRITE_BATCH):
+                batch = sorted(flagged)[start : start + _WRITE_BATCH]
+                coll.update_many(
+                    {'identifier': {'$in': batch}, 'site': site['name'], 'local': False},
+                    {'$set': {'disputed': True}},
+                )
+        return [{'identifier': i, 'heldBy': flagged[i]} for i in sorted(flagged)]
 
     def heartbeat(self, site, running=None, capacity=None):
         fields = {'lastHeartbeat': _now()}
         if running is not None:
             fields['running'] = running
         if capacity is not None:
-            fields['capacity'] = capacity
+            fields['declaredCapacity'] = capacity
+            fields['capacity'] = _bounded(capacity, (site.get('limits') or {}).get('capacity'))
         self.collection.update_one({'_id': site['_id']}, {'$set': fields})
         site.update(fields)
         cache.sites.discard(site['name'])
@@ -333,6 +494,10 @@ class Site(Model):
             settings.get(PluginSettings.CACHE_SECONDS),
             keep=lambda site: site is not None,
         )
+
+
+def _bounded(value, limit):
+    return value if limit is None else min(value, limit)
 
 
 def _show(entry):

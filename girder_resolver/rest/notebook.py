@@ -3,9 +3,15 @@
 Two kinds of caller:
 
 - a logged-in person, acting for themselves (identity ``<this site>:<user id>``);
-- a central resolver, with this site's federation credential (a token of scope
-  ``LAUNCH_SCOPE``), acting for a person of the federation named by
-  ``onBehalfOf``; such a token may launch, get and stop those notebooks only.
+- a central resolver, with this site's federation credential, acting for a
+  person of the federation named by ``onBehalfOf``. The credential is a token of
+  scope ``LAUNCH_SCOPE`` of this site's federation service account (the
+  non-admin user that feder8 made, recorded with the central it serves in
+  ``resolver.federation_service``); a launch-scoped token of anyone else is
+  refused (Girder lets every user make API keys with any scope). It acts only
+  for identities of that central, only on the datasets this site published
+  (tagged folders the account may read), and may launch, get and stop those
+  notebooks only.
 
 At a central resolver, notebooks launched at other sites through
 ``POST /resolve/launch`` are listed here too (``site`` names where they run):
@@ -36,6 +42,7 @@ from girder.utility import JsonEncoder
 
 from .. import settings
 from ..constants import LAUNCH_SCOPE
+from ..models.dataset import Dataset
 from ..models.notebook import (
     FINAL,
     Notebook,
@@ -61,6 +68,18 @@ def delegated():
 def callerIdentity(user, onBehalfOf):
     """The identity the request acts for, checking who may use ``onBehalfOf``."""
     if delegated():
+        service = settings.get(PluginSettings.FEDERATION_SERVICE) or {}
+        if not service or user is None or str(user['_id']) != service.get('userId'):
+            raise AccessException(
+                "Only this site's federation service account (made by feder8, named in the "
+                "resolver.federation_service setting) may act on someone's behalf; this "
+                'launch-scoped key belongs to another account.'
+            )
+        if user.get('admin'):
+            raise AccessException(
+                'The federation service account must not be an admin; give the federation '
+                'a non-admin account (feder8 makes one).'
+            )
         if onBehalfOf is None:
             raise RestException(
                 'A federation credential acts only on behalf of a person: give '
@@ -69,8 +88,19 @@ def callerIdentity(user, onBehalfOf):
             )
         if not validIdentity(onBehalfOf):
             raise RestException('onBehalfOf must look like <site name>:<user id>.', code=400)
-        if onBehalfOf.split(':', 1)[0] == settings.get(PluginSettings.SITE_NAME):
-            raise AccessException("A federation credential cannot act for this site's own users.")
+        home = onBehalfOf.split(':', 1)[0]
+        own = settings.get(PluginSettings.SITE_NAME)
+        if home == own:
+            raise AccessException(
+                f'The identity "{onBehalfOf}" names this site ("{own}") as its home: the '
+                f'central and this site are both called "{own}". Give one of them another '
+                'resolver.site_name, then run feder8 again.'
+            )
+        if home != service.get('central'):
+            raise AccessException(
+                "This site's federation credential was registered for the central "
+                f'"{service.get("central")}"; it cannot act for people of "{home}".'
+            )
         return onBehalfOf
     if onBehalfOf is not None:
         raise AccessException(
@@ -122,9 +152,10 @@ class NotebookResource(Resource):
             'One live notebook per person and folder: a repeat launch returns the same one. '
             'The launch runs in the background; follow it with GET /notebook/{id} (status '
             'launching → running, or error with a message) or GET /notebook/{id}/events. '
-            'The dataset appears read-only in the notebook. A federation credential '
-            '(token scope resolver.notebook.launch) must name the person in onBehalfOf; '
-            'nobody else may use onBehalfOf.'
+            "The dataset appears read-only in the notebook. Only the site's federation "
+            'service account (token scope resolver.notebook.launch) may use onBehalfOf, '
+            'must name the person there (an identity of the central it serves), and may '
+            'launch only on the datasets the site published.'
         )
         .modelParam(
             'folderId',
@@ -146,6 +177,11 @@ class NotebookResource(Resource):
     )
     def launch(self, folder, onBehalfOf):
         identity = callerIdentity(getCurrentUser(), onBehalfOf)
+        if delegated() and not Dataset().isLocalDataset(folder):
+            raise AccessException(
+                "This site launches on the federation's behalf only on the datasets it "
+                f'published (tagged folders); folder "{folder["name"]}" is not one.'
+            )
         doc = Notebook().launch(folder, getCurrentUser(), identity)
         return Notebook().serialize(doc)
 

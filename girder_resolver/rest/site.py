@@ -65,7 +65,25 @@ class SiteRoutes:
         self.route('GET', ('site',), self.listSites)
         self.route('POST', ('site',), self.registerSite)
         self.route('PUT', ('site', ':name', 'heartbeat'), self.heartbeat)
+        self.route('PUT', ('site', ':name', 'limits'), self.setLimits)
         self.route('DELETE', ('site', ':name'), self.deleteSite)
+        self.route('GET', ('server',), self.describeServer)
+
+    @access.public
+    @autoDescribeRoute(
+        Description("This server's own name in the federation.").notes(
+            '"siteName" is resolver.site_name: the name its local datasets carry and the '
+            'prefix of its users\' federation identities ("<siteName>:<user id>"). '
+            '"siteNameSet" is false while it is still the unique default of a fresh '
+            "install. feder8 reads it at its site (to set the site's name, or refuse) and "
+            'at the central (the name its delegated identities must carry).'
+        )
+    )
+    def describeServer(self):
+        return {
+            'siteName': settings.get(PluginSettings.SITE_NAME),
+            'siteNameSet': settings.siteNameIsSet(),
+        }
 
     @access.public
     @autoDescribeRoute(
@@ -89,12 +107,17 @@ class SiteRoutes:
     @autoDescribeRoute(
         Description('Register a site and its datasets (full snapshot or partial update).')
         .notes(
-            'Body: {name, apiUrl, credential?, weight?, mode: "full"|"partial", '
+            'Body: {name, apiUrl, credential?, weight?, frontDoorUrl?, mode: "full"|"partial", '
             'datasets: [{identifier, folderId, name}], removed?: [{identifier, folderId}]}. '
             'The first registrar of a name owns it. "full" replaces the site\'s datasets; '
             '"partial" adds or updates those given and drops those in "removed". Invalid '
-            'entries are listed in "rejected" with a reason; the valid ones are kept. '
-            "The credential is stored for launching on users' behalf and never returned."
+            'entries are listed in "rejected" with a reason; the valid ones are kept; new '
+            "entries whose identifier another owner's site holds are kept and listed in "
+            '"disputed". apiUrl must be https, unless its host is listed in '
+            'resolver.allowed_site_hosts; loopback, private and link-local addresses are '
+            'refused unless listed there. The credential is stored encrypted for launching '
+            "on users' behalf and never returned; a new apiUrl without a credential clears "
+            'the stored one.'
         )
         .jsonParam('body', 'The registration.', paramType='body', requireObject=True)
         .errorResponse('Malformed registration.', 400)
@@ -113,6 +136,7 @@ class SiteRoutes:
             'apiUrl',
             'credential',
             'weight',
+            'frontDoorUrl',
             'mode',
             'datasets',
             'removed',
@@ -136,6 +160,7 @@ class SiteRoutes:
             removed=body.get('removed', []),
             credential=body.get('credential'),
             weight=body.get('weight'),
+            frontDoorUrl=body.get('frontDoorUrl'),
         )
 
     @access.user
@@ -154,6 +179,30 @@ class SiteRoutes:
             if value is not None and not 0 <= value <= 10**6:
                 raise RestException(f'"{label}" must be between 0 and 1000000.', code=400)
         site = Site().heartbeat(site, running=running, capacity=capacity)
+        return Site().publicView(site, getCurrentUser())
+
+    @access.admin
+    @autoDescribeRoute(
+        Description("Bound a site's weight and capacity (the central's admin only).")
+        .notes(
+            'A site declares its weight (at registration) and capacity (with heartbeats); '
+            'routing uses the smaller of what it declares and these limits. Leave a '
+            'parameter out to remove that bound.'
+        )
+        .param('name', 'The site name.', paramType='path')
+        .param('weight', 'Largest weight (0-1000).', required=False, dataType='number')
+        .param('capacity', 'Largest capacity (0-1000000).', required=False, dataType='integer')
+        .errorResponse('A value out of range.', 400)
+        .errorResponse('Not an admin.', 403)
+        .errorResponse('No such site.', 404)
+    )
+    def setLimits(self, name, weight, capacity):
+        site = loadSite(name)
+        if weight is not None and not 0 <= weight <= 1000:
+            raise RestException('"weight" must be between 0 and 1000.', code=400)
+        if capacity is not None and not 0 <= capacity <= 10**6:
+            raise RestException('"capacity" must be between 0 and 1000000.', code=400)
+        site = Site().setLimits(site, weight=weight, capacity=capacity)
         return Site().publicView(site, getCurrentUser())
 
     @access.user
