@@ -35,6 +35,27 @@ def setSettings(gc, values):
     )
 
 
+def launchCredential(siteName, siteUrl, siteKey, centralUrl, centralKey):
+    """The launch credential feder8 would register for a site, made exactly as it makes it.
+
+    The site's federation service account (non-admin), the site's record of the
+    central it serves, and that account's launch-scoped API key; nothing is
+    registered at the central.
+    """
+    sidecar = Sidecar(
+        Config(
+            siteName=siteName,
+            girderUrl=siteUrl,
+            girderApiKey=siteKey,
+            publicUrl=siteUrl,
+            centralUrl=centralUrl,
+            centralApiKey=centralKey,
+        )
+    )
+    sidecar.settleSiteName()
+    return sidecar.ensureCredential()
+
+
 class Federation:
     """Start with ``start()``; every process is stopped by ``stop()``."""
 
@@ -130,23 +151,14 @@ class Federation:
         )
 
     def launchCredential(self, site):
-        """What feder8 registers for ``site``: its federation service account's launch key.
-
-        Made exactly as ``feder8 sync`` makes it (the service account, the site's
-        record of the central it serves), without registering anything.
-        """
-        sidecar = Sidecar(
-            Config(
-                siteName=site,
-                girderUrl=self.girders[site].apiUrl,
-                girderApiKey=self.keys[site],
-                publicUrl=self.girders[site].apiUrl,
-                centralUrl=self.girders['central'].apiUrl,
-                centralApiKey=self.keys['central'],
-            )
+        """What feder8 registers for ``site``: its federation service account's launch key."""
+        return launchCredential(
+            site,
+            self.girders[site].apiUrl,
+            self.keys[site],
+            self.girders['central'].apiUrl,
+            self.keys['central'],
         )
-        sidecar.settleSiteName()
-        return sidecar.ensureCredential()
 
     def startFeder8(self, site, **kwargs):
         self.stopFeder8(site)

@@ -63,7 +63,9 @@ def testLocalFoldersAreCheckedOnEveryRequest(server, admin, user):
     collection = Collection().createCollection('Data', admin, public=True)
     folder = Folder().createFolder(collection, 'Survey', parentType='collection', public=True)
     Folder().setMetadata(folder, {'identifier': DOI})
-    assert sitesOf(resolve(server, user=user)) == [('local', str(folder['_id']), True)]
+    assert sitesOf(resolve(server, user=user)) == [
+        (Setting().get('resolver.site_name'), str(folder['_id']), True)
+    ]
     # Made private behind this process's back (no folder event here): hidden at once.
     behindItsBack(Folder().collection, {'_id': folder['_id']}, {'$set': {'public': False}})
     assertStatus(resolve(server, user=user), 404)

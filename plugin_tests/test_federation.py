@@ -158,13 +158,22 @@ def testACentralThatForgotASiteIsReRegistered(running):
 
 def testTheLaunchCredentialNeverAppearsInResponsesOrLogs(running):
     gc = running.clients['site-a']
-    me = gc.get('user/me')
+    service = gc.get('system/setting', parameters={'key': 'resolver.federation_service'})
+    assert service['central'] == 'central'
+    assert gc.get(f'user/{service["userId"]}')['admin'] is False
     keys = [
         k['key']
-        for k in gc.get('api_key', parameters={'userId': me['_id'], 'limit': 0})
+        for k in gc.get('api_key', parameters={'userId': service['userId'], 'limit': 0})
         if k['name'].startswith('feder8 launch credential')
     ]
     assert len(keys) == 1
+    # None left on the admin's own account.
+    me = gc.get('user/me')
+    assert not [
+        k
+        for k in gc.get('api_key', parameters={'userId': me['_id'], 'limit': 0})
+        if k['name'].startswith('feder8 launch credential')
+    ]
     secret = keys[0]
     admin = running.clients['central']
     bodies = [

@@ -57,7 +57,7 @@ def testResolutionsRegistrationsAndSiteHealthAreCounted(server, admin):
         body=json.dumps(
             {
                 'name': 'site-m',
-                'apiUrl': 'http://m.example.org/api/v1',
+                'apiUrl': 'https://m.example.org/api/v1',
                 'datasets': [{'identifier': 'doi:10.5072/m', 'folderId': 'f1', 'name': 'M'}],
             }
         ),

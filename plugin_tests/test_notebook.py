@@ -331,7 +331,7 @@ def testARestartAdoptsLiveNotebooksEndsDeadAndInterruptedOnesAndStopsOrphans(
         Notebook()
         .collection.insert_one(
             {
-                'site': 'local',
+                'site': Setting().get('resolver.site_name'),
                 'identity': f'local:{admin["_id"]}',
                 'folderId': str(deadFolder['_id']),
                 'userId': admin['_id'],
@@ -412,7 +412,7 @@ def _launchRecord(user, folder, backend, worker):
         Notebook()
         .collection.insert_one(
             {
-                'site': 'local',
+                'site': Setting().get('resolver.site_name'),
                 'identity': f'local:{user["_id"]}',
                 'folderId': str(folder['_id']),
                 'userId': user['_id'],
@@ -506,7 +506,7 @@ def testResolveLaunchOfALocalDatasetLaunchesHere(server, admin, user, dataset):
         params={'id': 'https://doi.org/10.5072/LOCAL.SURVEY'},
     )
     assertStatusOk(resp)
-    assert resp.json['site'] == 'local'
+    assert resp.json['site'] == Setting().get('resolver.site_name')
     assert resp.json['folderId'] == str(folder['_id'])
     try:
         assert waitFor(server, user, resp.json['_id'])['status'] == 'running'

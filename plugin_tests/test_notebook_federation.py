@@ -17,8 +17,7 @@ import pymongo
 import pytest
 import requests
 
-from datadns.federation import Federation, apiKey
-from girder_resolver.constants import LAUNCH_SCOPE
+from datadns.federation import Federation
 
 SITE = 'site-a'
 GALAXIES = 'doi:10.5072/datadns.galaxies'

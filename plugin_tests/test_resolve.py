@@ -49,7 +49,7 @@ def testEverySpellingOfADoiResolvesToTheSameFolder(server, admin, collection, sp
     assert location['folderId'] == str(folder['_id'])
     assert location['name'] == 'Galaxy survey'
     assert location['healthy'] is True
-    assert location['site'] == 'local'
+    assert location['site'] == Setting().get('resolver.site_name')
 
 
 @pytest.mark.plugin('resolver')
@@ -308,7 +308,10 @@ def testTheDatasetListingFiltersBySiteAndIdentifier(server, admin, collection):
     resp = server.request('/resolver/dataset', params={'identifier': 'https://doi.org/' + DOI})
     assertStatusOk(resp)
     assert [d['name'] for d in resp.json] == ['A']
-    resp = server.request('/resolver/dataset', params={'site': 'local', 'limit': 1, 'offset': 1})
+    resp = server.request(
+        '/resolver/dataset',
+        params={'site': Setting().get('resolver.site_name'), 'limit': 1, 'offset': 1},
+    )
     assert [d['name'] for d in resp.json] == ['B']
     assertStatus(server.request('/resolver/dataset', params={'site': '{"$gt": ""}'}), 400)
     assertStatus(server.request('/resolver/dataset', params={'sort': 'meta.$x'}), 400)

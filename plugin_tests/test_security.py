@@ -61,9 +61,16 @@ class World:
             Group().addUser(group, member)
             member['groups'] = [group['_id']]
         Setting().set('resolver.registrar_group', REGISTRARS)
-        # The federation credential a site hands the central: an admin's key, scope-limited.
+        # The federation credential a site hands the central: a launch-scoped key of the
+        # site's non-admin federation service account, recorded as such (as feder8 does).
+        self.service = User().createUser(
+            'federation-service', 'password', 'Federation', 'Service', 'fs@example.org'
+        )
+        Setting().set(
+            'resolver.federation_service', {'userId': str(self.service['_id']), 'central': 'hub'}
+        )
         self.credentialToken = Token().createToken(
-            user=admin, days=1, scope=[LAUNCH_SCOPE], apiKey=None
+            user=self.service, days=1, scope=[LAUNCH_SCOPE], apiKey=None
         )
         self.sites = {}
         self.sites['site-x'] = self.register(self.siteOwner, 'site-x')
@@ -210,6 +217,16 @@ MATRIX = {
     ('GET', '/resolver/site'): [
         ('the sites', lambda w, c: {}, expect(OK, OK, OK, OK, OK, OK, OK)),
     ],
+    ('GET', '/resolver/server'): [
+        ("this server's own name", lambda w, c: {}, expect(OK, OK, OK, OK, OK, OK, OK)),
+    ],
+    ('PUT', '/resolver/site/{name}/limits'): [
+        (
+            "bounds on site-x's weight and capacity: the central's admin only",
+            lambda w, c: {'path': '/resolver/site/site-x/limits', 'params': {'weight': 2}},
+            expect(401, 403, 403, 403, 403, OK, 401),
+        ),
+    ],
     ('POST', '/resolver/site'): [
         (
             'a new name',
@@ -238,9 +255,14 @@ MATRIX = {
     ],
     ('POST', '/notebook'): [
         (
-            'a private folder only user may read (the credential must name a person)',
+            'a private folder only user may read (the service account may not)',
             lambda w, c: {'params': {'folderId': str(w.private['_id'])}},
-            expect(401, OK, 403, 403, 403, OK, 400),
+            expect(401, OK, 403, 403, 403, OK, 403),
+        ),
+        (
+            'a public dataset (the credential must name a person)',
+            lambda w, c: {'params': {'folderId': str(w.public['_id'])}},
+            expect(401, OK, OK, OK, OK, OK, 400),
         ),
     ],
     ('GET', '/notebook'): [
@@ -694,37 +716,53 @@ def testTheDatasetListingIsRateLimitedToo(limited):
     assert codes[:5] == [200] * 5 and codes[-1] == 429, codes
 
 
-def testApiKeysAndTheLaunchCredentialNeverReachTheLog(live):
+def testApiKeysAndTheLaunchCredentialNeverReachTheLog(live, mongoUri):
     """feder8 authenticates with API keys at both ends; none may be written to a log."""
     girder, gc, home = live
-    key = apiKey(gc, 'security feder8')
-    env = {
-        **os.environ,
-        'FEDER8_SITE_NAME': 'security-self',
-        'FEDER8_GIRDER_URL': girder.apiUrl,
-        'FEDER8_GIRDER_API_KEY': key,
-        'FEDER8_CENTRAL_URL': girder.apiUrl,
-        'FEDER8_CENTRAL_API_KEY': key,
-    }
-    result = subprocess.run(
-        [sys.executable, '-m', 'feder8', 'sync'],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
+    gc.put(
+        'system/setting',
+        parameters={'key': 'resolver.allowed_site_hosts', 'value': '["127.0.0.1"]'},
     )
-    assert result.returncode == 0, result.stderr
-    me = gc.get('user/me')
-    launch = [
-        k['key']
-        for k in gc.get('api_key', parameters={'userId': me['_id'], 'limit': 0})
-        if k['name'].startswith('feder8 launch credential')
-    ]
-    assert launch
-    time.sleep(0.5)  # let the access log flush
-    logs = girder.log.read_text(errors='replace') + result.stdout + result.stderr
-    for secret in [key, *launch]:
-        assert secret not in logs, 'an API key was written to the log'
+    key = apiKey(gc, 'security feder8')
+    site = stack.Girder(mongoUri, dbName=f'security_site_{os.getpid()}', logDir=home / 'site')
+    site.start()
+    try:
+        siteAdmin = ensureAdmin(site.apiUrl, 'admin', 'admin-password')
+        siteKey = apiKey(siteAdmin, 'security feder8 at the site')
+        env = {
+            **os.environ,
+            'FEDER8_SITE_NAME': 'security-site',
+            'FEDER8_GIRDER_URL': site.apiUrl,
+            'FEDER8_GIRDER_API_KEY': siteKey,
+            'FEDER8_CENTRAL_URL': girder.apiUrl,
+            'FEDER8_CENTRAL_API_KEY': key,
+        }
+        result = subprocess.run(
+            [sys.executable, '-m', 'feder8', 'sync'],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert result.returncode == 0, result.stderr
+        service = siteAdmin.get('system/setting', parameters={'key': 'resolver.federation_service'})
+        launch = [
+            k['key']
+            for k in siteAdmin.get('api_key', parameters={'userId': service['userId'], 'limit': 0})
+            if k['name'].startswith('feder8 launch credential')
+        ]
+        assert launch
+        time.sleep(0.5)  # let the access log flush
+        logs = (
+            girder.log.read_text(errors='replace')
+            + site.log.read_text(errors='replace')
+            + result.stdout
+            + result.stderr
+        )
+        for secret in [key, siteKey, *launch]:
+            assert secret not in logs, 'an API key was written to the log'
+    finally:
+        site.stop()
 
 
 def testAnApiKeyInAQueryStringIsMaskedInTheAccessLog(live):

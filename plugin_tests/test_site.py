@@ -11,6 +11,7 @@ from girder.models.setting import Setting
 from girder.models.user import User
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
+from girder_resolver import credentials
 from girder_resolver.models.dataset import Dataset
 from girder_resolver.models.site import Site
 
@@ -20,7 +21,7 @@ SECRET = 'site-a-launch-credential-do-not-leak'
 def register(server, user, name='site-a', datasets=(), mode='full', **extra):
     body = {
         'name': name,
-        'apiUrl': f'http://{name}.example.org/api/v1',
+        'apiUrl': f'https://{name}.example.org/api/v1',
         'mode': mode,
         'datasets': list(datasets),
         **extra,
@@ -51,18 +52,21 @@ def testARegisteredDatasetResolvesToTheSite(server, admin):
         'removed': 0,
         'total': 1,
         'rejected': [],
+        'disputed': [],
     }
     resp = server.request('/resolve', params={'id': 'doi:10.5072/abc'})
     assertStatusOk(resp)
     assert resp.json['locations'] == [
         {
             'site': 'site-a',
-            'apiUrl': 'http://site-a.example.org/api/v1',
+            'apiUrl': 'https://site-a.example.org/api/v1',
             'folderId': 'f1',
             'name': 'A',
             'healthy': True,
             'lastSeen': resp.json['locations'][0]['lastSeen'],
             'local': False,
+            'operator': admin['login'],
+            'disputed': False,
         }
     ]
 
@@ -128,13 +132,13 @@ def testInvalidEntriesAreRejectedWithReasonsAndTheRestKept(server, admin):
 @pytest.mark.parametrize(
     'body',
     [
-        {'name': '../etc', 'apiUrl': 'http://x.org', 'datasets': []},
-        {'name': {'$ne': 1}, 'apiUrl': 'http://x.org', 'datasets': []},
+        {'name': '../etc', 'apiUrl': 'https://x.org', 'datasets': []},
+        {'name': {'$ne': 1}, 'apiUrl': 'https://x.org', 'datasets': []},
         {'name': 'ok', 'apiUrl': 'javascript:alert(1)', 'datasets': []},
-        {'name': 'ok', 'apiUrl': 'http://x.org', 'datasets': 'all of them'},
-        {'name': 'ok', 'apiUrl': 'http://x.org', 'datasets': [], 'mode': 'sideways'},
-        {'name': 'ok', 'apiUrl': 'http://x.org', 'datasets': [], '$where': '1'},
-        {'name': 'ok', 'apiUrl': 'http://x.org', 'datasets': [], 'weight': 'heavy'},
+        {'name': 'ok', 'apiUrl': 'https://x.org', 'datasets': 'all of them'},
+        {'name': 'ok', 'apiUrl': 'https://x.org', 'datasets': [], 'mode': 'sideways'},
+        {'name': 'ok', 'apiUrl': 'https://x.org', 'datasets': [], '$where': '1'},
+        {'name': 'ok', 'apiUrl': 'https://x.org', 'datasets': [], 'weight': 'heavy'},
     ],
 )
 def testMalformedRegistrationsAreA400AndChangeNothing(server, admin, body):
@@ -201,7 +205,7 @@ def testNobodyCanTakeOverASiteOwnedBySomeoneElse(server, admin, user):
 
 @pytest.mark.plugin('resolver')
 def testTheLocalSiteNameCannotBeRegistered(server, admin):
-    resp = register(server, admin, name='local')
+    resp = register(server, admin, name=Setting().get('resolver.site_name'))
     assertStatus(resp, 409)
 
 
@@ -220,7 +224,11 @@ def testTheCredentialIsNeverReturned(server, admin):
         assertStatusOk(resp)
         assert SECRET not in resp.body[0].decode()
     assert server.request('/resolver/site', user=admin).json[0]['hasCredential'] is True
-    assert Site().findOne({'name': 'site-a'})['credential'] == SECRET
+    # Kept encrypted: the key is outside the database.
+    stored = Site().findOne({'name': 'site-a'})
+    assert 'credential' not in stored
+    assert SECRET not in json.dumps(stored, default=str)
+    assert credentials.unseal(stored['credentialSealed']) == SECRET
 
 
 @pytest.mark.plugin('resolver')
@@ -276,7 +284,10 @@ def testLocalAndRemoteLocationsResolveTogether(server, admin):
     Folder().setMetadata(folder, {'identifier': 'doi:10.5072/both'})
     register(server, admin, datasets=[entry('doi:10.5072/both', 'remote1')])
     resp = server.request('/resolve', params={'id': 'doi:10.5072/both'})
-    assert {loc['site'] for loc in resp.json['locations']} == {'local', 'site-a'}
+    assert {loc['site'] for loc in resp.json['locations']} == {
+        Setting().get('resolver.site_name'),
+        'site-a',
+    }
     resp = server.request('/resolver/site')
     assert resp.json[0]['datasetCount'] == 1
 

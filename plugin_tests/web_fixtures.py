@@ -22,8 +22,8 @@ import pytest
 import requests
 
 from datadns import sample, stack
+from datadns.federation import LOOPBACK_SITE_HOSTS, apiKey, launchCredential
 from girder_resolver import WEB_CLIENT_DIST, WEB_CLIENT_JS
-from girder_resolver.constants import LAUNCH_SCOPE
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / 'test-artifacts' / 'screenshots'
@@ -133,7 +133,14 @@ def startSite(mongoUri, siteName, users=()):
         gc = sample.ensureAdmin(girder.apiUrl, *ADMIN)
         gc.put(
             'system/setting',
-            parameters={'list': json.dumps([{'key': 'resolver.site_name', 'value': siteName}])},
+            parameters={
+                'list': json.dumps(
+                    [
+                        {'key': 'resolver.site_name', 'value': siteName},
+                        {'key': 'resolver.allowed_site_hosts', 'value': LOOPBACK_SITE_HOSTS},
+                    ]
+                )
+            },
         )
         datasets = sample.provisionSite(gc, siteName, home / 'data', home / 'assetstore')
         collection = sample.ensureCollection(gc, 'Sample datasets')
@@ -167,16 +174,17 @@ def heartbeat(central, site):
 def registerFederation(central, siteB):
     """Register two sites with the central: ``siteB`` (a real Girder, heartbeating, with a
     launch credential, as its feder8 would) and a silent one, last heard from yesterday."""
-    # The launch credential: an API key at site B that may only launch notebooks.
-    key = siteB.admin.post(
-        'api_key',
-        parameters={
-            'name': 'launch credential for the central',
-            'scope': json.dumps([LAUNCH_SCOPE]),
-            'tokenDuration': 1,
-            'active': 'true',
-        },
-    )
+    # The launch credential, as feder8 makes it: a launch-scoped key of site B's
+    # federation service account.
+    key = {
+        'key': launchCredential(
+            siteB.name,
+            siteB.apiUrl,
+            apiKey(siteB.admin, 'feder8 site reader'),
+            central.apiUrl,
+            apiKey(central.admin, 'feder8 registrations'),
+        )
+    }
     central.admin.post(
         'resolver/site',
         json={
