@@ -193,10 +193,10 @@ def testAKilledFeder8RestartsWithoutDuplicatesOrASecondCredential(fed):
     eventually(lambda: sites(fed)['site-a']['healthy'], 30, 'site-a healthy again')
     assertNothingLostOrDuplicated(fed)
     gc = fed.clients['site-a']
-    me = gc.get('user/me')
+    service = gc.get('system/setting', parameters={'key': 'resolver.federation_service'})
     credentials = [
         k
-        for k in gc.get('api_key', parameters={'userId': me['_id'], 'limit': 0})
+        for k in gc.get('api_key', parameters={'userId': service['userId'], 'limit': 0})
         if k['name'].startswith('feder8 launch credential')
     ]
     assert len(credentials) == 1, 'a restarted feder8 must reuse its launch credential'
