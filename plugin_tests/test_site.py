@@ -297,3 +297,144 @@ def testAHeartbeatForAnUnknownSiteIsA404(server, admin):
     resp = server.request('/resolver/site/nowhere/heartbeat', method='PUT', user=admin)
     assertStatus(resp, 404)
     assert 'register' in resp.json['message'].lower() or 'No site' in resp.json['message']
+
+
+@pytest.mark.plugin('resolver')
+def testAClaimOnAnIdentifierAnotherOwnersSiteHoldsIsKeptButFlagged(server, admin, user):
+    Group().createGroup('registrars', admin)
+    Setting().set('resolver.registrar_group', 'registrars')
+    group = Group().findOne({'name': 'registrars'})
+    mallory = User().createUser('mallory', 'password', 'M', 'M', 'mallory@example.org')
+    for member in (user, mallory):
+        Group().addUser(group, member)
+    register(server, user, 'honest', datasets=[entry('doi:10.5072/famous', 'f1', 'Famous')])
+    resp = register(
+        server,
+        mallory,
+        'grabber',
+        datasets=[entry('doi:10.5072/famous', 'x1', 'Famous!'), entry('doi:10.5072/own', 'x2')],
+    )
+    assertStatusOk(resp)
+    assert resp.json['added'] == 2
+    assert resp.json['disputed'] == [{'identifier': 'doi:10.5072/famous', 'heldBy': 'honest'}]
+    # The same owner's second site is no hijack.
+    resp = register(server, user, 'mirror', datasets=[entry('doi:10.5072/famous', 'm1')])
+    assert resp.json['disputed'] == []
+    # /resolve lists the disputed claim last, and says who operates each location.
+    resp = server.request('/resolve', params={'id': 'doi:10.5072/famous'})
+    locations = [(loc['site'], loc['operator'], loc['disputed']) for loc in resp.json['locations']]
+    assert locations[-1] == ('grabber', 'mallory', True)
+    assert sorted(locations[:2]) == [
+        ('honest', user['login'], False),
+        ('mirror', user['login'], False),
+    ]
+    sites = {s['name']: s for s in server.request('/resolver/site').json}
+    assert sites['grabber']['disputedCount'] == 1
+    assert sites['grabber']['disputed'] == ['doi:10.5072/famous']
+    assert not sites['honest'].get('disputedCount')
+
+
+@pytest.mark.plugin('resolver')
+def testTheCentralsAdminBoundsASitesWeightAndCapacity(server, admin):
+    register(server, admin, 'greedy', datasets=[entry('doi:10.5072/w')], weight=1000)
+    server.request(
+        '/resolver/site/greedy/heartbeat', method='PUT', user=admin, params={'capacity': 10**6}
+    )
+    resp = server.request(
+        '/resolver/site/greedy/limits',
+        method='PUT',
+        user=admin,
+        params={'weight': 5, 'capacity': 20},
+    )
+    assertStatusOk(resp)
+    assert (resp.json['weight'], resp.json['capacity']) == (5, 20)
+    assert resp.json['declaredWeight'] == 1000
+    # What the site declares next is bounded too.
+    register(server, admin, 'greedy', datasets=[entry('doi:10.5072/w')], weight=900)
+    server.request(
+        '/resolver/site/greedy/heartbeat', method='PUT', user=admin, params={'capacity': 500}
+    )
+    [site] = server.request('/resolver/site').json
+    assert (site['weight'], site['capacity'], site['limits']) == (
+        5,
+        20,
+        {'weight': 5, 'capacity': 20},
+    )
+    # Lifting a bound gives the declared value back.
+    resp = server.request(
+        '/resolver/site/greedy/limits', method='PUT', user=admin, params={'capacity': 20}
+    )
+    assert resp.json['weight'] == 900
+    assertStatus(
+        server.request(
+            '/resolver/site/greedy/limits', method='PUT', user=admin, params={'weight': -1}
+        ),
+        400,
+    )
+    assertStatus(server.request('/resolver/site/nope/limits', method='PUT', user=admin), 404)
+
+
+@pytest.mark.plugin('resolver')
+def testANewApiUrlWithoutACredentialForgetsTheOldOne(server, admin):
+    register(server, admin, datasets=[], credential=SECRET)
+    assert Site().findOne({'name': 'site-a'})['credentialSealed']
+    register(server, admin, datasets=[], credential=None)  # same apiUrl: kept
+    assert Site().findOne({'name': 'site-a'}).get('credentialSealed')
+    body = {'name': 'site-a', 'apiUrl': 'https://moved.example.org/api/v1', 'datasets': []}
+    server.request(
+        '/resolver/site', method='POST', user=admin, body=json.dumps(body), type='application/json'
+    )
+    assert 'credentialSealed' not in Site().findOne({'name': 'site-a'})
+    assert server.request('/resolver/site').json[0]['hasCredential'] is False
+
+
+@pytest.mark.plugin('resolver')
+def testTheAllowedSiteHostsSettingTakesNamesAndRangesOnly(server, admin):
+    for bad in ('not json', '{"a": 1}', '["10.0.0.0/33"]', '["bad host!"]', '[1]'):
+        resp = server.request(
+            '/system/setting',
+            method='PUT',
+            user=admin,
+            params={'key': 'resolver.allowed_site_hosts', 'value': bad},
+        )
+        assertStatus(resp, 400)
+    resp = server.request(
+        '/system/setting',
+        method='PUT',
+        user=admin,
+        params={
+            'key': 'resolver.allowed_site_hosts',
+            'value': '["site.example.org", "10.1.0.0/16", "::1"]',
+        },
+    )
+    assertStatusOk(resp)
+    resp = register(server, admin, 'inside', datasets=[])
+    body = {'name': 'lan', 'apiUrl': 'http://10.1.2.3:8080/api/v1', 'datasets': []}
+    resp = server.request(
+        '/resolver/site', method='POST', user=admin, body=json.dumps(body), type='application/json'
+    )
+    assertStatusOk(resp)
+    body = {'name': 'lan2', 'apiUrl': 'http://10.2.2.3:8080/api/v1', 'datasets': []}
+    resp = server.request(
+        '/resolver/site', method='POST', user=admin, body=json.dumps(body), type='application/json'
+    )
+    assertStatus(resp, 400)
+    assert 'resolver.allowed_site_hosts' in resp.json['message']
+
+
+@pytest.mark.plugin('resolver')
+def testTheFederationServiceAccountMustNotBeAnAdmin(server, admin, user):
+    for value, code in (
+        ({'userId': str(admin['_id']), 'central': 'hub'}, 400),
+        ({'userId': str(user['_id']), 'central': 'bad name!'}, 400),
+        ({'userId': 'f' * 24, 'central': 'hub'}, 400),
+        ({'userId': str(user['_id']), 'central': 'hub'}, 200),
+        ({}, 200),
+    ):
+        resp = server.request(
+            '/system/setting',
+            method='PUT',
+            user=admin,
+            params={'key': 'resolver.federation_service', 'value': json.dumps(value)},
+        )
+        assertStatus(resp, code)

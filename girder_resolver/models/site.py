@@ -423,7 +423,12 @@ class Site(Model):
             batch = idents[start : start + _WRITE_BATCH]
             holders = {}
             for doc in coll.find(
-                {'identifier': {'$in': batch}, 'site': {'$ne': site['name']}},
+                # A disputed claim holds nothing: only undisputed holders count.
+                {
+                    'identifier': {'$in': batch},
+                    'site': {'$ne': site['name']},
+                    'disputed': {'$ne': True},
+                },
                 {'identifier': 1, 'site': 1, 'local': 1},
             ):
                 holders.setdefault(doc['identifier'], []).append(doc)
