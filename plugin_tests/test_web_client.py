@@ -474,3 +474,62 @@ def testResolvePageLaunchesAtTheSiteThatHoldsTheData(page, liveSite, siteB, fede
     assertNotebookPage(page, nb['url'], name)
     page.screenshots('3-notebook')
     alice.delete(f'notebook/{nb["_id"]}')
+
+
+# Federation trust in the browser -----------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def testAnAutolaunchLinkNamingASiteAsksBeforeLaunchingThere(page, liveSite, siteB, federation):
+    """A link chose the site, not the person: they see who operates it and confirm."""
+    name, identifier, _folder = siteB.dataset('Climate reanalysis')
+    link = f'{liveSite.apiUrl}/resolve?' + urllib.parse.urlencode(
+        {'id': identifier, 'site': SITE_B, 'autolaunch': '1'}
+    )
+    page.goto(link)
+    view = page.locator('.g-resolver-resolve')
+    expect(view.locator('.g-resolver-dataset-title .g-resolver-dataset-name')).to_have_text(name)
+    logIn(page, USER, opener='.g-resolver-login-button')
+    confirm = view.locator('.g-resolver-confirm')
+    expect(confirm).to_contain_text(f'launch a notebook at {SITE_B}')
+    expect(confirm).to_contain_text(f'operated by {ADMIN[0]}')
+    expect(view.locator('.g-resolver-location .g-resolver-operator')).to_contain_text(ADMIN[0])
+    page.screenshots('1-asks')
+    # Nothing started while it asks.
+    page.wait_for_timeout(1000)
+    alice = liveSite.client(*USER)
+    assert [n for n in alice.get('notebook') if n['status'] in ('launching', 'running')] == []
+    view.locator('.g-resolver-cancel-launch').click()
+    expect(confirm).to_have_count(0)
+    assert [n for n in alice.get('notebook') if n['status'] in ('launching', 'running')] == []
+    page.screenshots('2-declined')
+
+
+def testTheResolvePageNeverNavigatesToANotebookUrlThatIsNotHttp(page, liveSite):
+    """Even if a server answered one, a javascript: notebook URL is not followed."""
+    name, identifier, folder = liveSite.dataset(GALAXY)
+    hostile = {
+        '_id': 'f' * 24,
+        'folderId': folder['_id'],
+        'site': SITE_A,
+        'status': 'running',
+        'url': 'javascript:window.__pwned=1',
+        'message': 'Running',
+    }
+
+    def fake(route):
+        if route.request.method == 'POST':
+            route.fulfill(json=hostile)
+        else:
+            route.continue_()
+
+    page.route(re.compile(r'.*/api/v1/(notebook|resolve/launch)\?.*'), fake)
+    page.goto(f'{liveSite.url}/#resolve?' + urllib.parse.urlencode({'id': identifier}))
+    view = page.locator('.g-resolver-resolve')
+    logIn(page, USER, opener='.g-resolver-login-button')
+    view.locator('.g-resolver-launch').click()
+    expect(view.locator('.g-resolver-refused')).to_be_visible()
+    expect(view.locator('.g-resolver-open')).to_have_count(0)
+    assert page.evaluate('window.__pwned') is None
+    assert page.url.startswith(liveSite.url)
+    page.screenshots('refused')

@@ -227,6 +227,23 @@ export const notebooks = new NotebookStore();
 events.on('g:login', () => notebooks.clear());
 events.on('g:logout', () => notebooks.clear());
 
+/**
+ * ``url`` if a browser may be sent there for a notebook: http(s) only. The
+ * resolver already refuses anything else from a site; this checks again, here,
+ * so that a ``javascript:`` or ``data:`` URL can never run in this page.
+ */
+export function safeNotebookUrl(url) {
+    if (typeof url !== 'string' || !url) {
+        return null;
+    }
+    try {
+        const parsed = new URL(url, window.location.href);
+        return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.href : null;
+    } catch (err) {
+        return null;
+    }
+}
+
 export function isLive(nb) {
     return Boolean(nb) && LIVE.has(nb.status);
 }

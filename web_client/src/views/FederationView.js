@@ -16,6 +16,33 @@ function when(date) {
     return html`<span title="${m.format('LLLL')}">${m.fromNow()}</span>`;
 }
 
+/** What deserves an admin's look: disputed identifiers, no credential, admin limits. */
+function flags(site) {
+    const out = [];
+    if (site.disputedCount) {
+        out.push(html` <span class="label label-warning g-resolver-site-disputed"
+            title="${`Claims identifiers another operator's site registered first: ${(site.disputed || []).join(', ')}`}"
+            >${site.disputedCount} disputed</span>`);
+    }
+    if (!site.hasCredential) {
+        out.push(html` <span class="label label-default g-resolver-site-no-credential"
+            title="No launch credential: launches there fail until its feder8 registers one">no credential</span>`);
+    }
+    const limits = site.limits || {};
+    if (limits.weight !== undefined || limits.capacity !== undefined) {
+        const parts = [];
+        if (limits.weight !== undefined) {
+            parts.push(`weight ≤ ${limits.weight}`);
+        }
+        if (limits.capacity !== undefined) {
+            parts.push(`capacity ≤ ${limits.capacity}`);
+        }
+        out.push(html` <span class="label label-info g-resolver-site-limits"
+            title="Bounds set by this resolver's admin">${parts.join(', ')}</span>`);
+    }
+    return out;
+}
+
 function notebooksCell(site) {
     const running = site.running ?? 0;
     return site.capacity ? `${running} of ${site.capacity}` : String(running);
@@ -80,13 +107,14 @@ const FederationView = View.extend({
               </p>
               <table class="table table-striped table-condensed g-resolver-sites">
                 <thead><tr>
-                  <th>Site</th><th>Health</th><th>Last heartbeat</th><th>Datasets</th>
+                  <th>Site</th><th>Operated by</th><th>Health</th><th>Last heartbeat</th><th>Datasets</th>
                   <th>Notebooks running</th><th>Last registration</th><th>API URL</th>
                 </tr></thead>
                 <tbody>
                   ${this.sites.map((site) => html`
                     <tr class="g-resolver-site" data-site="${site.name}">
-                      <td><i class="icon-server"></i> <b>${site.name}</b></td>
+                      <td><i class="icon-server"></i> <b>${site.name}</b>${flags(site)}</td>
+                      <td class="g-resolver-site-operator">${site.operator || html`<span class="text-muted">unknown</span>`}</td>
                       <td>${site.healthy
                           ? html`<span class="label label-success g-resolver-health"><i class="icon-ok-circled"></i>healthy</span>`
                           : html`<span class="label label-danger g-resolver-health"><i class="icon-attention"></i>unreachable</span>`}</td>

@@ -2,7 +2,7 @@
 // Used on collection and folder pages and on the #resolve page.
 
 import { html } from '../html';
-import { notebooks, targetKey } from '../notebooks';
+import { notebooks, safeNotebookUrl, targetKey } from '../notebooks';
 
 const { getCurrentUser } = girder.auth;
 const events = girder.events;
@@ -90,9 +90,9 @@ export default class NotebookControls {
                   title="Log in to launch a notebook next to this data">
                 <i class="icon-login"></i> Log in to launch
               </button>`;
-        } else if (nb && nb.status === 'running' && nb.url) {
+        } else if (nb && nb.status === 'running' && safeNotebookUrl(nb.url)) {
             body = html`
-              <a class="btn btn-sm btn-primary g-resolver-open" href="${nb.url}"
+              <a class="btn btn-sm btn-primary g-resolver-open" href="${safeNotebookUrl(nb.url)}"
                   target="${this.openTarget}" rel="noopener" title="Open your notebook">
                 <i class="icon-link-ext"></i> Open
               </a>

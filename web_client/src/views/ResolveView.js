@@ -4,7 +4,7 @@
 
 import * as api from '../api';
 import { html } from '../html';
-import { launchTarget, notebooks } from '../notebooks';
+import { launchTarget, notebooks, safeNotebookUrl } from '../notebooks';
 import { identifierBadge } from './DatasetPanel';
 import NotebookControls from './NotebookControls';
 
@@ -42,6 +42,19 @@ const ResolveView = View.extend({
             event.preventDefault();
             events.trigger('g:registerUi');
         },
+        'click .g-resolver-confirm-launch': function (event) {
+            event.preventDefault();
+            this.confirming = false;
+            this.render();
+            if (this.controls) {
+                this.controls.launch();
+            }
+        },
+        'click .g-resolver-cancel-launch': function (event) {
+            event.preventDefault();
+            this.confirming = false;
+            this.render();
+        },
         'submit .g-resolver-lookup-form': function (event) {
             event.preventDefault();
             const id = this.$('.g-resolver-lookup-input').val().trim();
@@ -55,6 +68,8 @@ const ResolveView = View.extend({
         this.query = settings.query || {};
         this.identifierText = this.query.id || '';
         this.autolaunch = ['1', 'true', 'yes'].includes(String(this.query.autolaunch || '').toLowerCase());
+        this.confirming = false;
+        this.refused = null;
         this.result = null;
         this.failure = null;
         this.loading = Boolean(this.identifierText);
@@ -91,6 +106,12 @@ const ResolveView = View.extend({
         }
         // Launch once per page visit; a re-render must not start another one.
         this.autolaunch = false;
+        if (this.query.site) {
+            // The link, not the person, chose the site: they confirm it first.
+            this.confirming = true;
+            this.render();
+            return;
+        }
         this.controls.launch();
     },
 
@@ -104,8 +125,15 @@ const ResolveView = View.extend({
         if (!nb || !nb.url) {
             return;
         }
+        // Checked again here: only an http(s) notebook URL is ever navigated to.
+        const url = safeNotebookUrl(nb.url);
+        if (!url) {
+            this.refused = nb.url;
+            this.render();
+            return;
+        }
         this.$('.g-resolver-opening').removeClass('hidden');
-        window.location.assign(nb.url);
+        window.location.assign(url);
     },
 
     render() {
@@ -215,7 +243,22 @@ const ResolveView = View.extend({
         } else {
             action = html`
               <div class="g-resolver-launch-box">
-                <p>A Jupyter notebook will start at <b>${best.site}</b> with this dataset mounted read-only.</p>
+                <p>A Jupyter notebook will start at <b>${best.site}</b>${best.operator ? html` (operated by <b>${best.operator}</b>)` : ''}
+                   with this dataset mounted read-only.</p>
+                ${this.confirming ? html`
+                  <div class="g-resolver-confirm alert alert-warning">
+                    <p>This link asks to launch a notebook at <b>${best.site}</b>${best.operator ? html`, operated by <b>${best.operator}</b>` : ''}.
+                       Launch there?</p>
+                    ${best.disputed ? html`<p class="g-resolver-disputed-warning">Another site registered this identifier first;
+                       <b>${best.site}</b>'s claim to it is disputed.</p>` : ''}
+                    <p>
+                      <button class="btn btn-primary g-resolver-confirm-launch">Launch at ${best.site}</button>
+                      <button class="btn btn-default g-resolver-cancel-launch">Not now</button>
+                    </p>
+                  </div>` : ''}
+                ${this.refused ? html`
+                  <div class="g-resolver-refused alert alert-danger">The site answered with a notebook address that is
+                    not an http(s) URL; it was not opened.</div>` : ''}
                 <div class="g-resolver-launch-slot"></div>
                 <p class="g-resolver-opening hidden"><i class="icon-spin3 animate-spin"></i> Opening your notebook…</p>
               </div>`;
@@ -230,14 +273,17 @@ const ResolveView = View.extend({
           ${action}
           <h4>Where it lives</h4>
           <table class="table table-condensed g-resolver-locations">
-            <thead><tr><th>Site</th><th>Folder</th><th>Health</th><th>Last heard from</th></tr></thead>
+            <thead><tr><th>Site</th><th>Operated by</th><th>Folder</th><th>Health</th><th>Last heard from</th></tr></thead>
             <tbody>
               ${locations.map((loc) => html`
                 <tr class="g-resolver-location${loc === best ? ' info' : ''}" data-site="${loc.site}">
                   <td><i class="icon-server"></i> ${loc.site}${loc.local ? html` <span class="label label-default">this server</span>` : ''}
                       ${loc === best ? html` <span class="label label-primary">chosen</span>` : ''}
                       ${loc !== best && loc.healthy ? html` <a class="g-resolver-prefer-site" href="${this.preferHref(loc.site)}"
-                          title="Launch at ${loc.site} instead">use this site</a>` : ''}</td>
+                          title="Launch at ${loc.site} instead">use this site</a>` : ''}
+                      ${loc.disputed ? html` <span class="label label-warning g-resolver-disputed"
+                          title="Another operator's site registered this identifier first">disputed</span>` : ''}</td>
+                  <td class="g-resolver-operator">${loc.local ? 'this server' : (loc.operator || html`<span class="text-muted">unknown</span>`)}</td>
                   <td>${loc.local
                       ? html`<a href="#folder/${loc.folderId}">${loc.name}</a>`
                       : html`<a href="${siteWebUrl(loc.apiUrl)}#folder/${loc.folderId}" target="_blank" rel="noopener"
