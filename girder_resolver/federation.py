@@ -31,8 +31,6 @@ import requests
 from . import credentials, settings
 from .settings import PluginSettings, parseAllowedHosts
 
-#: (connect, read) seconds for each request to a site.
-TIMEOUT = (5, 30)
 #: Days a token obtained from a site's API key lives; refreshed well before it expires.
 TOKEN_DAYS = 1
 _TOKEN_REUSE_SECONDS = 6 * 3600
@@ -62,6 +60,27 @@ def sanitize(text, limit=MESSAGE_LIMIT):
     text = _CONTROL.sub(' ', str(text or ''))
     text = ' '.join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + '…'
+
+
+def timeouts():
+    """(connect, read) seconds for each request to a site, from the plugin's settings."""
+    return (
+        settings.get(PluginSettings.SITE_CONNECT_TIMEOUT),
+        settings.get(PluginSettings.SITE_READ_TIMEOUT),
+    )
+
+
+def _noAnswer(name, exc, timeout):
+    """The error for a request to site ``name`` that got no answer."""
+    if isinstance(exc, requests.ConnectTimeout):
+        what = f'did not accept a connection in {timeout[0]:g} s'
+    elif isinstance(exc, requests.Timeout):
+        what = f'did not answer in {timeout[1]:g} s'
+    elif isinstance(exc, requests.ConnectionError):
+        what = f'could not be reached ({type(exc).__name__})'
+    else:
+        what = f'did not answer ({type(exc).__name__})'
+    return SiteError(f'Site "{name}" {what}.')
 
 
 def _message(response):
@@ -212,10 +231,11 @@ class SiteClient:
 
     def _send(self, method, url, **kwargs):
         self._check()
+        timeout = timeouts()
         try:
-            resp = requests.request(method, url, timeout=TIMEOUT, allow_redirects=False, **kwargs)
+            resp = requests.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
         except requests.RequestException as exc:
-            raise SiteError(f'Site "{self.name}" did not answer: {type(exc).__name__}.')
+            raise _noAnswer(self.name, exc, timeout)
         if 300 <= resp.status_code < 400:
             raise SiteError(
                 f'Site "{self.name}" answered with a redirect (HTTP {resp.status_code}), which '

@@ -26,6 +26,18 @@ LAUNCHES = Histogram(
 CULLS = Counter(
     'datadns_culls', 'Notebooks stopped by the culler, by reason.', ['reason'], registry=REGISTRY
 )
+FAILOVERS = Counter(
+    'datadns_failovers',
+    'Launches that moved on from a site that failed them, by the site passed over.',
+    ['site'],
+    registry=REGISTRY,
+)
+SUSPECTED = Counter(
+    'datadns_site_suspected',
+    'Times a site became suspect (its circuit breaker opened), by site.',
+    ['site'],
+    registry=REGISTRY,
+)
 REGISTRATIONS = Counter(
     'datadns_registrations', 'Site registrations received, by mode.', ['mode'], registry=REGISTRY
 )
@@ -50,13 +62,22 @@ class _StateCollector:
         datasets = GaugeMetricFamily(
             'datadns_site_datasets', 'Datasets a site has registered.', labels=['site']
         )
+        suspects = GaugeMetricFamily(
+            'datadns_site_suspect',
+            "Whether a site's circuit breaker is open: it failed calls lately and is passed "
+            'over until its cool-down ends or it sends a heartbeat.',
+            labels=['site'],
+        )
         now = datetime.datetime.now(datetime.timezone.utc)
         model = Site()
-        for site in model.find({}, fields={'name': 1, 'lastHeartbeat': 1, 'datasetCount': 1}):
+        fields = {'name': 1, 'lastHeartbeat': 1, 'datasetCount': 1, 'suspectSince': 1}
+        for site in model.find({}, fields=fields):
             sites.add_metric([site['name']], 1 if model.healthy(site, now) else 0)
             datasets.add_metric([site['name']], site.get('datasetCount', 0))
+            suspects.add_metric([site['name']], 1 if model.suspect(site, now) else 0)
         yield sites
         yield datasets
+        yield suspects
         running = GaugeMetricFamily(
             'datadns_notebooks', 'Notebooks at this site by status.', labels=['status']
         )

@@ -71,6 +71,19 @@ class PluginSettings:
     #: Only that (non-admin) account's launch-scoped keys may launch on someone's behalf,
     #: and only for identities of that central. Written by feder8; empty = no delegation.
     FEDERATION_SERVICE = 'resolver.federation_service'
+    #: Seconds a site has to take a call: to accept the connection, and for a launch to
+    #: answer it (a site records a launch and answers at once). A launch that gets no
+    #: answer in this time moves on to the next site that holds the dataset.
+    SITE_CONNECT_TIMEOUT = 'resolver.site_connect_timeout'
+    #: Seconds to wait for a site's answer to any other call (status, stop, token).
+    SITE_READ_TIMEOUT = 'resolver.site_read_timeout'
+    #: Seconds within which a launch tries the sites holding a dataset, one after the other.
+    LAUNCH_DEADLINE = 'resolver.launch_deadline'
+    #: Failed calls in a row after which a site is suspect (one failed launch is enough).
+    SUSPECT_AFTER = 'resolver.suspect_after'
+    #: Seconds a suspect site is passed over before it is tried again (a heartbeat from a
+    #: site whose Girder answers its sidecar ends it sooner).
+    SUSPECT_SECONDS = 'resolver.suspect_seconds'
 
 
 _DEFAULTS = {
@@ -95,6 +108,11 @@ _DEFAULTS = {
     PluginSettings.CACHE_SECONDS: 2,
     PluginSettings.ALLOWED_SITE_HOSTS: [],
     PluginSettings.FEDERATION_SERVICE: {},
+    PluginSettings.SITE_CONNECT_TIMEOUT: 2,
+    PluginSettings.SITE_READ_TIMEOUT: 5,
+    PluginSettings.LAUNCH_DEADLINE: 15,
+    PluginSettings.SUSPECT_AFTER: 3,
+    PluginSettings.SUSPECT_SECONDS: 30,
 }
 # Not a setting an operator changes: a random id per database (see instanceId).
 INSTANCE_KEY = 'resolver.instance_id'
@@ -277,6 +295,28 @@ def _validateCacheSeconds(doc):
         raise ValidationException(
             f'{doc["key"]} must be between 0 (no reuse) and 60 seconds.', 'value'
         )
+
+
+@setting_utilities.validator(
+    {
+        PluginSettings.SITE_CONNECT_TIMEOUT,
+        PluginSettings.SITE_READ_TIMEOUT,
+        PluginSettings.LAUNCH_DEADLINE,
+        PluginSettings.SUSPECT_SECONDS,
+    }
+)
+def _validateSiteSeconds(doc):
+    try:
+        doc['value'] = float(doc['value'])
+    except (TypeError, ValueError):
+        raise ValidationException(f'{doc["key"]} must be a number of seconds.', 'value')
+    if not 0.1 <= doc['value'] <= 600:
+        raise ValidationException(f'{doc["key"]} must be between 0.1 and 600 seconds.', 'value')
+
+
+@setting_utilities.validator(PluginSettings.SUSPECT_AFTER)
+def _validateSuspectAfter(doc):
+    _positiveInt(doc, 1)
 
 
 @setting_utilities.validator(PluginSettings.DATA_PATHS)

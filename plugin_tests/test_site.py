@@ -63,6 +63,7 @@ def testARegisteredDatasetResolvesToTheSite(server, admin):
             'folderId': 'f1',
             'name': 'A',
             'healthy': True,
+            'suspect': False,
             'lastSeen': resp.json['locations'][0]['lastSeen'],
             'local': False,
             'operator': admin['login'],

@@ -4,9 +4,12 @@ Girder with the plugin and sample datasets (see web_fixtures.py).
 Each step saves a screenshot to test-artifacts/screenshots/<test>-<step>.png.
 """
 
+import datetime
 import re
+import time
 import urllib.parse
 
+import pymongo
 import pytest
 import requests
 from playwright.sync_api import expect
@@ -279,6 +282,47 @@ def testFederationPageListsTheSitesWithTheirHealth(page, liveSite, federation):
     expect(silent.locator('.g-resolver-health')).to_have_text('unreachable')
     expect(silent.locator('.g-resolver-site-datasets')).to_have_text('1')
     page.screenshots('sites')
+
+
+def markSuspect(liveSite, siteName, reason):
+    """What the central's circuit breaker writes after a failed launch at ``siteName``;
+    None as ``reason`` clears it (as a heartbeat from the site does)."""
+    db = pymongo.MongoClient(liveSite.girder.mongoUri)
+    try:
+        if reason is None:
+            update = {'$set': {'failures': 0}, '$unset': {'suspectSince': '', 'suspectReason': ''}}
+        else:
+            now = datetime.datetime.now(datetime.UTC)
+            update = {'$set': {'failures': 1, 'suspectSince': now, 'suspectReason': reason}}
+        db[liveSite.girder.dbName]['resolver_site'].update_one({'name': siteName}, update)
+    finally:
+        db.close()
+    # Written behind the server's back: it may reuse its last read of a site for 2 s.
+    time.sleep(2.1)
+
+
+def testASuspectSiteIsShownSoOnTheFederationAndResolvePages(page, liveSite, siteB, federation):
+    reason = f'Site "{SITE_B}" did not answer in 2 s.'
+    markSuspect(liveSite, SITE_B, reason)
+    try:
+        openApp(page, liveSite)
+        logIn(page, ADMIN)
+        page.goto(f'{liveSite.url}/#resolver/federation')
+        row = page.locator(f'.g-resolver-sites .g-resolver-site[data-site="{SITE_B}"]')
+        expect(row.locator('.g-resolver-health')).to_have_text('suspect')
+        expect(row.locator('.g-resolver-suspect')).to_have_attribute(
+            'title', f'Failed calls lately: {reason}'
+        )
+        expect(page.locator('.g-resolver-suspect-count')).to_have_text('1')
+        page.screenshots('federation')
+
+        _name, identifier, _folder = siteB.dataset('Climate reanalysis')
+        page.goto(f'{liveSite.url}/#resolve?' + urllib.parse.urlencode({'id': identifier}))
+        location = page.locator(f'.g-resolver-location[data-site="{SITE_B}"]')
+        expect(location.locator('.g-resolver-health')).to_have_text('suspect')
+        page.screenshots('resolve')
+    finally:
+        markSuspect(liveSite, SITE_B, None)
 
 
 # Notebooks ------------------------------------------------------------------------------

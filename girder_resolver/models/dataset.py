@@ -229,9 +229,10 @@ class Dataset(Model):
     def locations(self, identifier, user, preferSite=None):
         """Where ``identifier`` lives, as seen by ``user``, best location first.
 
-        Healthy locations come first; among them an explicit ``preferSite`` wins,
-        then undisputed ones, then higher weight, then more free capacity. Local
-        entries the user may not read are left out, so private data never leaks.
+        Healthy locations come first, then suspect ones (``girder_resolver.breaker``);
+        among them an explicit ``preferSite`` wins, then undisputed ones, then higher
+        weight, then more free capacity. Local entries the user may not read are left
+        out, so private data never leaks.
         """
         from .site import Site
 
@@ -261,6 +262,7 @@ class Dataset(Model):
                         'folderId': doc['folderId'],
                         'name': folder['name'],
                         'healthy': True,
+                        'suspect': False,
                         'lastSeen': now,
                         'local': True,
                         'operator': None,
@@ -282,6 +284,7 @@ class Dataset(Model):
                     'folderId': doc['folderId'],
                     'name': doc['name'],
                     'healthy': siteModel.healthy(site, now, ttl),
+                    'suspect': siteModel.suspect(site, now),
                     'lastSeen': site.get('lastHeartbeat'),
                     'local': False,
                     # Who registered the site: a person decides whom to trust.
@@ -292,8 +295,11 @@ class Dataset(Model):
             )
 
         def rank(loc):
+            # Healthy sites first, then suspect ones (they failed calls lately), then the
+            # silent ones; an explicit choice only reorders sites of the same standing.
+            standing = 2 if not loc['healthy'] else 1 if loc['suspect'] else 0
             return (
-                not loc['healthy'],
+                standing,
                 loc['site'] != preferSite,
                 loc['disputed'],
                 loc['_rank'],

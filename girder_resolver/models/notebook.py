@@ -43,7 +43,7 @@ from girder.models.folder import Folder
 from girder.models.item import Item
 from girder.models.model_base import Model
 
-from .. import metrics, settings
+from .. import breaker, metrics, settings
 from ..federation import SiteClient, SiteError, UnsafeUrl, checkNotebookUrl, sanitize
 from ..launcher import LaunchError, LaunchSpec, get_configured_launcher
 from ..settings import PluginSettings
@@ -67,6 +67,8 @@ PUBLIC_FIELDS = (
     'message',
     # At a central, the id of a notebook run at another site, there.
     'remoteId',
+    # At a central, what a launch passed over on its way to this site, in words.
+    'failover',
 )
 #: The unique partial index behind "one live notebook per (site, delegator, identity,
 #: folder)".
@@ -619,10 +621,14 @@ class Notebook(Model):
             url = checkNotebookUrl(url, site)
         lastActivity = remote.get('lastActivity')
         lastActivity = _parseTime(lastActivity) if isinstance(lastActivity, str) else None
+        message = sanitize(remote.get('message'), 500) or None
+        if doc.get('failover'):
+            # What the launch passed over stays in front of the site's own words.
+            message = f'{doc["failover"]} {message or ""}'.strip()
         return {
             'status': status,
             'url': url,
-            'message': sanitize(remote.get('message'), 500) or None,
+            'message': message,
             'lastActivity': lastActivity or doc.get('lastActivity'),
         }
 
@@ -635,37 +641,57 @@ class Notebook(Model):
         self._set(doc, **fields)
         return doc
 
-    def launchRemote(self, site, folderId, user):
+    def launchRemote(self, site, folderId, user, failover=None):
         """Launch, or return, the user's notebook for ``folderId`` at ``site`` (another site).
 
         The central records it (site, remoteId, identity) so that it is polled and
-        stopped through the central. A site that fails leaves no record behind.
+        stopped through the central. A site that fails leaves no record behind: a
+        :class:`SiteError` when the site is unavailable (no answer within
+        ``resolver.site_connect_timeout``, a 5xx, a refused credential; the site is
+        then suspect), a ``RestException`` for a refusal that is the person's (4xx).
+        ``failover`` says, in words, which sites this launch passed over first.
         """
         identity = identityOf(user)
         client = SiteClient(site)
         existing = self.findLive(site['name'], identity, folderId, user['_id'])
         if existing is not None:
             doc = self.refreshRemote(existing, site)
+            if doc.get('stopPending'):
+                # Its last notebook there is still to be stopped, and the site does not answer.
+                raise SiteError(doc['message'])
             if doc['status'] in LIVE:
                 return doc
-        doc, created = self._claimSlot(
-            site['name'], identity, folderId, user, {'apiUrl': site['apiUrl'], 'remoteId': None}
-        )
+        fields = {'apiUrl': site['apiUrl'], 'remoteId': None}
+        if failover:
+            fields['failover'] = failover
+        doc, created = self._claimSlot(site['name'], identity, folderId, user, fields)
         if not created:
             return doc
+
+        def withdraw(remote):
+            # The site answered after this launch moved on: stop what it started for
+            # nobody (a notebook it already ran for the person is left alone).
+            if remote.get('status') == 'launching' and remote.get('_id'):
+                client.stop(str(remote['_id']), identity)
+
         try:
-            remote = client.launch(folderId, identity)
+            remote = breaker.answerWithin(
+                settings.get(PluginSettings.SITE_CONNECT_TIMEOUT),
+                lambda: client.launch(folderId, identity),
+                site['name'],
+                late=withdraw,
+            )
             remoteId = remote.get('_id')
             if not isinstance(remoteId, str) or not ObjectId.is_valid(remoteId):
                 raise SiteError(f'Site "{site["name"]}" answered without a notebook id.')
             fields = self._remoteFields(doc, remote, site)
         except SiteError as exc:
             self.collection.delete_one({'_id': doc['_id']})
-            code = exc.status if exc.status and 400 <= exc.status < 500 else 502
-            if exc.status in (401, 403):
-                code = 502  # our credential failed there: not the user's fault
+            if breaker.unavailable(exc):
+                breaker.failed(_sites(), site, str(exc), launch=True)
+                raise
             raise RestException(
-                f'Site "{site["name"]}" could not launch the notebook: {exc}', code=code
+                f'Site "{site["name"]}" could not launch the notebook: {exc}', code=exc.status
             )
         except UnsafeUrl as exc:
             # Nothing of the answer is kept, and the site's notebook is not left running.
@@ -675,23 +701,97 @@ class Notebook(Model):
             except SiteError:
                 logger.warning('Could not stop notebook %s at site %s', remoteId, site['name'])
             raise RestException(_refusedUrl(site, exc), code=502)
+        breaker.succeeded(_sites(), site)
         self._set(doc, remoteId=remoteId, **fields)
         return doc
 
-    def launchAt(self, location, user):
-        """Launch the user's notebook at a location from ``Dataset().locations()``."""
+    def launchAt(self, location, user, failover=None):
+        """Launch the user's notebook at a location from ``Dataset().locations()``.
+
+        :class:`SiteError` when the location's site is unavailable.
+        """
         if location.get('local'):
             folder = Folder().load(location['folderId'], user=user, level=AccessType.READ)
             return self.launch(folder, user)
         site = _siteNamed(location['site'])
         if site is None:
-            raise RestException(f'Site "{location["site"]}" is no longer registered.', code=503)
-        return self.launchRemote(site, location['folderId'], user)
+            raise SiteError(f'Site "{location["site"]}" is no longer registered.')
+        return self.launchRemote(site, location['folderId'], user, failover)
+
+    def launchFirst(self, locations, user, site=None):
+        """Launch the user's notebook at the first of ``locations`` that takes it.
+
+        ``locations`` come ranked from ``Dataset().locations()``. A site that fails
+        the launch (no answer, a 5xx) is passed over for the next healthy location,
+        until one launches or ``resolver.launch_deadline`` passes; the notebook's
+        ``failover`` and message say what was passed over. With ``site``, only that
+        site is tried: its failure is an error that names the other sites holding
+        the data.
+        """
+        healthy = [loc for loc in locations if loc['healthy']]
+        if site is not None:
+            return self._launchAtChosen(locations, user, site)
+        if not healthy:
+            raise RestException(
+                f'No healthy site holds this dataset right now (known at: '
+                f'{_siteList(loc["site"] for loc in locations)}, none sent a heartbeat '
+                'lately). Try again later.',
+                code=503,
+            )
+        deadline = time.monotonic() + settings.get(PluginSettings.LAUNCH_DEADLINE)
+        passed = []
+        for location in healthy:
+            if passed:
+                if time.monotonic() >= deadline:
+                    break
+                metrics.FAILOVERS.labels(site=passed[-1][0]).inc()
+            note = None
+            if passed:
+                note = '; '.join(str(exc).rstrip('.') for _, exc in passed)
+                note = f'{note}; launched at {location["site"]}.'
+            try:
+                doc = self.launchAt(location, user, failover=note)
+            except SiteError as exc:
+                logger.warning('Launch at %s failed, trying the next site: %s', location, exc)
+                passed.append((location['site'], exc))
+                continue
+            if note and not doc.get('failover'):
+                # The person's notebook already lived there: say why this site all the same.
+                self._set(doc, failover=note)
+            return doc
+        reasons = ' '.join(str(exc) for _, exc in passed)
+        raise RestException(
+            f'No site could launch this dataset: {reasons} Try again in a moment.', code=502
+        )
+
+    def _launchAtChosen(self, locations, user, site):
+        """A launch at the site the request names: no failover, but a clear error naming
+        the other sites that hold the data."""
+        chosen = [loc for loc in locations if loc['site'] == site]
+        others = [loc['site'] for loc in locations if loc['site'] != site and loc['healthy']]
+        if others:
+            also = (
+                f' The dataset is also held by {_siteList(others)}: launch without "site" '
+                f'to use the best of them, or with site={others[0]}.'
+            )
+        else:
+            also = ' No other healthy site holds it.'
+        if not chosen:
+            raise RestException(f'Site "{site}" does not hold this dataset.{also}', code=404)
+        location = chosen[0]
+        if not location['healthy']:
+            raise RestException(f'Site "{site}" has not sent a heartbeat lately.{also}', code=503)
+        try:
+            return self.launchAt(location, user)
+        except SiteError as exc:
+            raise RestException(f'{exc}{also}', code=502)
 
     def refreshRemote(self, doc, site=None):
         """Bring a remote notebook's status, URL and message up to date from its site."""
         if doc.get('status') in FINAL or not doc.get('remoteId'):
             return doc
+        if doc.get('stopPending'):
+            return self.stopRemote(doc)  # a stop the site missed: try it again
         site = site or _siteNamed(doc['site'])
         if site is None:
             self._set(doc, status='error', message=f'Site "{doc["site"]}" is no longer registered.')
@@ -699,6 +799,8 @@ class Notebook(Model):
         try:
             remote = SiteClient(site).get(doc['remoteId'], doc['identity'])
         except SiteError as exc:
+            if breaker.unavailable(exc):
+                breaker.failed(_sites(), site, str(exc))
             if exc.status == 404:
                 self._set(doc, status='stopped', message='The site no longer has this notebook.')
             elif self._siteIsDown(doc, site, exc):
@@ -715,13 +817,14 @@ class Notebook(Model):
                     url=None,
                     message=(
                         f'{exc} {what} Launch again: you get this notebook back if the site '
-                        'kept it, and a site that stays down is passed over once it misses '
-                        'its heartbeats.'
+                        'kept it, or one at another site that holds the data while this one '
+                        'does not answer.'
                     ),
                 )
             else:
                 doc['message'] = f'Could not reach the site: {exc}'
             return doc
+        breaker.succeeded(_sites(), site)
         return self._applyRemote(doc, remote, site)
 
     @staticmethod
@@ -740,17 +843,37 @@ class Notebook(Model):
         return doc['status'] == 'launching' or not Site().healthy(site)
 
     def stopRemote(self, doc):
-        """Stop a remote notebook at its site, then mark the central's record stopped."""
+        """Stop a remote notebook at its site, then mark the central's record stopped.
+
+        A site that does not answer (or fails with a 5xx) leaves the record
+        ``stopping`` with ``stopPending``: the stop is tried again by the next
+        GET of the notebook and by the culler's rounds, until the site answers.
+        """
         site = _siteNamed(doc['site'])
         if site is not None and doc.get('remoteId'):
             try:
                 SiteClient(site).stop(doc['remoteId'], doc['identity'])
             except SiteError as exc:
+                if breaker.unavailable(exc):
+                    breaker.failed(_sites(), site, str(exc))
+                    self._set(
+                        doc,
+                        status='stopping',
+                        stopPending=True,
+                        url=None,
+                        message=(
+                            f'{exc} The stop is recorded here and tried again until the site '
+                            'answers.'
+                        ),
+                    )
+                    return doc
                 if exc.status != 404:
                     raise RestException(
                         f'Site "{doc["site"]}" could not stop the notebook: {exc}', code=502
                     )
-        self._set(doc, status='stopped', message='Stopped', url=None)
+            else:
+                breaker.succeeded(_sites(), site)
+        self._set(doc, status='stopped', message='Stopped', url=None, unset=('stopPending',))
         return doc
 
     # -- loading -----------------------------------------------------------------
@@ -781,6 +904,18 @@ def _siteNamed(name):
     from .site import Site
 
     return Site().findOne({'name': name})
+
+
+def _sites():
+    """The sites' collection, where their circuit breakers are kept."""
+    from .site import Site
+
+    return Site().collection
+
+
+def _siteList(names):
+    names = sorted(set(names))
+    return ', '.join(f'"{name}"' for name in names)
 
 
 def _parseTime(text):

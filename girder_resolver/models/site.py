@@ -23,7 +23,7 @@ from girder.models.group import Group
 from girder.models.model_base import Model
 from girder.models.user import User
 
-from .. import cache, credentials, settings
+from .. import breaker, cache, credentials, settings
 from ..federation import UnsafeUrl, checkApiUrl
 from ..identifiers import InvalidIdentifier, normalize
 from ..settings import PluginSettings
@@ -128,6 +128,10 @@ class Site(Model):
             last = last.replace(tzinfo=datetime.timezone.utc)
         return (now or _now()) - last <= (ttl or self.ttl())
 
+    def suspect(self, site, now=None):
+        """True while the site's circuit breaker is open (``girder_resolver.breaker``)."""
+        return breaker.suspect(site, now)
+
     def freeCapacity(self, site):
         capacity = site.get('capacity')
         if not capacity:
@@ -141,6 +145,12 @@ class Site(Model):
         doc = self.filter(site, user)
         doc['healthy'] = self.healthy(site)
         doc['hasCredential'] = bool(site.get('credentialSealed'))
+        doc['suspect'] = self.suspect(site)
+        if doc['suspect']:
+            doc['suspectSince'] = site['suspectSince']
+            if user is not None and user.get('admin'):
+                # What failed, in the words of the call that failed: for admins only.
+                doc['suspectReason'] = site.get('suspectReason')
         return doc
 
     # Limits set by the central's admin ------------------------------------------------
@@ -463,8 +473,18 @@ class Site(Model):
         if capacity is not None:
             fields['declaredCapacity'] = capacity
             fields['capacity'] = _bounded(capacity, (site.get('limits') or {}).get('capacity'))
-        self.collection.update_one({'_id': site['_id']}, {'$set': fields})
-        site.update(fields)
+        update = {'$set': fields}
+        if running is not None and (site.get('failures') or site.get('suspectSince')):
+            # Its sidecar counted its notebooks, so the site's Girder answers: whatever
+            # made it suspect is over.
+            update = {
+                '$set': {**fields, **breaker.RESET['$set']},
+                '$unset': breaker.RESET['$unset'],
+            }
+            for field in breaker.RESET['$unset']:
+                site.pop(field, None)
+        self.collection.update_one({'_id': site['_id']}, update)
+        site.update(update['$set'])
         cache.sites.discard(site['name'])
         return site
 

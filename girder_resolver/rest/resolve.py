@@ -118,20 +118,23 @@ class Resolve(Resource):
     @autoDescribeRoute(
         Description('Launch, or return, your notebook for a dataset at the best healthy site.')
         .notes(
-            'Picks the first healthy location of GET /resolve (an explicit "site" ranks first '
-            'among healthy ones). Here, it launches like POST /notebook; at another site, this '
-            "resolver asks that site to launch on your behalf with the site's federation "
-            'credential, and records the notebook (its "site" field names where it runs). '
-            'Either way the answer is a notebook: follow it with GET /notebook/{id} and stop '
-            'it with DELETE /notebook/{id}, here.'
+            'Picks the first healthy location of GET /resolve. Here, it launches like POST '
+            '/notebook; at another site, this resolver asks that site to launch on your behalf '
+            'with the site\'s federation credential, and records the notebook (its "site" '
+            'field names where it runs). A site that does not answer in time or fails (5xx) '
+            "is passed over for the next healthy site holding the data, and the notebook's "
+            '"failover" and message say so. With "site", only that site is tried, and its '
+            'failure is an error naming the other sites that hold the data. Either way the '
+            'answer is a notebook: follow it with GET /notebook/{id} and stop it with '
+            'DELETE /notebook/{id}, here.'
         )
         .param('id', 'The identifier, in any common spelling.')
-        .param('site', 'Preferred site.', required=False)
+        .param('site', 'Launch at this site only (no failover).', required=False)
         .errorResponse('The identifier does not parse.', 400)
         .errorResponse('No location is known for the identifier.', 404)
         .errorResponse('The notebook cap is reached (at the chosen site).', 429)
-        .errorResponse('The chosen site failed to launch.', 502)
-        .errorResponse('No healthy site holds the dataset.', 503)
+        .errorResponse('The chosen site, or every healthy site, failed to launch.', 502)
+        .errorResponse('No healthy site (or not the chosen one) holds the dataset.', 503)
     )
     def launch(self, id, site):
         identifier = parseIdentifier(id)
@@ -143,13 +146,5 @@ class Resolve(Resource):
             raise RestException(
                 f'No site holds {identifier.canonical}, or you may not read it.', code=404
             )
-        healthy = [loc for loc in locations if loc['healthy']]
-        if not healthy:
-            sites = ', '.join(sorted({loc['site'] for loc in locations}))
-            raise RestException(
-                f'No healthy site holds {identifier.canonical} right now (known at: {sites}, '
-                'none sent a heartbeat lately). Try again later.',
-                code=503,
-            )
         model = Notebook()
-        return model.serialize(model.launchAt(healthy[0], user))
+        return model.serialize(model.launchFirst(locations, user, site=site))

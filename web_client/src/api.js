@@ -77,7 +77,9 @@ export function startLocalNotebook(folderId) {
 }
 
 export function startRemoteNotebook(identifier, site) {
-    return request({ method: 'POST', url: 'resolve/launch', params: { id: identifier, site } });
+    // No "site" at all unless one is named: an empty one would name no site.
+    const params = site ? { id: identifier, site } : { id: identifier };
+    return request({ method: 'POST', url: 'resolve/launch', params });
 }
 
 export function stopNotebook(id) {

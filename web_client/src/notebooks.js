@@ -29,10 +29,13 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 /**
  * Where a launch goes: a location of GET /resolve (``{site, folderId, local}``)
- * and the identifier, which a launch at another site goes by.
+ * and the identifier, which a launch at another site goes by. ``explicit``: the
+ * person chose that site, so the launch goes there or fails (no failover).
  */
-export function launchTarget(location, identifier) {
-    return { local: Boolean(location.local), site: location.site, folderId: location.folderId, identifier };
+export function launchTarget(location, identifier, explicit = false) {
+    return {
+        local: Boolean(location.local), site: location.site, folderId: location.folderId, identifier, explicit,
+    };
 }
 
 /** One key per dataset copy: notebooks carry the same two fields. */
@@ -49,7 +52,9 @@ export function targetKey(target) {
 export async function launchNotebook(target, { onUpdate = () => {}, interval = POLL_INTERVAL_MS } = {}) {
     const start = target.local
         ? () => api.startLocalNotebook(target.folderId)
-        : () => api.startRemoteNotebook(target.identifier, target.site);
+        // Only a site the person chose is named: otherwise the resolver may fail over to
+        // another site holding the data when its first choice does not answer.
+        : () => api.startRemoteNotebook(target.identifier, target.explicit ? target.site : null);
     const poll = async (nb) => {
         try {
             return await api.getNotebook(nb._id);

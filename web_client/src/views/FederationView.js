@@ -48,6 +48,18 @@ function notebooksCell(site) {
     return site.capacity ? `${running} of ${site.capacity}` : String(running);
 }
 
+function healthCell(site) {
+    if (site.healthy && site.suspect) {
+        const why = site.suspectReason ? `: ${site.suspectReason}` : '';
+        return html`<span class="label label-warning g-resolver-health g-resolver-suspect"
+            title="Failed calls lately${why}"><i class="icon-attention"></i>suspect</span>
+            <span class="text-muted g-resolver-suspect-since">since ${when(site.suspectSince)}</span>`;
+    }
+    return site.healthy
+        ? html`<span class="label label-success g-resolver-health"><i class="icon-ok-circled"></i>healthy</span>`
+        : html`<span class="label label-danger g-resolver-health"><i class="icon-attention"></i>unreachable</span>`;
+}
+
 const FederationView = View.extend({
     events: {
         'click .g-resolver-refresh': function (event) {
@@ -96,13 +108,14 @@ const FederationView = View.extend({
             body = html`<div class="g-info-message-container g-resolver-no-sites"><i class="icon-info-circled"></i>
                 No site has registered with this server yet. A site's feder8 sidecar registers it.</div>`;
         } else {
-            const healthy = this.sites.filter((s) => s.healthy).length;
+            const healthy = this.sites.filter((s) => s.healthy && !s.suspect).length;
+            const suspect = this.sites.filter((s) => s.healthy && s.suspect).length;
             const datasets = this.sites.reduce((n, s) => n + (s.datasetCount || 0), 0);
             const running = this.sites.reduce((n, s) => n + (s.running || 0), 0);
             body = html`
               <p class="g-resolver-federation-summary">
                 <b>${this.sites.length}</b> site${this.sites.length === 1 ? '' : 's'},
-                <b>${healthy}</b> healthy; <b>${datasets}</b> registered dataset${datasets === 1 ? '' : 's'};
+                <b>${healthy}</b> healthy${suspect ? html`, <b class="g-resolver-suspect-count">${suspect}</b> suspect` : ''}; <b>${datasets}</b> registered dataset${datasets === 1 ? '' : 's'};
                 <b>${running}</b> notebook${running === 1 ? '' : 's'} running.
               </p>
               <table class="table table-striped table-condensed g-resolver-sites">
@@ -115,9 +128,7 @@ const FederationView = View.extend({
                     <tr class="g-resolver-site" data-site="${site.name}">
                       <td><i class="icon-server"></i> <b>${site.name}</b>${flags(site)}</td>
                       <td class="g-resolver-site-operator">${site.operator || html`<span class="text-muted">unknown</span>`}</td>
-                      <td>${site.healthy
-                          ? html`<span class="label label-success g-resolver-health"><i class="icon-ok-circled"></i>healthy</span>`
-                          : html`<span class="label label-danger g-resolver-health"><i class="icon-attention"></i>unreachable</span>`}</td>
+                      <td>${healthCell(site)}</td>
                       <td>${when(site.lastHeartbeat)}</td>
                       <td class="g-resolver-site-datasets">${site.datasetCount ?? 0}</td>
                       <td class="g-resolver-site-running">${notebooksCell(site)}</td>

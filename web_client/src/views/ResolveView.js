@@ -27,6 +27,10 @@ function siteWebUrl(apiUrl) {
 }
 
 function healthBadge(location) {
+    if (location.healthy && location.suspect) {
+        return html`<span class="label label-warning g-resolver-health g-resolver-suspect"
+            title="It failed calls lately: tried after the other sites until it answers again"><i class="icon-attention"></i>suspect</span>`;
+    }
     return location.healthy
         ? html`<span class="label label-success g-resolver-health"><i class="icon-ok-circled"></i>reachable</span>`
         : html`<span class="label label-danger g-resolver-health"><i class="icon-attention"></i>unreachable</span>`;
@@ -146,7 +150,10 @@ const ResolveView = View.extend({
         const best = this.best();
         const slot = this.el.querySelector('.g-resolver-launch-slot');
         if (best && slot) {
-            this.controls = new NotebookControls(slot, launchTarget(best, this.result.identifier), {
+            // A site named in the page's address is the person's choice: launched there or
+            // nowhere. Otherwise the resolver may fail over to another site.
+            const explicit = Boolean(this.query.site) && best.site === this.query.site;
+            this.controls = new NotebookControls(slot, launchTarget(best, this.result.identifier, explicit), {
                 openTarget: '_self',
                 onRunning: (nb) => this.goToNotebook(nb),
             }).render();

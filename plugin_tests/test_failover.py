@@ -1,0 +1,272 @@
+"""Failover with real processes: a site whose Girder is frozen (SIGSTOP) or killed is passed
+over for the other site holding the data, marked suspect, and chosen again once it is back.
+
+A central, ``site-a`` and ``site-b`` (both hold the shared sample dataset), a feder8
+each; notebooks run at the sites with the process backend.
+"""
+
+import os
+import re
+import signal
+import time
+
+import pytest
+import requests
+
+from datadns import stack
+from datadns.federation import Federation
+from datadns.sample import SHARED_DATASET
+
+CONNECT_TIMEOUT = 2
+SHARED = SHARED_DATASET[1]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope='module')
+def fed(mongoUri, tmp_path_factory):
+    federation = Federation(
+        mongoUri,
+        tmp_path_factory.mktemp('failover'),
+        dbPrefix=f'failover_{os.getpid()}',
+        interval=0.5,
+        centralSettings={
+            # Health by heartbeat stays out of the way: what is tested is the breaker.
+            'resolver.heartbeat_ttl': 120,
+            'resolver.site_connect_timeout': CONNECT_TIMEOUT,
+            'resolver.suspect_seconds': 300,
+            'resolver.cull_interval': 1,
+        },
+        siteSettings={'resolver.backend': 'process', 'resolver.user_cap': 3},
+        env={'GIRDER_SERVER_MODE': 'production'},
+    )
+    try:
+        federation.start()
+        for name in federation.siteNames:
+            federation.startFeder8(name)
+        eventually(lambda: allHealthy(federation), 60, 'both sites registered and healthy')
+        yield federation
+    finally:
+        for name in federation.siteNames:
+            girder = federation.girders.get(name)
+            if girder is not None and girder.proc is not None:
+                with_suppressed(os.kill, girder.proc.pid, signal.SIGCONT)
+        for name in federation.siteNames:
+            with_suppressed(stopEverything, federation, name)
+        federation.stop()
+
+
+def with_suppressed(fn, *args):
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - cleaning up
+        pass
+
+
+def stopEverything(fed, site):
+    gc = fed.clients[site]
+    for nb in gc.get('notebook', parameters={'live': 'true', 'limit': 0}):
+        gc.delete(f'notebook/{nb["_id"]}')
+
+
+def eventually(check, timeout, what):
+    return stack.waitFor(check, timeout, what, interval=0.2)
+
+
+def http():
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def central(fed):
+    return fed.girders['central'].apiUrl
+
+
+def sites(fed):
+    return {s['name']: s for s in http().get(f'{central(fed)}/resolver/site', timeout=10).json()}
+
+
+def allHealthy(fed):
+    listed = sites(fed)
+    return all(listed.get(n, {}).get('healthy') for n in fed.siteNames)
+
+
+def locations(fed):
+    resp = http().get(f'{central(fed)}/resolve', params={'id': SHARED}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()['locations']
+
+
+def person(fed, login):
+    password = f'{login}-password'
+    fed.clients['central'].post(
+        'user',
+        parameters={
+            'login': login,
+            'password': password,
+            'email': f'{login}@example.invalid',
+            'firstName': login,
+            'lastName': 'Tester',
+        },
+    )
+    session = http()
+    token = session.get(
+        f'{central(fed)}/user/authentication', auth=(login, password), timeout=10
+    ).json()['authToken']['token']
+    session.headers['Girder-Token'] = token
+    session.api = central(fed)
+    return session
+
+
+def launch(session, **params):
+    return session.post(
+        f'{session.api}/resolve/launch', params={'id': SHARED, **params}, timeout=60
+    )
+
+
+def waitRunning(session, notebookId, timeout=60):
+    def settled():
+        nb = session.get(f'{session.api}/notebook/{notebookId}', timeout=30).json()
+        return nb if nb['status'] != 'launching' else None
+
+    nb = eventually(settled, timeout, f'notebook {notebookId} to finish launching')
+    assert nb['status'] == 'running', nb
+    return nb
+
+
+def stop(session, notebookId):
+    resp = session.delete(f'{session.api}/notebook/{notebookId}', timeout=60)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def metric(fed, name, site):
+    text = (
+        http()
+        .get(
+            f'{central(fed)}/resolver/metrics',
+            headers={'Girder-Token': fed.clients['central'].token},
+            timeout=10,
+        )
+        .text
+    )
+    match = re.search(rf'^{name}\{{site="{site}"\}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def backToHealthy(fed, site='site-a'):
+    """The site answers its sidecar again: after its next heartbeat it is no longer suspect."""
+    eventually(lambda: not sites(fed)[site]['suspect'], 60, f'{site} no longer suspect')
+    assert [loc['site'] for loc in locations(fed)][0] == 'site-a'
+
+
+def testAFrozenSiteIsPassedOverWithinSecondsAndChosenAgainOnceItHeartbeats(fed):
+    dora = person(fed, 'dora')
+    assert [loc['site'] for loc in locations(fed)] == ['site-a', 'site-b']
+    failovers = metric(fed, 'datadns_failovers_total', 'site-a')
+    frozen = fed.girders['site-a'].proc.pid
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        resp = launch(dora)
+        assert resp.status_code == 200, resp.text
+        nb = resp.json()
+        assert nb['site'] == 'site-b'
+        assert nb['failover'] == (
+            f'Site "site-a" did not answer in {CONNECT_TIMEOUT} s; launched at site-b.'
+        )
+        nb = waitRunning(dora, nb['_id'])
+        elapsed = time.monotonic() - started
+        assert elapsed < 10, f'running at site-b only after {elapsed:.1f} s'
+        assert nb['message'].startswith('Site "site-a" did not answer in 2 s; launched at site-b.')
+
+        # site-a is suspect: listed so, ranked after site-b, counted in the metrics.
+        assert [(loc['site'], loc['suspect']) for loc in locations(fed)] == [
+            ('site-b', False),
+            ('site-a', True),
+        ]
+        assert all(loc['healthy'] for loc in locations(fed))
+        assert sites(fed)['site-a']['suspect'] is True
+        assert metric(fed, 'datadns_site_suspect', 'site-a') == 1
+        assert metric(fed, 'datadns_failovers_total', 'site-a') == failovers + 1
+
+        # A second launch goes straight to site-b: no time lost on the suspect site.
+        stop(dora, nb['_id'])
+        started = time.monotonic()
+        again = launch(dora)
+        assert again.status_code == 200 and again.json()['site'] == 'site-b', again.text
+        assert again.json()['failover'] is None
+        assert time.monotonic() - started < CONNECT_TIMEOUT
+        stop(dora, again.json()['_id'])
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    backToHealthy(fed)
+    assert metric(fed, 'datadns_site_suspect', 'site-a') == 0
+    nb = launch(dora).json()
+    assert nb['site'] == 'site-a', nb
+    waitRunning(dora, nb['_id'])
+    stop(dora, nb['_id'])
+
+
+def testAKilledSiteIsPassedOverAndNamingItExplicitlyIsAnErrorNamingTheAlternatives(fed):
+    erin = person(fed, 'erin')
+    backToHealthy(fed)
+    fed.girders['site-a'].kill()
+    started = time.monotonic()
+    resp = launch(erin)
+    assert resp.status_code == 200, resp.text
+    nb = resp.json()
+    assert nb['site'] == 'site-b'
+    assert nb['failover'].startswith('Site "site-a" could not be reached')
+    assert nb['failover'].endswith('; launched at site-b.')
+    waitRunning(erin, nb['_id'])
+    assert time.monotonic() - started < 10
+    assert sites(fed)['site-a']['suspect'] is True
+    stop(erin, nb['_id'])
+
+    # With site=, no silent failover: an error that says what to do instead.
+    resp = launch(erin, site='site-a')
+    assert resp.status_code == 502, resp.text
+    message = resp.json()['message']
+    assert message.startswith('Site "site-a" could not be reached'), message
+    assert 'also held by "site-b"' in message and 'site=site-b' in message
+    assert erin.get(f'{erin.api}/notebook', params={'live': 'true'}, timeout=30).json() == []
+
+    # The site's Girder comes back; its sidecar's next heartbeat ends the suspicion.
+    fed.startGirder('site-a')
+    backToHealthy(fed)
+    nb = launch(erin).json()
+    assert nb['site'] == 'site-a' and nb['failover'] is None, nb
+    waitRunning(erin, nb['_id'])
+    stop(erin, nb['_id'])
+
+
+def testAStopAtADeadSiteIsRecordedAndRetriedUntilTheSiteAnswers(fed):
+    finn = person(fed, 'finn')
+    backToHealthy(fed)
+    nb = launch(finn, site='site-a').json()
+    assert nb['site'] == 'site-a', nb
+    waitRunning(finn, nb['_id'])
+    assert len(fed.clients['site-a'].get('notebook', parameters={'live': 'true'})) == 1
+    fed.girders['site-a'].kill()
+
+    stopped = stop(finn, nb['_id'])
+    assert stopped['status'] == 'stopping'
+    assert 'tried again until the site answers' in stopped['message']
+    again = finn.get(f'{finn.api}/notebook/{nb["_id"]}', timeout=30).json()
+    assert again['status'] == 'stopping'
+
+    fed.startGirder('site-a')
+    eventually(
+        lambda: (
+            finn.get(f'{finn.api}/notebook/{nb["_id"]}', timeout=30).json()['status'] == 'stopped'
+        ),
+        60,
+        'the stop carried out once site-a answers',
+    )
+    eventually(
+        lambda: fed.clients['site-a'].get('notebook', parameters={'live': 'true'}) == [],
+        60,
+        'nothing live at site-a',
+    )
