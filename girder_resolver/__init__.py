@@ -97,6 +97,8 @@ class ResolverPlugin(GirderPlugin):
             logger.info('Data DNS notebooks after start-up: %s', culler.recover() or 'none')
         except Exception:  # a broken container engine must not keep Girder from starting
             logger.exception('Data DNS: notebook recovery failed')
+        # Both threads end with the server (CherryPy's 'stop'; with uvicorn, with the process).
+        cherrypy.engine.subscribe('stop', culler.stop)
         culler.start()
 
         # The warm pool refills in its own thread; a change of its size or backend

@@ -1,7 +1,8 @@
 """The culler: stops idle and old notebooks, and clears what crashes left behind.
 
 Runs as a daemon thread in every Girder process (started by the plugin's
-``load()``), one round every ``resolver.cull_interval`` seconds. Several
+``load()``, ended when the server stops), one round every ``resolver.cull_interval``
+seconds. Several
 processes may cull at once: each notebook is claimed atomically (``running →
 stopping``) before it is stopped, so exactly one of them stops it.
 
@@ -19,7 +20,6 @@ orphans.
 import datetime
 import logging
 import threading
-import time
 
 from . import metrics, settings
 from .launcher import BACKENDS, LaunchError
@@ -42,6 +42,7 @@ STARTUP_GRACE = 30
 
 _thread = None
 _threadLock = threading.Lock()
+_stop = threading.Event()
 
 
 def _now():
@@ -247,7 +248,8 @@ def _loop():
             interval = settings.get(PluginSettings.CULL_INTERVAL)
         except Exception:  # noqa: BLE001 - the database may be briefly unreachable
             interval = 60
-        time.sleep(interval)
+        if _stop.wait(interval):
+            return
         try:
             report = cullOnce()
             if report:
@@ -260,7 +262,21 @@ def start():
     """Start the culler thread once per process (``load()`` may run more than once)."""
     global _thread
     with _threadLock:
+        _stop.clear()
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_loop, name='datadns-culler', daemon=True)
             _thread.start()
     return _thread
+
+
+def stop(timeout=30):
+    """End the culler thread, after the round it may be in (the server stops: CherryPy's
+    ``stop``). A thread that outlived its server would cull against a database that is gone,
+    or belongs to someone else by then (tests give each server its own)."""
+    with _threadLock:
+        _stop.set()
+        thread = _thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning('Culler: a round is still running %ss after the server stopped', timeout)

@@ -397,6 +397,10 @@ def shutdown():
     """
     _stopping.set()
     _wake.set()
+    thread = _thread
+    if thread is not None and thread is not threading.current_thread():
+        # The refill thread ends with its server: after this round, if one is under way.
+        thread.join(30)
     if not _startedAny:
         return
     if not _roundLock.acquire(timeout=15):
@@ -430,14 +434,14 @@ def _loop():
         _wake.wait(INTERVAL)
         _wake.clear()
         if _stopping.is_set():
-            continue
+            return
         try:
             report = refillOnce()
             if report:
                 logger.info('Warm pool: %s', report)
         except Exception:  # noqa: BLE001 - a failed round must not end the thread
             logger.exception('Warm pool round failed')
-            time.sleep(INTERVAL)
+            _stopping.wait(INTERVAL)
 
 
 def start():

@@ -8,6 +8,8 @@ import atexit
 import logging
 import os
 import sys
+import threading
+import time
 
 import pytest
 
@@ -69,3 +71,23 @@ def _freshCaches():
 
     cache.clearAll()
     yield
+
+
+#: The plugin's background threads: each must end with the in-process server that started it.
+PLUGIN_THREADS = ('datadns-culler', 'datadns-pool')
+
+
+@pytest.fixture(autouse=True)
+def _noPluginThreadOutlivesItsServer():
+    """After a test (and its ``server`` fixture) no culler or pool thread runs in this process
+    while no in-process server does: a leftover would cull or refill against the next test's
+    database, or log errors against a dropped one."""
+    yield
+    import cherrypy
+
+    if cherrypy.engine.state == cherrypy.engine.states.STARTED:
+        return  # a module-scoped server is still up: its threads are meant to run
+    deadline = time.monotonic() + 30
+    while left := [t.name for t in threading.enumerate() if t.name in PLUGIN_THREADS]:
+        assert time.monotonic() < deadline, f'still running after the server stopped: {left}'
+        time.sleep(0.05)

@@ -149,16 +149,16 @@ def testTheDatabaseRestartedUnderLoadLosesNothingAndServiceResumesByItself(fed, 
         collection['_id'], 'Tagged in the outage', parentType='collection', public=True
     )
     with Resolvers(fed) as load:
-        time.sleep(2)
+        eventually(lambda: load.after(0).count(200) >= 10, 30, 'the resolvers answered')
         down = time.monotonic()
         db.stop()
-        time.sleep(5)
+        time.sleep(5)  # the outage itself: a duration, not a wait for anything
         db.start()
         up = time.monotonic()
         gc.addMetadataToFolder(folder['_id'], {'identifier': 'doi:10.5072/after.outage'})
         eventually(lambda: resolvesEverywhere(fed), 60, 'resolving again after the restart')
         recovered = time.monotonic()
-        time.sleep(2)
+        time.sleep(2)  # a window of steady load after recovery, measured below
         steady = time.monotonic()
     during = load.after(down)
     print(
@@ -204,8 +204,13 @@ def testAKilledFeder8RestartsWithoutDuplicatesOrASecondCredential(fed):
 
 
 def testARestartedCentralIsHealthyAgainAndEverythingResolves(fed):
+    seen = {name: len(fed.feder8s[name].logText()) for name in fed.siteNames}
     fed.girders['central'].stop()
-    time.sleep(INTERVAL * 4)  # the feder8s notice and back off
+    eventually(
+        lambda: all('retrying in' in fed.feder8s[n].logText()[seen[n] :] for n in fed.siteNames),
+        INTERVAL * 10 + 30,
+        'both feder8s noticing the central is down and backing off',
+    )
     started = time.monotonic()
     fed.startGirder('central')
     eventually(lambda: allHealthy(fed), 60, 'both sites healthy at the restarted central')

@@ -101,7 +101,15 @@ def testAPrivateDatasetIsNotPublishedToTheCentral(running):
     folder = gc.createFolder(coll['_id'], 'Embargoed', parentType='collection', public=False)
     gc.addMetadataToFolder(folder['_id'], {'identifier': 'doi:10.5072/embargoed'})
     gc.addMetadataToFolder(folder['_id'], {'note': 'touch'})
-    time.sleep(INTERVAL * 4)
+    # A public dataset tagged afterwards: once it has arrived, feder8 has synced past the
+    # private one.
+    witness = gc.createFolder(coll['_id'], 'Published after', parentType='collection', public=True)
+    gc.addMetadataToFolder(witness['_id'], {'identifier': 'doi:10.5072/published.after'})
+    eventually(
+        lambda: central(running, 'resolve', id='doi:10.5072/published.after').status_code == 200,
+        INTERVAL * 10 + 20,
+        'the dataset tagged afterwards at the central',
+    )
     assert central(running, 'resolve', id='doi:10.5072/embargoed').status_code == 404
 
 

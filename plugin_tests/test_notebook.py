@@ -283,7 +283,7 @@ def testTheCullerStopsIdleNotebooksSparesActiveOnesAndNoticesVanishedOnes(
     activeFolder, _ = makeDataset(server, admin, fsAssetstore, tmp_path, 'Active')
     idle = runningNotebook(server, user, idleFolder)
     active = runningNotebook(server, user, activeFolder)
-    time.sleep(3)
+    time.sleep(3)  # time passing, not a wait: the active one's activity comes 3 s later
     resp = http().get(
         apiUrl(active, 'contents'), headers={'Authorization': f'token {tokenOf(active)}'}
     )
