@@ -341,3 +341,50 @@ def testTheDatasetListingPagesAcrossBatches(server, admin, collection):
     assert names == [f'D{i:02d}' for i in range(0, 12, 2)]
     page = [d['name'] for d, _ in Dataset().findVisible({}, None, limit=2, offset=3, batchSize=5)]
     assert page == ['D06', 'D08']
+
+
+@pytest.mark.plugin('resolver')
+@pytest.mark.parametrize(
+    ('identifier', 'status'),
+    [('doi:10.5072/fk2abc', 200), ('doi:10.5072/nothing-here', 404), ('not an id', 400)],
+)
+def testAnyWebPageMayReadAnAnonymousResolution(server, admin, collection, identifier, status):
+    """The bookmarklet asks from a repository's page: any origin, no credentials."""
+    makeDataset(admin, collection, 'Survey', DOI)
+    resp = server.request(
+        '/resolve',
+        params={'id': identifier},
+        additionalHeaders=[('Origin', 'https://zenodo.org'), ('Accept', 'application/json')],
+    )
+    assertStatus(resp, status)
+    assert resp.headers['Access-Control-Allow-Origin'] == '*'
+    assert 'Access-Control-Allow-Credentials' not in resp.headers
+
+
+@pytest.mark.plugin('resolver')
+def testAnOriginTheAdminAllowsKeepsGirdersCorsAnswer(server, admin, collection):
+    Setting().set('core.cors.allow_origin', 'https://portal.example.org')
+    resp = server.request(
+        '/resolve',
+        params={'id': DOI},
+        additionalHeaders=[('Origin', 'https://portal.example.org')],
+    )
+    assertStatus(resp, 404)
+    assert resp.headers['Access-Control-Allow-Origin'] == 'https://portal.example.org'
+    assert resp.headers['Access-Control-Allow-Credentials'] == 'true'
+
+
+@pytest.mark.plugin('resolver')
+@pytest.mark.parametrize(
+    ('pasted', 'scheme'),
+    [
+        ('https://zenodo.org/records/7568094', 'doi'),
+        ('https://example.org/a/page', 'url'),
+        ('https://n2t.net/ark:/99152/p0wctqt', 'ark'),
+    ],
+)
+def testA404SaysWhatTheTextWasUnderstoodAs(server, pasted, scheme):
+    resp = resolve(server, pasted)
+    assertStatus(resp, 404)
+    assert resp.json['extra']['scheme'] == scheme
+    assert resp.json['extra']['identifier'] in resp.json['message']

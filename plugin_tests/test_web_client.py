@@ -17,7 +17,6 @@ from playwright.sync_api import expect
 from .web_fixtures import (
     ADMIN,
     REMOTE_SILENT,
-    REPO,
     SILENT_ONLY_DOI,
     SITE_A,
     SITE_B,
@@ -438,62 +437,7 @@ def testAutolaunchLinkStartsTheNotebookRightAfterLogin(page, liveSite):
     liveSite.client(*USER).delete(f'notebook/{nb["_id"]}')
 
 
-# Repository integration --------------------------------------------------------------
-
-REPOSITORY = 'https://repository.example.org'
-
-
-def bookmarklet(liveSite):
-    """The bookmarklet line of docs/repository-integration.md, pointed at this server."""
-    doc = (REPO / 'docs' / 'repository-integration.md').read_text()
-    [line] = [ln for ln in doc.splitlines() if ln.startswith('javascript:')]
-    return line.replace('https://resolver.example.org', liveSite.url)
-
-
-@pytest.mark.parametrize(
-    ('head', 'body', 'expected'),
-    [
-        ('<meta name="citation_doi" content="10.5072/DataDNS.Galaxies">', '', 'Galaxy survey'),
-        (
-            '<meta name="DC.Identifier" content="ISSN 1234-5678">'
-            '<meta name="DC.identifier" content="hdl:20.500.12345/ocean-temps">',
-            '',
-            'Ocean temperatures',
-        ),
-        (
-            '',
-            '<a href="https://doi.org/10.5072/datadns.turbulence">the data</a>',
-            'Turbulence DNS',
-        ),
-        ('', 'A page without identifiers.', None),
-    ],
-    ids=['citation_doi', 'dc.identifier', 'doi-link', 'page-url'],
-)
-def testBookmarkletSendsTheIdentifierOfThePageToTheResolver(page, liveSite, head, body, expected):
-    landing = f'{REPOSITORY}/record/42'
-    page.route(
-        f'{REPOSITORY}/**',
-        lambda route: route.fulfill(
-            content_type='text/html',
-            body=f'<html><head><title>Record</title>{head}</head><body>{body}</body></html>',
-        ),
-    )
-    page.add_init_script('window.open = (url) => { window.__opened = url; return null; };')
-    page.goto(landing)
-    page.evaluate(bookmarklet(liveSite)[len('javascript:') :])
-    opened = page.evaluate('window.__opened')
-    assert opened.startswith(f'{liveSite.apiUrl}/resolve?id=')
-    if expected is None:
-        assert urllib.parse.parse_qs(urllib.parse.urlsplit(opened).query)['id'] == [landing]
-    page.goto(opened)
-    view = page.locator('.g-resolver-resolve')
-    if expected is None:
-        expect(view.locator('.g-resolver-failure')).to_contain_text('No site')
-    else:
-        expect(view.locator('.g-resolver-dataset-title .g-resolver-dataset-name')).to_have_text(
-            expected
-        )
-    page.screenshots(f'resolved-{(expected or "page-url").split()[0].lower()}')
+# The bookmarklet of docs/repository-integration.md: test_bookmarklet.py.
 
 
 @pytest.mark.timeout(300)

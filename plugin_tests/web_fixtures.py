@@ -223,13 +223,13 @@ def registerFederation(central, siteB):
 
 
 @contextlib.contextmanager
-def launchChromium():
+def launchChromium(extraArgs=()):
     """Debian's Chromium under Playwright (skips or fails when it is missing, see chromiumPath)."""
     executable = chromiumPath()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=executable, args=[*CHROMIUM_ARGS, *extraArgs])
         try:
             yield chromium
         finally:

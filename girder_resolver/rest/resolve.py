@@ -53,6 +53,20 @@ def webClientUrl():
     return apiUrl[: -len('/api/v1')] if apiUrl.endswith('/api/v1') else apiUrl
 
 
+def _allowAnyOrigin():
+    """Let any web page read a resolution, as the bookmarklet does from a repository's page.
+
+    Only anonymous answers can be read that way: with ``*`` a browser neither sends the
+    visitor's cookies nor shows the answer to a request made with credentials, so a page never
+    learns of a private dataset. An origin the admin allowed in Girder's CORS setting (which
+    may carry credentials) keeps Girder's own answer.
+    """
+    if cherrypy.request.headers.get('Origin') and not cherrypy.response.headers.get(
+        'Access-Control-Allow-Origin'
+    ):
+        cherrypy.response.headers['Access-Control-Allow-Origin'] = '*'
+
+
 class Resolve(Resource):
     def __init__(self):
         super().__init__()
@@ -67,7 +81,9 @@ class Resolve(Resource):
             'DOIs, Handles, ARKs, URNs, PURLs and http(s) URLs are accepted in any common '
             'spelling. A browser (Accept preferring text/html) is sent with a 303 to the '
             "web client's #resolve page; other clients get JSON. Locations are listed "
-            'healthy first; folders the caller may not read are left out.'
+            'healthy first; folders the caller may not read are left out. A 404 carries '
+            '"extra": {"identifier", "scheme"}, what the text was understood as. Any web '
+            'page may read the anonymous answer (Access-Control-Allow-Origin: *).'
         )
         .param('id', 'The identifier, e.g. doi:10.5072/FK2ABC or https://doi.org/10.5072/fk2abc')
         .param('site', 'Preferred site, ranked first among healthy ones.', required=False)
@@ -83,6 +99,7 @@ class Resolve(Resource):
         .errorResponse('Too many anonymous requests from your address (see Retry-After).', 429)
     )
     def resolve(self, id, site, autolaunch):
+        _allowAnyOrigin()
         ratelimit.check()
         if prefersHtml(cherrypy.request.headers.get('Accept', '')):
             query = {'id': id if isinstance(id, str) else ''}
@@ -106,6 +123,9 @@ class Resolve(Resource):
                 f'No site holds {identifier.canonical}, or you may not read it. Check the '
                 'identifier, or log in if the dataset is private.',
                 code=404,
+                # What the text was understood as: the bookmarklet tells a repository page's
+                # identifier that no site holds from a page that carries none.
+                extra={'identifier': identifier.canonical, 'scheme': identifier.scheme},
             )
         metrics.RESOLUTIONS.labels(outcome='found').inc()
         return {
