@@ -49,7 +49,14 @@ def eventually(check, timeout=20, what='condition'):
 def running(fed):
     for name in fed.siteNames:
         fed.startFeder8(name)
-    eventually(lambda: len(sites(fed)) == 2, what='both sites registered')
+    # A site is listed as soon as its name is settled; its datasets follow with the first
+    # full snapshot.
+    eventually(
+        lambda: all(
+            'registered a full snapshot' in fed.feder8s[name].logText() for name in fed.siteNames
+        ),
+        what='both sites registered with their datasets',
+    )
     return fed
 
 

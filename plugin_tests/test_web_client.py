@@ -5,6 +5,7 @@ Each step saves a screenshot to test-artifacts/screenshots/<test>-<step>.png.
 """
 
 import datetime
+import json
 import re
 import time
 import urllib.parse
@@ -147,6 +148,41 @@ def testAnonymousVisitorIsAskedToLogInOnACollectionPage(page, liveSite):
     row.locator('.g-resolver-login').click()
     expect(page.locator('#g-login-form')).to_be_visible()
     page.screenshots('login-dialog')
+
+
+# Until the page knows who is visiting, the panel offers nothing to click: a logged-in
+# visitor must never see (and click) "Log in to launch", an anonymous one never "Launch".
+WATCH_PANEL = """
+window.__panelSeen = [];
+new MutationObserver(() => {
+    for (const sel of ['.g-resolver-login', '.g-resolver-launch']) {
+        if (document.querySelector(sel) && !window.__panelSeen.includes(sel)) {
+            window.__panelSeen.push(sel);
+        }
+    }
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
+def testALoggedInVisitorNeverSeesTheLoggedOutPanel(page, liveSite):
+    # A returning visitor: Girder's client keeps its token in localStorage.
+    token = json.dumps(tokenOf(liveSite, USER))
+    page.add_init_script(f'localStorage.setItem("girderToken", {token});' + WATCH_PANEL)
+    page.goto(f'{liveSite.url}/#collection/{liveSite.collection["_id"]}')
+    expect(datasetRow(page, GALAXY).locator('.g-resolver-launch')).to_be_visible()
+    assert page.evaluate('window.__panelSeen') == ['.g-resolver-launch']
+    page.screenshots('logged-in')
+
+
+def testAnAnonymousVisitorNeverSeesLaunchUntilLoggedInThenNeverLogIn(page, liveSite):
+    page.add_init_script(WATCH_PANEL)
+    page.goto(f'{liveSite.url}/#collection/{liveSite.collection["_id"]}')
+    row = datasetRow(page, GALAXY)
+    expect(row.locator('.g-resolver-login')).to_be_visible()
+    assert page.evaluate('window.__panelSeen') == ['.g-resolver-login']
+    logIn(page, USER, opener='.g-resolver-login')
+    expect(row.locator('.g-resolver-launch')).to_be_visible()
+    expect(page.locator('.g-resolver-datasets .g-resolver-login')).to_have_count(0)
 
 
 # The #resolve page ----------------------------------------------------------------------

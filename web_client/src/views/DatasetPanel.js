@@ -1,10 +1,43 @@
 // The datasets of a collection page, or the dataset a folder page shows: identifier
 // badges and Launch / Open / Stop with live status.
 
+import { request } from '../api';
 import { datasetsOfCollection, datasetsOfFolder, knownDatasets } from '../datasets';
 import { html } from '../html';
 import { notebooks } from '../notebooks';
 import NotebookControls from './NotebookControls';
+
+const { getCurrentUser } = girder.auth;
+
+/**
+ * Resolves once this page knows whether the visitor is logged in.
+ *
+ * Girder's client may not have its user yet when a page renders (getCurrentUser() is null
+ * both for "anonymous" and for "not known yet"), and a panel drawn then would offer a
+ * logged-in visitor "Log in to launch". So ask the server who this is; if it names a user,
+ * wait (briefly) until Girder's client has that user too.
+ */
+export function whenLoginKnown({ timeoutMs = 10000 } = {}) {
+    if (getCurrentUser()) {
+        return Promise.resolve(getCurrentUser());
+    }
+    return request({ url: 'user/me' }).catch(() => null).then((me) => {
+        if (!me) {
+            return null;
+        }
+        const deadline = Date.now() + timeoutMs;
+        return new Promise((resolve) => {
+            const check = () => {
+                if (getCurrentUser() || Date.now() > deadline) {
+                    resolve(getCurrentUser());
+                } else {
+                    setTimeout(check, 50);
+                }
+            };
+            check();
+        });
+    });
+}
 
 export function identifierBadge(identifier, scheme) {
     return html`<a class="g-resolver-identifier label label-info" href="#resolve?id=${encodeURIComponent(identifier)}"
@@ -124,9 +157,10 @@ export function attachDatasetPanel(hierarchy) {
     const token = {};
     hierarchy._resolverToken = token;
     const panel = new DatasetPanel(model);
+    // Hidden, with nothing clickable in it, until the visitor's login state is known.
     panel.el.hidden = true;
     anchor.before(panel.el);
-    Promise.all([panel.load(), notebooks.refresh()]).then(() => {
+    Promise.all([panel.load(), whenLoginKnown().then(() => notebooks.refresh())]).then(() => {
         if (hierarchy._resolverToken !== token || !panel.el.isConnected) {
             return;
         }
