@@ -81,12 +81,16 @@ class ResolverPlugin(GirderPlugin):
         logredact.install()
         registerWebClient(info['serverRoot'])
 
-        logger.info(
-            'Data DNS: site credentials are encrypted with the key in %s', credentials.ensureKey()
-        )
-        sealed = Site().sealLegacyCredentials()
-        if sealed:
-            logger.info('Data DNS: %d site credential(s) stored in clear were encrypted', sealed)
+        try:
+            where = credentials.ensureKey()
+            logger.info('Data DNS: site credentials are encrypted with the key in %s', where)
+            sealed = Site().sealLegacyCredentials()
+            if sealed:
+                logger.info('Data DNS: %d site credential(s) stored in clear encrypted', sealed)
+        except (OSError, credentials.CredentialKeyError) as exc:
+            # Resolving and local launches work without it; registrations with a
+            # credential are refused (503) until the key can be read or made.
+            logger.error('Data DNS: no key to encrypt site credentials with: %s', exc)
         girderEvents.bind('model.setting.save.after', 'resolver.siteName', _siteNameSaved)
 
         count = Dataset().reindexLocal()

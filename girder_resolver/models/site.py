@@ -305,7 +305,15 @@ class Site(Model):
         now = _now()
         fields = {'apiUrl': apiUrl, 'lastHeartbeat': now, 'lastRegistration': now}
         if credential is not None:
-            fields['credentialSealed'] = credentials.seal(credential)
+            try:
+                fields['credentialSealed'] = credentials.seal(credential)
+            except (OSError, credentials.CredentialKeyError) as exc:
+                raise RestException(
+                    'This resolver cannot store launch credentials now: it has no key to '
+                    f'encrypt them with ({type(exc).__name__}); its admin must set '
+                    f'{credentials.KEY_ENV} or make {credentials.KEY_FILE_ENV} writable.',
+                    code=503,
+                )
         if weight is not None:
             if (
                 not isinstance(weight, int | float)
