@@ -34,6 +34,8 @@ def fed(mongoUri, tmp_path_factory):
             # Health by heartbeat stays out of the way: what is tested is the breaker.
             'resolver.heartbeat_ttl': 120,
             'resolver.site_connect_timeout': CONNECT_TIMEOUT,
+            # Room for a resumed site to answer the launch the central gave up on.
+            'resolver.site_read_timeout': 10,
             'resolver.suspect_seconds': 300,
             'resolver.cull_interval': 1,
         },
@@ -272,3 +274,34 @@ def testAStopAtADeadSiteIsRecordedAndRetriedUntilTheSiteAnswers(fed):
         60,
         'nothing live at site-a',
     )
+
+
+def testALaunchTheFrozenSiteAnswersLateIsStoppedThere(fed):
+    """The site resumes within the read timeout and answers the launch the central gave
+    up on: the central stops that notebook, so nobody's notebook is left behind."""
+    gail = person(fed, 'gail')
+    backToHealthy(fed)
+    siteA = fed.clients['site-a']
+    before = len(siteA.get('notebook', parameters={'limit': 0}))
+    frozen = fed.girders['site-a'].proc.pid
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        resp = launch(gail)
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    assert resp.status_code == 200, resp.text
+    nb = resp.json()
+    assert nb['site'] == 'site-b'
+    waitRunning(gail, nb['_id'])
+    # site-a did launch for gail once resumed, and the central stopped it again.
+    eventually(
+        lambda: len(siteA.get('notebook', parameters={'limit': 0})) == before + 1,
+        30,
+        'the late launch recorded at site-a',
+    )
+    eventually(
+        lambda: siteA.get('notebook', parameters={'live': 'true', 'limit': 0}) == [],
+        30,
+        'the late launch at site-a stopped by the central',
+    )
+    stop(gail, nb['_id'])
