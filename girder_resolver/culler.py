@@ -1,10 +1,10 @@
 """The culler: stops idle and old notebooks, and clears what crashes left behind.
 
 Runs as a daemon thread in every Girder process (started by the plugin's
-``load()``, ended when the server stops), one round every ``resolver.cull_interval``
-seconds. Several
-processes may cull at once: each notebook is claimed atomically (``running →
-stopping``) before it is stopped, so exactly one of them stops it.
+``load()``, ended when the server stops), one round every
+``resolver.cull_interval`` seconds. Several processes may cull at once: each
+notebook is claimed atomically (``running → stopping``) before it is stopped,
+so exactly one of them stops it.
 
 Activity comes from the notebook server itself (``/api/status`` →
 ``last_activity``, through the launcher), as JupyterHub's culler does.

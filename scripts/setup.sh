@@ -15,6 +15,8 @@ step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have npm || need_apt+=(npm)
+# Debian's python3 creates venvs only with python3-venv (ensurepip) installed.
+[ -x "$VENV/bin/python" ] || python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ "$TEST" = 1 ]; then
     have podman || need_apt+=(podman)
     have runc || need_apt+=(runc)
