@@ -175,7 +175,8 @@ def testANotebookRunsNextToTheDataReadOnlyBehindItsToken(
     # The launch runs in the background: the request answers at once.
     assert time.monotonic() - started < 5
     assert resp.json['status'] == 'launching'
-    assert resp.json['identity'] == f'local:{user["_id"]}'
+    # Keyed by this site's name (a fresh install's default names its host) and the user.
+    assert resp.json['identity'] == f'{Setting().get("resolver.site_name")}:{user["_id"]}'
     assert set(resp.json) >= {
         '_id',
         'folderId',
