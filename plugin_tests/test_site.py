@@ -439,3 +439,61 @@ def testTheFederationServiceAccountMustNotBeAnAdmin(server, admin, user):
             params={'key': 'resolver.federation_service', 'value': json.dumps(value)},
         )
         assertStatus(resp, code)
+
+
+@pytest.mark.plugin('resolver')
+def testASiteThatFailsCallsIsSuspectRankedLastAmongHealthyAndClearedByAHeartbeat(server, admin):
+    from girder_resolver import breaker
+
+    for name in ('site-a', 'site-b'):
+        assertStatusOk(register(server, admin, name=name, datasets=[entry('doi:10.5072/two')]))
+
+    def listed():
+        resp = server.request('/resolve', params={'id': 'doi:10.5072/two'})
+        assertStatusOk(resp)
+        return [(loc['site'], loc['healthy'], loc['suspect']) for loc in resp.json['locations']]
+
+    assert listed() == [('site-a', True, False), ('site-b', True, False)]
+    coll = Site().collection
+    # Failed status calls: suspect only after resolver.suspect_after (3) in a row.
+    siteA = Site().findOne({'name': 'site-a'})
+    breaker.failed(coll, siteA, 'Site "site-a" did not answer in 5 s.')
+    breaker.failed(coll, siteA, 'Site "site-a" did not answer in 5 s.')
+    assert listed()[0] == ('site-a', True, False)
+    breaker.succeeded(coll, Site().findOne({'name': 'site-a'}))  # an answer forgives them
+    breaker.failed(coll, Site().findOne({'name': 'site-a'}), 'again')
+    assert listed()[0] == ('site-a', True, False)
+    # One failed launch is enough: ranked after the healthy site, shown as suspect.
+    breaker.failed(coll, Site().findOne({'name': 'site-a'}), 'no answer', launch=True)
+    assert listed() == [('site-b', True, False), ('site-a', True, True)]
+    sites = {s['name']: s for s in server.request('/resolver/site').json}
+    assert sites['site-a']['suspect'] is True and 'suspectReason' not in sites['site-a']
+    asAdmin = {s['name']: s for s in server.request('/resolver/site', user=admin).json}
+    assert asAdmin['site-a']['suspectReason'] == 'no answer'
+
+    # A heartbeat that could not count the site's notebooks (its Girder is down) changes
+    # nothing; one that could ends the suspicion.
+    url = '/resolver/site/site-a/heartbeat'
+    assertStatusOk(server.request(url, method='PUT', user=admin))
+    assert listed()[1] == ('site-a', True, True)
+    assertStatusOk(server.request(url, method='PUT', user=admin, params={'running': 0}))
+    assert listed() == [('site-a', True, False), ('site-b', True, False)]
+
+
+@pytest.mark.plugin('resolver')
+@pytest.mark.parametrize(
+    ('key', 'value'),
+    [
+        ('resolver.site_connect_timeout', 'soon'),
+        ('resolver.site_connect_timeout', 0),
+        ('resolver.site_read_timeout', 601),
+        ('resolver.launch_deadline', -1),
+        ('resolver.suspect_seconds', 'later'),
+        ('resolver.suspect_after', 0),
+    ],
+)
+def testFailoverSettingsRefuseNonsense(server, admin, key, value):
+    resp = server.request(
+        '/system/setting', method='PUT', user=admin, params={'key': key, 'value': json.dumps(value)}
+    )
+    assertStatus(resp, 400)
