@@ -728,9 +728,9 @@ class Notebook(Model):
         site is tried: its failure is an error that names the other sites holding
         the data.
         """
-        healthy = [loc for loc in locations if loc['healthy']]
         if site is not None:
             return self._launchAtChosen(locations, user, site)
+        healthy = [loc for loc in locations if loc['healthy']]
         if not healthy:
             raise RestException(
                 f'No healthy site holds this dataset right now (known at: '
