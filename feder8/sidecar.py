@@ -25,6 +25,7 @@ import random
 import secrets
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 import girder_client
@@ -120,6 +121,7 @@ class Sidecar:
         self.lastFull = 0.0
         self.credential = None
         self.centralName = None
+        self.notebookHost = None
         self._serviceUser = None
         self._granted = set()
         self._site = None
@@ -240,6 +242,33 @@ class Sidecar:
         self.centralName = central
         return self.config.siteName
 
+    def _siteSetting(self, key):
+        try:
+            return self.site.get('system/setting', parameters={'key': key})
+        except girder_client.HttpError as exc:
+            if exc.status == 400:
+                return None  # a setting this site's plugin does not have
+            raise
+
+    def learnNotebookPlaces(self):
+        """Where browsers reach this site's notebooks, for the central to accept their URLs.
+
+        The central keeps only notebook URLs on the host of ``--public-url``, on the
+        site's notebook host, or on its front door: feder8 reads the last two from
+        the site's settings (``resolver.notebook_host``, ``resolver.frontdoor_url``)
+        unless ``--front-door-url`` was given.
+        """
+        if not self.config.frontDoorUrl:
+            door = self._siteSetting('resolver.frontdoor_url')
+            if isinstance(door, str) and door.strip():
+                parts = urllib.parse.urlsplit(door.strip())
+                if parts.scheme in ('http', 'https') and parts.netloc:
+                    self.config.frontDoorUrl = f'{parts.scheme}://{parts.netloc}'
+        host = self._siteSetting('resolver.notebook_host')
+        publicHost = urllib.parse.urlsplit(self.config.publicUrl).hostname or ''
+        if isinstance(host, str) and host.strip() and host.strip().lower() != publicHost.lower():
+            self.notebookHost = host.strip()
+
     # The launch credential -------------------------------------------------------------
 
     def _keyName(self):
@@ -347,6 +376,7 @@ class Sidecar:
         """Replace the launch credential: a new key registered, then the old ones revoked."""
         self.waitForGirder()
         self.retry('settling the site name', self.settleSiteName)
+        self.retry("reading where the site's notebooks are", self.learnNotebookPlaces)
         user = self._serviceUser = self.retry('the federation service account', self.serviceAccount)
         self.credential = self.retry('creating a new launch credential', lambda: self._newKey(user))
         snapshot = self.retry("reading the site's datasets", self.snapshot)
@@ -392,6 +422,8 @@ class Sidecar:
             body['weight'] = self.config.weight
         if self.config.frontDoorUrl:
             body['frontDoorUrl'] = self.config.frontDoorUrl
+        if self.notebookHost:
+            body['notebookHost'] = self.notebookHost
         result = self.retry('registering with the central', lambda: self._post(body))
         self._report('registered a full snapshot', result)
         self.registered = dict(snapshot)
@@ -472,6 +504,7 @@ class Sidecar:
         """One full registration (what ``feder8 sync`` does)."""
         self.waitForGirder()
         self.retry('settling the site name', self.settleSiteName)
+        self.retry("reading where the site's notebooks are", self.learnNotebookPlaces)
         self.credential = self.retry('creating the launch credential', self.ensureCredential)
         snapshot = self.retry("reading the site's datasets", self.snapshot)
         return self.registerFull(snapshot)

@@ -178,9 +178,10 @@ def checkApiUrl(url, allowed=None):
 def checkNotebookUrl(url, site):
     """``url`` if a browser may be sent there for a notebook of ``site``; else UnsafeUrl.
 
-    Only ``http(s)`` URLs on the host of the site's registered ``apiUrl`` (any
-    port: notebooks are served beside Girder) or on the origin of the front door
-    it registered (``frontDoorUrl``); no user name or password in them.
+    Only ``http(s)`` URLs on the host of the site's registered ``apiUrl`` or on
+    the ``notebookHost`` it registered (any port: notebooks are served beside
+    Girder, each on a port of its own), or on the origin of the front door it
+    registered (``frontDoorUrl``); no user name or password in them.
     """
     if not isinstance(url, str) or len(url) > 4096 or _CONTROL.search(url) or ' ' in url:
         raise UnsafeUrl('not a URL')
@@ -195,7 +196,8 @@ def checkNotebookUrl(url, site):
         raise UnsafeUrl('it has a bad port')
     host = (parts.hostname or '').lower().rstrip('.')
     siteHost = (urllib.parse.urlsplit(site['apiUrl']).hostname or '').lower().rstrip('.')
-    if host and host == siteHost:
+    notebookHost = str(site.get('notebookHost') or '').lower().strip('[]').rstrip('.')
+    if host and host in (siteHost, notebookHost):
         return url
     frontDoor = site.get('frontDoorUrl')
     if frontDoor:

@@ -106,6 +106,16 @@ def testNotebookUrlsOnTheSitesHostOrFrontDoorAreKept(url):
     assert checkNotebookUrl(url, site) == url
 
 
+def testNotebookUrlsOnTheSitesRegisteredNotebookHostAreKeptOnAnyPort():
+    site = {**SITE, 'notebookHost': 'nb.site-a.org'}
+    assert checkNotebookUrl('http://nb.site-a.org:49152/?token=t', site)
+    assert checkNotebookUrl('https://NB.site-a.org/x/', site)
+    with pytest.raises(UnsafeUrl):
+        checkNotebookUrl('http://nb.site-a.org.evil.org:49152/', site)
+    with pytest.raises(UnsafeUrl):
+        checkNotebookUrl('javascript://nb.site-a.org/%0Aalert(1)', site)
+
+
 @pytest.mark.parametrize(
     'url',
     [

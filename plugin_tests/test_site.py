@@ -497,3 +497,26 @@ def testFailoverSettingsRefuseNonsense(server, admin, key, value):
         '/system/setting', method='PUT', user=admin, params={'key': key, 'value': json.dumps(value)}
     )
     assertStatus(resp, 400)
+
+
+@pytest.mark.plugin('resolver')
+def testASiteMayNameWhereItsNotebooksAreReached(server, admin):
+    resp = register(
+        server,
+        admin,
+        datasets=[],
+        notebookHost='notebooks.site-a.example.org',
+        frontDoorUrl='https://door.site-a.example.org',
+    )
+    assertStatusOk(resp)
+    [site] = server.request('/resolver/site').json
+    assert site['notebookHost'] == 'notebooks.site-a.example.org'
+    assert site['frontDoorUrl'] == 'https://door.site-a.example.org'
+    for field, bad in (
+        ('notebookHost', 'http://x.org'),
+        ('notebookHost', 'x.org/path'),
+        ('notebookHost', 12),
+        ('frontDoorUrl', 'javascript:alert(1)'),
+        ('frontDoorUrl', 'https://door.example.org/path'),
+    ):
+        assertStatus(register(server, admin, datasets=[], **{field: bad}), 400)

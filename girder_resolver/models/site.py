@@ -29,6 +29,8 @@ from ..identifiers import InvalidIdentifier, normalize
 from ..settings import PluginSettings
 
 _FOLDER_ID_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
+#: A host name, IPv4 address or bracketed/bare IPv6 address (no scheme, port or path).
+_HOST_RE = re.compile(r'^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.:-]{0,252})$')
 MAX_NAME_LENGTH = 512
 MAX_CREDENTIAL_LENGTH = 512
 #: How many disputed identifiers a site record lists (the count is kept in full).
@@ -79,6 +81,7 @@ class Site(Model):
                 'datasetCount',
                 'operator',
                 'frontDoorUrl',
+                'notebookHost',
                 'limits',
                 'declaredWeight',
                 'declaredCapacity',
@@ -112,6 +115,18 @@ class Site(Model):
             raise ValidationException(
                 'A site frontDoorUrl is an http(s) origin, e.g. https://notebooks.site.org.',
                 'frontDoorUrl',
+            )
+        notebookHost = doc.get('notebookHost')
+        if notebookHost is not None and (
+            not isinstance(notebookHost, str)
+            or not re.match(
+                r'^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.:-]{0,252}))$', notebookHost
+            )
+        ):
+            raise ValidationException(
+                'A site notebookHost is the host name (or address) browsers reach its '
+                'notebooks at, e.g. notebooks.site.org.',
+                'notebookHost',
             )
         return doc
 
@@ -268,6 +283,7 @@ class Site(Model):
         credential=None,
         weight=None,
         frontDoorUrl=None,
+        notebookHost=None,
     ):
         """Record a site's datasets; ``full`` replaces the site's set, ``partial`` adds to it.
 
@@ -325,6 +341,8 @@ class Site(Model):
             fields['weight'] = weight
         if frontDoorUrl is not None:
             fields['frontDoorUrl'] = frontDoorUrl
+        if notebookHost is not None:
+            fields['notebookHost'] = notebookHost
         try:
             site = self._claim(name, user, fields)
         except ValidationException as exc:

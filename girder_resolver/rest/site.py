@@ -107,7 +107,8 @@ class SiteRoutes:
     @autoDescribeRoute(
         Description('Register a site and its datasets (full snapshot or partial update).')
         .notes(
-            'Body: {name, apiUrl, credential?, weight?, frontDoorUrl?, mode: "full"|"partial", '
+            'Body: {name, apiUrl, credential?, weight?, frontDoorUrl?, notebookHost?, '
+            'mode: "full"|"partial", '
             'datasets: [{identifier, folderId, name}], removed?: [{identifier, folderId}]}. '
             'The first registrar of a name owns it. "full" replaces the site\'s datasets; '
             '"partial" adds or updates those given and drops those in "removed". Invalid '
@@ -137,6 +138,7 @@ class SiteRoutes:
             'credential',
             'weight',
             'frontDoorUrl',
+            'notebookHost',
             'mode',
             'datasets',
             'removed',
@@ -161,6 +163,7 @@ class SiteRoutes:
             credential=body.get('credential'),
             weight=body.get('weight'),
             frontDoorUrl=body.get('frontDoorUrl'),
+            notebookHost=body.get('notebookHost'),
         )
 
     @access.user
