@@ -156,3 +156,46 @@ def testTheReadmeRecipeFederatesTwoFreshInstallsAndLaunchesThroughTheCentral(ins
         feder8.terminate()
         feder8.wait(15)
         log.close()
+
+
+def testFeder8RefusesASiteNameThatDiffersFromTheSitesOwnNamingBoth(installs, tmp_path):
+    central, site = installs['central'], installs['site']
+    centralAdmin = sample.ensureAdmin(central.apiUrl, 'admin', 'central-admin-pw')
+    centralAdmin.put(
+        'system/setting',
+        parameters={'key': 'resolver.allowed_site_hosts', 'value': '["127.0.0.1"]'},
+    )
+    siteAdmin = sample.ensureAdmin(site.apiUrl, 'admin', 'site-admin-pw')
+    siteAdmin.put('system/setting', parameters={'key': 'resolver.site_name', 'value': 'chosen'})
+    env = {
+        **os.environ,
+        'FEDER8_GIRDER_URL': site.apiUrl,
+        'FEDER8_GIRDER_API_KEY': apiKey(siteAdmin, 'feder8'),
+        'FEDER8_CENTRAL_URL': central.apiUrl,
+        'FEDER8_CENTRAL_API_KEY': apiKey(centralAdmin, 'registrations'),
+    }
+
+    def sync(**extra):
+        return subprocess.run(
+            [sys.executable, '-m', 'feder8', 'sync'],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    result = sync(FEDER8_SITE_NAME='other')
+    assert result.returncode == 2, result.stderr
+    assert '"chosen"' in result.stderr and '"other"' in result.stderr
+    assert 'resolver.site_name' in result.stderr
+    # Without --site-name, the site's own name is the registered one.
+    result = sync()
+    assert result.returncode == 0, result.stderr
+    assert 'for site "chosen"' in result.stdout
+    # A central of the same name is refused too: it would take the site's users for its own.
+    centralAdmin.put('system/setting', parameters={'key': 'resolver.site_name', 'value': 'twin'})
+    siteAdmin.put('system/setting', parameters={'key': 'resolver.site_name', 'value': 'twin'})
+    time.sleep(2.1)  # the Girders' settings caches
+    result = sync()
+    assert result.returncode == 2
+    assert 'the central is also named "twin"' in result.stderr
