@@ -316,6 +316,10 @@ def testFederationPageListsTheSitesWithTheirHealth(page, liveSite, federation):
     expect(healthy.locator('.g-resolver-site-running')).to_have_text('0 of 8')
     expect(silent.locator('.g-resolver-health')).to_have_text('unreachable')
     expect(silent.locator('.g-resolver-site-datasets')).to_have_text('1')
+    # Who operates each site, and what deserves a look.
+    expect(healthy.locator('.g-resolver-site-operator')).to_have_text(ADMIN[0])
+    expect(healthy.locator('.g-resolver-site-no-credential')).to_have_count(0)
+    expect(silent.locator('.g-resolver-site-no-credential')).to_have_text('no credential')
     page.screenshots('sites')
 
 
