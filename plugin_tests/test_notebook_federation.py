@@ -65,11 +65,14 @@ def fed(mongoUri, tmp_path_factory):
         federation.responses = []
         yield federation
     finally:
-        site = federation.clients.get(SITE)
-        if site is not None:
-            for nb in site.get('notebook', parameters={'live': 'true', 'limit': 0}):
-                site.delete(f'notebook/{nb["_id"]}')
-        federation.stop()
+        try:
+            site = federation.clients.get(SITE)
+            if site is not None:
+                for nb in site.get('notebook', parameters={'live': 'true', 'limit': 0}):
+                    site.delete(f'notebook/{nb["_id"]}')
+        finally:
+            # Even when the site cannot list its notebooks, every process stops.
+            federation.stop()
 
 
 def person(fed, login):
