@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from datadns.federation import Federation, apiKey
+from feder8.sidecar import Config, Sidecar
 from girder_resolver.constants import LAUNCH_SCOPE
 
 SITE = 'site-a'
@@ -543,3 +544,45 @@ def testFeder8RotateReplacesTheCredential(fed):
     assert resp.status_code == 200, resp.text
     assert old not in result.stdout + result.stderr
     stopAllAtSite(fed)
+
+
+def testAPrivateDatasetPublishedWithIncludePrivateIsReadableByTheServiceAccountOnly(fed):
+    site = fed.clients[SITE]
+    collection = site.get('collection', parameters={'limit': 0})[0]
+    private = site.createFolder(
+        collection['_id'], 'Published private', parentType='collection', public=False
+    )
+    site.addMetadataToFolder(private['_id'], {'identifier': 'doi:10.5072/published.private'})
+    sidecar = Sidecar(
+        Config(
+            siteName=SITE,
+            girderUrl=fed.girders[SITE].apiUrl,
+            girderApiKey=fed.keys[SITE],
+            publicUrl=fed.girders[SITE].apiUrl,
+            centralUrl=fed.girders['central'].apiUrl,
+            centralApiKey=fed.keys['central'],
+            includePrivate=True,
+        )
+    )
+    sidecar.settleSiteName()
+    # The site's current launch credential (feder8 reuses it: same account, same key).
+    token = tokenOf(fed.girders[SITE].apiUrl, sidecar.ensureCredential())
+    assert siteLaunch(fed, token, private['_id'], onBehalfOf=SOMEONE).status_code == 403
+    snapshot = sidecar.snapshot()
+    assert any(folderId == private['_id'] for _ident, folderId in snapshot)
+    access = site.get(f'folder/{private["_id"]}/access')
+    service = site.get('system/setting', parameters={'key': 'resolver.federation_service'})
+    assert [(u['id'], u['level']) for u in access['users'] if u['id'] == service['userId']] == [
+        (service['userId'], 0)
+    ]
+    # Now the credential gets past READ and the published-dataset check: the folder has
+    # no data on disk, so the site answers that (422) rather than a refusal.
+    resp = siteLaunch(fed, token, private['_id'], onBehalfOf=SOMEONE)
+    assert resp.status_code in (200, 422), resp.text
+    stopAllAtSite(fed)
+    # Another user of the site still cannot read it.
+    mallory = person(fed, SITE, 'mallory')
+    assert (
+        http().get(f'{mallory.urlBase}folder/{private["_id"]}', headers=hdr(mallory)).status_code
+        == 403
+    )
