@@ -46,6 +46,7 @@ class ResolverPlugin(GirderPlugin):
             credentials,
             culler,
             events,
+            frontdoor,
             pool,
             settings,
         )
@@ -54,6 +55,7 @@ class ResolverPlugin(GirderPlugin):
         from .models.notebook import Notebook
         from .models.site import Site
         from .rest.dataset import Resolver
+        from .rest.frontdoor import StoppedNotebookPages
         from .rest.notebook import NotebookResource
         from .rest.resolve import Resolve
 
@@ -67,6 +69,8 @@ class ResolverPlugin(GirderPlugin):
         info['apiRoot'].resolve = Resolve()
         info['apiRoot'].resolver = Resolver()
         info['apiRoot'].notebook = NotebookResource()
+        # What the front door shows at /notebook/<id>/ once that notebook has stopped.
+        info['serverRoot'].mount(StoppedNotebookPages(), '/notebook', {'/': {}})
 
         TokenScope.describeScope(
             LAUNCH_SCOPE,
@@ -110,6 +114,32 @@ class ResolverPlugin(GirderPlugin):
         girderEvents.bind('model.setting.save.after', 'resolver.pool', _poolSettingSaved)
         cherrypy.engine.subscribe('stop', pool.shutdown)
         pool.start()
+
+        # The front door starts with the server (its default target is this Girder) and
+        # gets the routes of every running notebook, adopted ones included.
+        frontdoor.setRouteSource(Notebook().frontDoorRoutes)
+        cherrypy.engine.subscribe('start', _startFrontDoor)
+        # Girder 5 runs under uvicorn: only a request tells which port this Girder is on.
+        girderEvents.bind('auth.user.get', 'resolver.frontdoor', _learnGirderAddress)
+
+
+def _startFrontDoor():
+    from . import frontdoor
+
+    try:
+        frontdoor.ensure()
+    except Exception:  # noqa: BLE001 - Girder serves its API without the front door
+        logger.exception('Data DNS: the front door did not start; notebooks cannot be opened')
+
+
+def _learnGirderAddress(event):
+    import cherrypy
+
+    from . import frontdoor
+
+    local = getattr(cherrypy.request, 'local', None)
+    if local is not None:
+        frontdoor.learnGirderAddress(local.name, local.port)
 
 
 def _siteNameSaved(event):

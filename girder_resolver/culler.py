@@ -104,7 +104,7 @@ def _settleDangling(doc, grace, now):
     if alive:
         try:
             backend.wait_ready(doc['handle'], timeout=2, token=doc.get('token'))
-            url = backend.url(doc['handle'], token=doc['token'])
+            url = model.publish(doc, backend, doc['handle'])
             if model._set(
                 doc,
                 {'status': 'launching'},

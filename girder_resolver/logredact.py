@@ -12,7 +12,7 @@ import logging
 import re
 
 #: Query parameters whose values are secrets.
-SECRET_PARAMS = ('key', 'token', 'girderToken', 'password', 'credential')
+SECRET_PARAMS = ('key', 'token', 'girderToken', 'password', 'credential', 'ticket')
 _SECRET = re.compile(r'([?&](?:%s)=)[^&\s"]*' % '|'.join(SECRET_PARAMS), re.IGNORECASE)
 
 

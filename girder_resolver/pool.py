@@ -11,14 +11,17 @@ normal cold launch.
 
 **Binding at claim time.** Each pooled server starts with a token of its own,
 made then and handed to the one person who claims it (a claimed server never
-goes back to the pool), and with its dataset symlink ``home/data`` pointing at
-an empty placeholder directory; the read-only contents manager is told that
-``data`` is read-only. At claim the symlink is swapped atomically
-(``os.replace``) for one to the dataset. The contents manager resolves the real
-path of its read-only paths on every request, so from then on every write below
-``data``, or below any other path that resolves into the dataset, is refused
-with 403. The price: in a pooled notebook the dataset appears as ``data``, not
-under its folder's name, since that name is fixed when the server starts.
+goes back to the pool), and with an empty placeholder as its dataset ``data``;
+the read-only contents manager is told that ``data`` is read-only. At claim the
+launcher binds the dataset without widening the sandbox
+(``ProcessLauncher.bind_data``): for a bubblewrap sandbox, the dataset is
+mounted read-only onto the server's ``data/`` directory, a shared mount point
+whose copy inside the sandbox receives the mount (this needs Girder to run as
+root; elsewhere the pool stays empty and launches are cold); unsandboxed, the
+dataset symlink is swapped atomically. The price: in a pooled notebook the
+dataset appears as ``data``, not under its folder's name, since that name is
+fixed when the server starts. The claim also adds the notebook's route to the
+front door.
 
 **Docker.** A container's bind mounts are fixed when it is created, so a running
 container cannot be handed a dataset: with the docker backend the pool stays
@@ -122,11 +125,28 @@ class PooledNotebook(Model):
         return doc
 
 
+_unbindableLogged = False
+
+
 def targetSize():
-    """How many unclaimed servers the pool should hold now (0 unless the backend is process)."""
+    """How many unclaimed servers the pool should hold now.
+
+    0 unless the backend is process and its servers can be bound to a dataset
+    after they start (see the module's notes).
+    """
+    global _unbindableLogged
     if settings.get(PluginSettings.BACKEND) != BACKEND:
         return 0
-    return settings.get(PluginSettings.POOL_SIZE)
+    size = settings.get(PluginSettings.POOL_SIZE)
+    if size and not launcher(BACKEND).can_bind_later():
+        if not _unbindableLogged:
+            logger.warning(
+                'Warm pool disabled: sandboxed servers can be bound to a dataset after they '
+                'start only when Girder may mount file systems (runs as root)'
+            )
+            _unbindableLogged = True
+        return 0
+    return size
 
 
 def _placeholder(backend):
@@ -170,24 +190,8 @@ def take(identity):
 
 
 def bind(entry, dataPath):
-    """Point a claimed server's dataset symlink at ``dataPath``, atomically."""
-    home = os.path.join(entry['handle']['workDir'], 'home')
-    link = os.path.join(home, DATA_NAME)
-    if not os.path.islink(link):
-        # Never replace anything but the symlink this module asked for.
-        raise LaunchError(f'Pooled notebook {entry["_id"]} has no dataset link to bind.')
-    tmp = os.path.join(home, f'.{DATA_NAME}.{secrets.token_hex(4)}')
-    os.symlink(dataPath, tmp)
-    try:
-        os.replace(tmp, link)
-    except OSError:
-        os.unlink(tmp)
-        raise
-
-
-def url(entry):
-    """The notebook URL (with its token) of a pooled server."""
-    return launcher(BACKEND).url(entry['handle'], token=entry['token'])
+    """Show ``dataPath`` read-only as a claimed server's dataset (``LaunchError`` if not)."""
+    launcher(BACKEND).bind_data(entry['handle'], dataPath)
 
 
 def settle(entry):
@@ -258,7 +262,7 @@ def _start(entry, backend):
         DATA_NAME,
         labels={INSTANCE_LABEL: instanceId(), IDENTITY_LABEL: POOL_IDENTITY},
     )
-    handle = backend.start(spec)
+    handle = backend.start(spec, bind_later=True)
     entry['handle'] = handle
     result = PooledNotebook().collection.update_one(
         {'_id': entry['_id'], 'status': 'starting'},

@@ -84,6 +84,23 @@ class PluginSettings:
     #: Seconds a suspect site is passed over before it is tried again (a heartbeat from a
     #: site whose Girder answers its sidecar ends it sooner).
     SUSPECT_SECONDS = 'resolver.suspect_seconds'
+    #: Most live notebooks this site runs at once, everyone's together (0 = no cap).
+    SITE_CAP = 'resolver.site_cap'
+    #: Where bubblewrap cannot run, start process-backend notebooks unsandboxed rather
+    #: than refuse (trusted users only: see docs/security.md).
+    ALLOW_UNSANDBOXED = 'resolver.allow_unsandboxed'
+    #: Whether this Girder starts and supervises the front door (configurable-http-proxy).
+    FRONTDOOR_MANAGED = 'resolver.frontdoor_managed'
+    #: The front door's public URL, what browsers open ('' = http://<notebook_host>:<port>).
+    FRONTDOOR_URL = 'resolver.frontdoor_url'
+    #: Port of the managed front door (0 = a free port chosen when it starts).
+    FRONTDOOR_PORT = 'resolver.frontdoor_port'
+    #: Address the managed front door listens on ('' = loopback when notebook_host is).
+    FRONTDOOR_IP = 'resolver.frontdoor_ip'
+    #: REST API URL of a front door run as a service of its own (frontdoor_managed false).
+    FRONTDOOR_API_URL = 'resolver.frontdoor_api_url'
+    #: The configurable-http-proxy executable ('' = the one scripts/setup.sh installed).
+    FRONTDOOR_COMMAND = 'resolver.frontdoor_command'
 
 
 _DEFAULTS = {
@@ -113,6 +130,14 @@ _DEFAULTS = {
     PluginSettings.LAUNCH_DEADLINE: 15,
     PluginSettings.SUSPECT_AFTER: 3,
     PluginSettings.SUSPECT_SECONDS: 30,
+    PluginSettings.SITE_CAP: 50,
+    PluginSettings.ALLOW_UNSANDBOXED: False,
+    PluginSettings.FRONTDOOR_MANAGED: True,
+    PluginSettings.FRONTDOOR_URL: '',
+    PluginSettings.FRONTDOOR_PORT: 0,
+    PluginSettings.FRONTDOOR_IP: '',
+    PluginSettings.FRONTDOOR_API_URL: '',
+    PluginSettings.FRONTDOOR_COMMAND: '',
 }
 # Not a setting an operator changes: a random id per database (see instanceId).
 INSTANCE_KEY = 'resolver.instance_id'
@@ -264,7 +289,12 @@ def _validateAtLeastOne(doc):
 
 
 @setting_utilities.validator(
-    {PluginSettings.MAX_AGE, PluginSettings.POOL_SIZE, PluginSettings.MAX_REGISTRATION}
+    {
+        PluginSettings.MAX_AGE,
+        PluginSettings.POOL_SIZE,
+        PluginSettings.MAX_REGISTRATION,
+        PluginSettings.SITE_CAP,
+    }
 )
 def _validateNonNegative(doc):
     _positiveInt(doc, 0)
@@ -418,3 +448,37 @@ def _validateMetricsToken(doc):
             'The metrics secret must be empty (admins only) or at least 16 characters.', 'value'
         )
     doc['value'] = value
+
+
+@setting_utilities.validator({PluginSettings.ALLOW_UNSANDBOXED, PluginSettings.FRONTDOOR_MANAGED})
+def _validateBoolean(doc):
+    value = doc['value']
+    if isinstance(value, str) and value.strip().lower() in ('true', 'false'):
+        value = value.strip().lower() == 'true'
+    if not isinstance(value, bool):
+        raise ValidationException(f'{doc["key"]} must be true or false.', 'value')
+    doc['value'] = value
+
+
+@setting_utilities.validator({PluginSettings.FRONTDOOR_URL, PluginSettings.FRONTDOOR_API_URL})
+def _validateFrontDoorUrl(doc):
+    value = doc['value'] or ''
+    if not isinstance(value, str) or (value and not re.match(r'^https?://[^\s/?#]+/?$', value)):
+        raise ValidationException(
+            f'{doc["key"]} must be empty or an http(s) URL of a host (and port), no path.', 'value'
+        )
+    doc['value'] = value.rstrip('/')
+
+
+@setting_utilities.validator(PluginSettings.FRONTDOOR_PORT)
+def _validateFrontDoorPort(doc):
+    _positiveInt(doc, 0)
+    if doc['value'] > 65535:
+        raise ValidationException(f'{doc["key"]} must be a TCP port (0 = any free one).', 'value')
+
+
+@setting_utilities.validator({PluginSettings.FRONTDOOR_IP, PluginSettings.FRONTDOOR_COMMAND})
+def _validateOptionalString(doc):
+    if not isinstance(doc['value'] or '', str):
+        raise ValidationException(f'{doc["key"]} must be a string.', 'value')
+    doc['value'] = (doc['value'] or '').strip()

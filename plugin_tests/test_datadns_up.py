@@ -114,11 +114,13 @@ def testDatadnsUpResolvesLaunchesStopsCleanlyAndReusesItsData(home):
                 break
             time.sleep(1)
         assert notebook['status'] == 'running', notebook
-        base, jupyterToken = notebook['url'].split('?token=')
-        base = base.split('/tree')[0].rstrip('/')
-        listing = requests.get(
-            f'{base}/api/contents/Galaxy survey', params={'token': jupyterToken}, timeout=10
-        ).json()
+        # The URL is the site's single-use open link at its front door: it sets the
+        # notebook's cookie and sends the browser to /notebook/<id>/.
+        browser = requests.Session()
+        opened = browser.get(notebook['url'], timeout=30)
+        assert opened.status_code == 200, opened.text
+        base = opened.url.split('/tree')[0].rstrip('/')
+        listing = browser.get(f'{base}/api/contents/Galaxy survey', timeout=10).json()
         assert {'README.md', 'part-1.csv', 'part-2.csv'} <= {c['name'] for c in listing['content']}
     finally:
         code = up.interrupt()

@@ -9,17 +9,16 @@ import textwrap
 import time
 
 import pytest
-import requests
 
 import girder_resolver.launcher
 from girder_resolver.launcher import LaunchError, LaunchSpec, ProcessLauncher, get_launcher
-from plugin_tests.launcher_helpers import connectRefused, contentsUrl, makeDataset
+from plugin_tests.launcher_helpers import makeDataset, socketRefused
 
 TOKEN = 'process-test-token'
 
 
-def _auth(token=TOKEN):
-    return {'Authorization': f'token {token}'}
+def _contents(launcher, handle, method, path, body=None, token=TOKEN):
+    return launcher.request(handle, method, f'api/contents/{path}', token=token, body=body)
 
 
 DATA_NAME = 'survey 2016'
@@ -51,69 +50,76 @@ def test_handle_is_json_and_names_the_process(started):
     assert handle['backend'] == 'process'
     assert handle['notebookId'] == spec.notebook_id
     assert handle['baseUrl'] == f'/notebook/{spec.notebook_id}/'
-    assert isinstance(handle['pid'], int) and isinstance(handle['port'], int)
+    assert isinstance(handle['pid'], int)
+    assert handle['socket'] == os.path.join(handle['workDir'], 'run', 'nb.sock')
+    assert 'port' not in handle and 'host' not in handle
+    assert handle['sandboxed'] is True
     assert launcher.poll(handle)
 
 
-def test_url_is_on_the_public_host_and_carries_the_token(started):
+def test_url_is_the_front_door_and_the_token_stays_out_of_the_environment(started):
     launcher, spec, handle = started
-    assert launcher.url(handle, spec) == f'http://127.0.0.1:{handle["port"]}{spec.base_url}'
-    assert launcher.url(handle, token=TOKEN).endswith(f'{spec.base_url}?token={TOKEN}')
-    other = ProcessLauncher(public_host='nb.example.org', work_root=launcher.work_root)
-    assert other.url(handle, spec.base_url).startswith('http://nb.example.org:')
+    with pytest.raises(LaunchError, match='front door'):
+        launcher.url(handle)
+    fronted = ProcessLauncher(public_url='https://nb.example.org', work_root=launcher.work_root)
+    assert fronted.url(handle, spec) == f'https://nb.example.org{spec.base_url}'
+    with open(f'/proc/{_serverPid(handle)}/environ', 'rb') as environ:
+        assert TOKEN.encode() not in environ.read()
+    config = os.path.join(handle['workDir'], 'etc', 'jupyter_server_config.py')
+    assert os.stat(config).st_mode & 0o777 == 0o600
+
+
+def _descendants(pid):
+    """``pid`` and every process below it, found through /proc."""
+    found = [pid]
+    for parent in found:
+        for task in os.listdir(f'/proc/{parent}/task'):
+            with open(f'/proc/{parent}/task/{task}/children') as children:
+                found += [int(child) for child in children.read().split()]
+    return found
+
+
+def _serverPid(handle):
+    """The jupyter_server process (inside the sandbox: the deepest one below bwrap)."""
+    return _descendants(handle['pid'])[-1]
 
 
 def test_dataset_is_listed_under_its_name(started):
     launcher, spec, handle = started
-    response = requests.get(contentsUrl(launcher, handle, DATA_NAME), headers=_auth(), timeout=10)
-    assert response.status_code == 200, response.text
+    response = _contents(launcher, handle, 'GET', DATA_NAME)
+    assert response.status == 200, response.body
     listing = response.json()
     assert {item['name'] for item in listing['content']} == {'readme.txt', 'tables'}
     assert listing['writable'] is False
-    file = requests.get(
-        contentsUrl(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth(), timeout=10
-    )
-    assert file.status_code == 200
+    file = _contents(launcher, handle, 'GET', f'{DATA_NAME}/tables/values.csv')
+    assert file.status == 200
     assert file.json()['content'] == 'a,b\n1,2\n'
 
 
 def test_requests_without_the_token_are_refused(started):
     launcher, _, handle = started
-    assert requests.get(contentsUrl(launcher, handle, ''), timeout=10).status_code == 403
-    wrong = requests.get(contentsUrl(launcher, handle, ''), headers=_auth('wrong'), timeout=10)
-    assert wrong.status_code == 403
+    assert _contents(launcher, handle, 'GET', '', token=None).status == 403
+    assert _contents(launcher, handle, 'GET', '', token='wrong').status == 403
 
 
 def test_writes_into_the_dataset_are_refused(started):
     launcher, spec, handle = started
     new_file = {'type': 'file', 'format': 'text', 'content': 'overwrite'}
-    put = requests.put(
-        contentsUrl(launcher, handle, f'{DATA_NAME}/new.txt'), json=new_file, headers=_auth()
-    )
-    assert put.status_code == 403
+    put = _contents(launcher, handle, 'PUT', f'{DATA_NAME}/new.txt', new_file)
+    assert put.status == 403
     assert 'read-only' in put.json()['message']
     assert not os.path.exists(os.path.join(spec.data_path, 'new.txt'))
 
-    overwrite = requests.put(
-        contentsUrl(launcher, handle, f'{DATA_NAME}/readme.txt'), json=new_file, headers=_auth()
-    )
-    assert overwrite.status_code == 403
-    untitled = requests.post(
-        contentsUrl(launcher, handle, f'{DATA_NAME}/tables'), json={'type': 'file'}, headers=_auth()
-    )
-    assert untitled.status_code == 403
-    rename = requests.patch(
-        contentsUrl(launcher, handle, f'{DATA_NAME}/readme.txt'),
-        json={'path': 'stolen.txt'},
-        headers=_auth(),
-    )
-    assert rename.status_code == 403
-    delete = requests.delete(
-        contentsUrl(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth()
-    )
-    assert delete.status_code == 403
-    delete_mount = requests.delete(contentsUrl(launcher, handle, DATA_NAME), headers=_auth())
-    assert delete_mount.status_code == 403
+    overwrite = _contents(launcher, handle, 'PUT', f'{DATA_NAME}/readme.txt', new_file)
+    assert overwrite.status == 403
+    untitled = _contents(launcher, handle, 'POST', f'{DATA_NAME}/tables', {'type': 'file'})
+    assert untitled.status == 403
+    rename = _contents(launcher, handle, 'PATCH', f'{DATA_NAME}/readme.txt', {'path': 'x.txt'})
+    assert rename.status == 403
+    delete = _contents(launcher, handle, 'DELETE', f'{DATA_NAME}/tables/values.csv')
+    assert delete.status == 403
+    delete_mount = _contents(launcher, handle, 'DELETE', DATA_NAME)
+    assert delete_mount.status == 403
     assert sorted(os.listdir(spec.data_path)) == ['readme.txt', 'tables']
     with open(os.path.join(spec.data_path, 'readme.txt')) as readme:
         assert readme.read() == 'hello\n'
@@ -121,12 +127,8 @@ def test_writes_into_the_dataset_are_refused(started):
 
 def test_copy_out_of_the_dataset_into_the_work_dir_is_allowed(started):
     launcher, _, handle = started
-    copy = requests.post(
-        contentsUrl(launcher, handle, ''),
-        json={'copy_from': f'{DATA_NAME}/readme.txt'},
-        headers=_auth(),
-    )
-    assert copy.status_code == 201, copy.text
+    copy = _contents(launcher, handle, 'POST', '', {'copy_from': f'{DATA_NAME}/readme.txt'})
+    assert copy.status == 201, copy.body
     assert os.path.isfile(os.path.join(handle['workDir'], 'home', copy.json()['path']))
 
 
@@ -137,10 +139,8 @@ def test_notebook_work_dir_is_writable(started):
         'format': 'json',
         'content': {'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5},
     }
-    put = requests.put(
-        contentsUrl(launcher, handle, 'analysis.ipynb'), json=notebook, headers=_auth()
-    )
-    assert put.status_code == 201, put.text
+    put = _contents(launcher, handle, 'PUT', 'analysis.ipynb', notebook)
+    assert put.status == 201, put.body
     assert put.json()['writable'] is True
     assert os.path.isfile(os.path.join(handle['workDir'], 'home', 'analysis.ipynb'))
 
@@ -160,7 +160,7 @@ def test_list_running_finds_it_from_a_fresh_launcher(started):
     assert handle in ProcessLauncher(work_root=launcher.work_root).list_running()
 
 
-def test_stop_frees_the_port_ends_the_process_and_keeps_the_data(tmp_path):
+def test_stop_closes_the_socket_ends_the_sandbox_and_keeps_the_data(tmp_path):
     launcher = ProcessLauncher(work_root=str(tmp_path / 'work'))
     spec = LaunchSpec('proc-stop', TOKEN, str(makeDataset(tmp_path)))
     handle = launcher.start(spec)
@@ -168,7 +168,7 @@ def test_stop_frees_the_port_ends_the_process_and_keeps_the_data(tmp_path):
 
     launcher.stop(handle)
 
-    assert connectRefused(handle['host'], handle['port'])
+    assert socketRefused(handle['socket'])
     with pytest.raises(ProcessLookupError):
         os.kill(handle['pid'], 0)
     assert not launcher.poll(handle)
@@ -205,7 +205,7 @@ def test_a_restarted_server_adopts_and_stops_a_running_notebook(tmp_path):
     report = json.loads(result.stdout)
     assert report == {'running': [handle], 'alive': [True]}
     assert not launcher.is_alive(handle)
-    assert connectRefused(handle['host'], handle['port'])
+    assert socketRefused(handle['socket'])
 
 
 def test_list_running_clears_markers_of_dead_notebooks(tmp_path):

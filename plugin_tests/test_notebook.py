@@ -22,8 +22,9 @@ from girder.models.setting import Setting
 from girder.models.user import User
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
-from girder_resolver import culler
+from girder_resolver import culler, frontdoor
 from girder_resolver.launcher import LaunchSpec
+from girder_resolver.launcher.identity import COOKIE_NAME
 from girder_resolver.models.notebook import (
     IDENTITY_LABEL,
     INSTANCE_LABEL,
@@ -57,7 +58,13 @@ def http():
     return session
 
 
-def portRefused(host, port):
+def serverRefused(handle):
+    """True when nothing answers where the notebook server listened (socket or port)."""
+    if handle.get('socket'):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(2)
+            return sock.connect_ex(handle['socket']) != 0
+    host, port = handle['host'], handle['port']
     with socket.socket() as sock:
         sock.settimeout(2)
         return sock.connect_ex((host if host not in ('0.0.0.0', '') else '127.0.0.1', port)) != 0
@@ -120,14 +127,19 @@ def runningNotebook(server, user, folder):
     return nb
 
 
+def frontDoorUrl(nb):
+    """``<front door>/notebook/<id>/``: where a local notebook is reached."""
+    return Notebook().frontDoorUrl(Notebook().load(nb['_id']))
+
+
 def apiUrl(nb, path):
-    """``{base_url}api/{path}`` of a notebook, from its URL."""
-    parts = urllib.parse.urlsplit(nb['url'])
-    return f'{parts.scheme}://{parts.netloc}{parts.path}api/{path}'
+    """``{base_url}api/{path}`` of a notebook, through the front door."""
+    return f'{frontDoorUrl(nb)}api/{path}'
 
 
 def tokenOf(nb):
-    return urllib.parse.parse_qs(urllib.parse.urlsplit(nb['url']).query)['token'][0]
+    """The notebook's Jupyter token (never in its URL: test_frontdoor.py opens that link)."""
+    return Notebook().load(nb['_id'])['token']
 
 
 def handleOf(nb):
@@ -206,16 +218,20 @@ def testANotebookRunsNextToTheDataReadOnlyBehindItsToken(
         json={'type': 'file', 'format': 'text', 'content': 'x'},
     )
     assert write.status_code == 403
-    # The notebook URL opens the UI's file listing, which shows the dataset.
-    page = session.get(nb['url'])
+    # The notebook's address opens the UI's file listing, which shows the dataset, to a
+    # browser holding the notebook's cookie (what its open link sets: test_frontdoor.py).
+    assert token not in nb['url']
+    page = session.get(frontDoorUrl(nb), headers={'Authorization': f'token {token}'})
     assert page.status_code == 200
     assert urllib.parse.urlsplit(page.url).path.endswith('/tree')
-    tab = browser.new_page()
+    context = browser.new_context()
     try:
-        tab.goto(nb['url'])
+        context.add_cookies([{'name': COOKIE_NAME, 'value': token, 'url': frontDoorUrl(nb)}])
+        tab = context.new_page()
+        tab.goto(frontDoorUrl(nb))
         tab.get_by_text('Survey 2016', exact=True).first.wait_for(timeout=20000)
     finally:
-        tab.close()
+        context.close()
 
     # The same person launching again gets the same notebook.
     again = launch(server, user, folder)
@@ -233,7 +249,10 @@ def testANotebookRunsNextToTheDataReadOnlyBehindItsToken(
     assert resp.json['status'] == 'stopped'
     assert resp.json['url'] is None
     assert not launcher(backend).is_alive(handle)
-    assert portRefused(handle['host'], handle['port'])
+    assert serverRefused(handle)
+    # The front door no longer routes there (test_frontdoor.py: Girder's "stopped" page).
+    assert f'/notebook/{nb["_id"]}' not in frontdoor.routes()
+    assert http().get(apiUrl(nb, 'contents')).status_code != 200
     assert Notebook().load(nb['_id']).get('token') is None
 
 

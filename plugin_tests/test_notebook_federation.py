@@ -120,18 +120,25 @@ def waitRunning(fed, gc, notebookId, timeout=90):
         time.sleep(0.3)
 
 
+def frontDoorBase(nb):
+    """``<site front door>/notebook/<site's id>/``, from the notebook's open link."""
+    parts = urllib.parse.urlsplit(nb['url'])
+    siteId = parts.path.split('/')[4]  # /api/v1/notebook/<id>/open
+    return f'{parts.scheme}://{parts.netloc}/notebook/{siteId}/'
+
+
 def contents(nb, path=''):
-    parts = urllib.parse.urlsplit(nb['url'])
-    token = urllib.parse.parse_qs(parts.query)['token'][0]
-    url = f'{parts.scheme}://{parts.netloc}{parts.path}api/contents/{urllib.parse.quote(path)}'
-    return http().get(url, headers={'Authorization': f'token {token}'}, timeout=10)
+    """Open the notebook's link as a browser would, then list ``path`` with its cookie."""
+    session = http()
+    opened = session.get(nb['url'], timeout=30)
+    assert opened.status_code == 200, opened.text
+    assert urllib.parse.urlsplit(opened.url).path.startswith('/notebook/')
+    return session.get(f'{frontDoorBase(nb)}api/contents/{urllib.parse.quote(path)}', timeout=10)
 
 
-def portRefused(nb):
-    parts = urllib.parse.urlsplit(nb['url'])
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        return sock.connect_ex((parts.hostname, parts.port)) != 0
+def stoppedAtTheFrontDoor(nb):
+    """The site's front door answers for the notebook with its "stopped" answer (410)."""
+    return http().get(f'{frontDoorBase(nb)}api/contents', timeout=10).status_code == 410
 
 
 def testALaunchAtTheCentralRunsEachPersonsOwnNotebookAtTheSite(fed):
@@ -179,7 +186,7 @@ def testALaunchAtTheCentralRunsEachPersonsOwnNotebookAtTheSite(fed):
     assert stopped.json()['status'] == 'stopped'
     remote = [n for n in fed.clients[SITE].get('notebook') if n['identity'].endswith(aliceId)]
     assert [n['status'] for n in remote] == ['stopped']
-    assert portRefused(nb)
+    assert stoppedAtTheFrontDoor(nb)
     # A notebook stopped at the site (say, culled there) shows as stopped at the central.
     fed.clients[SITE].delete(f'notebook/{bobs["remoteId"]}')
     assert call(fed, bob, 'GET', f'notebook/{bobs["_id"]}').json()['status'] == 'stopped'

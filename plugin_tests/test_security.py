@@ -283,6 +283,21 @@ MATRIX = {
             expect(401, OK, 403, 403, 403, OK, 400),
         ),
     ],
+    ('GET', '/notebook/{id}/open'): [
+        (
+            "user's stopped notebook, no ticket: only its owner learns it is not running",
+            lambda w, c: {'path': f'/notebook/{w.notebook}/open'},
+            expect(403, 409, 403, 403, 403, 403, 403),
+        ),
+        (
+            'a forged ticket',
+            lambda w, c: {
+                'path': f'/notebook/{w.notebook}/open',
+                'params': {'ticket': '9999999999.x.forged'},
+            },
+            expect(403, 409, 403, 403, 403, 403, 403),
+        ),
+    ],
     ('DELETE', '/notebook/{id}'): [
         (
             "user's notebook",

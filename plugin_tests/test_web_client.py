@@ -368,16 +368,23 @@ def testASuspectSiteIsShownSoOnTheFederationAndResolvePages(page, liveSite, site
 
 
 def assertNotebookPage(notebookPage, url, datasetName):
-    """The page a notebook URL leads to is the notebook server's own, with the dataset in it."""
-    base = url.split('?')[0]
-    expect(notebookPage).to_have_url(re.compile('^' + re.escape(base)))
+    """The page a notebook URL leads to is the notebook server's own, with the dataset in it.
+
+    ``url`` is the notebook's single-use open link; the page ends at the front door's
+    ``/notebook/<id>/``, logged in by the cookie that the link set, with no token in sight.
+    """
+    notebookId = re.search(r'/notebook/([0-9a-f]{24})/open\?ticket=', url).group(1)
+    expect(notebookPage).to_have_url(re.compile(rf'/notebook/{notebookId}/'))
     expect(notebookPage.locator('body')).to_contain_text('Jupyter')
-    # Whatever the notebook's front end, its contents API lists the mounted dataset.
-    token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)['token'][0]
-    resp = requests.get(f'{base}api/contents', params={'token': token}, timeout=10)
-    resp.raise_for_status()
+    assert 'token' not in notebookPage.url
+    base = notebookPage.url.split(f'/notebook/{notebookId}/')[0] + f'/notebook/{notebookId}/'
+    # Whatever the notebook's front end, its contents API lists the mounted dataset, to
+    # this browser (its cookie) and to nobody else.
+    resp = notebookPage.request.get(f'{base}api/contents')
+    assert resp.ok, resp.status
     names = [entry['name'] for entry in resp.json()['content']]
     assert any(datasetName.split()[0] in name for name in names), names
+    assert requests.get(f'{base}api/contents', timeout=10).status_code == 403
 
 
 def notebooksOf(liveSite, credentials, folderId):
@@ -417,7 +424,12 @@ def testCollectionPageLaunchesOpensAndStopsANotebook(page, liveSite):
     page.screenshots('4-notebook', page=notebookPage)
     notebookPage.close()
 
-    [running] = [nb for nb in notebooksOf(liveSite, USER, folder['_id']) if nb['url'] == url]
+    # Each answer carries a fresh single-use link: the same notebook, another ticket.
+    [running] = [
+        nb
+        for nb in notebooksOf(liveSite, USER, folder['_id'])
+        if nb['url'] and nb['url'].split('?')[0] == url.split('?')[0]
+    ]
     assert running['status'] == 'running'
 
     row.locator('.g-resolver-stop').click()

@@ -17,6 +17,8 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have npm || need_apt+=(npm)
 # Debian's python3 creates venvs only with python3-venv (ensurepip) installed.
 [ -x "$VENV/bin/python" ] || python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# The process backend sandboxes each notebook server with bubblewrap.
+have bwrap || need_apt+=(bubblewrap)
 if [ "$TEST" = 1 ]; then
     have podman || need_apt+=(podman)
     have runc || need_apt+=(runc)
@@ -54,6 +56,14 @@ fi
 
 if have npm; then
     scripts/build-web.sh
+    # The front door: configurable-http-proxy, pinned by frontdoor/package-lock.json,
+    # installed into frontdoor/node_modules (nothing is fetched at run time).
+    chp=frontdoor/node_modules/.bin/configurable-http-proxy
+    if [ ! -x "$chp" ] || [ frontdoor/package-lock.json -nt "$chp" ]; then
+        step "Installing the front door (configurable-http-proxy)"
+        (cd frontdoor && npm ci --no-audit --no-fund --loglevel=error)
+        touch "$chp"
+    fi
 else
     echo "npm not found: the web client is not built; the API works without it" >&2
 fi

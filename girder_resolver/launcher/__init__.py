@@ -12,7 +12,14 @@ The backends know nothing of Girder. The docker backend imports the docker SDK
 only when it is used, so this package imports without it.
 """
 
-from .base import Launcher, LaunchError, LaunchSpec, Option, sanitize_data_name
+from .base import (
+    Launcher,
+    LaunchError,
+    LaunchSpec,
+    Option,
+    open_connection,
+    sanitize_data_name,
+)
 from .docker import DockerLauncher
 from .process import ProcessLauncher
 
@@ -60,5 +67,6 @@ __all__ = [
     'ProcessLauncher',
     'get_configured_launcher',
     'get_launcher',
+    'open_connection',
     'sanitize_data_name',
 ]

@@ -352,7 +352,8 @@ class Launcher(abc.ABC):
             handle, self.config['request_timeout'] if timeout is None else timeout
         )
         try:
-            connection.request(method, base_url + path.lstrip('/'), body=body, headers=headers)
+            target = urllib.parse.quote(base_url + path.lstrip('/'), safe="/?&=%:;@+,~!$'()*")
+            connection.request(method, target, body=body, headers=headers)
             response = connection.getresponse()
             return Response(response.status, dict(response.getheaders()), response.read())
         except http.client.HTTPException as error:

@@ -1,37 +1,45 @@
-"""The process backend: one ``jupyter_server`` subprocess per notebook.
+"""The process backend: one sandboxed ``jupyter_server`` per notebook, no container engine.
 
-The embedded default, needing nothing but jupyter_server on this machine. Each
-notebook gets a working directory ``<work_root>/<notebook_id>/``::
+The embedded default. Each notebook server runs under bubblewrap (see
+:mod:`.sandbox` for what it sees) and listens on a Unix socket, never on a TCP
+port: the site's front door reaches it at ``http+unix://…``. Each notebook gets
+a working directory ``<work_root>/<notebook_id>/``::
 
-    home/                      the notebook's file tree (root_dir), writable
-    home/<data_name> -> data   symlink to the dataset, read-only through Jupyter
-    jupyter_server_config.py   installs the read-only contents manager
-    runtime/                   JUPYTER_RUNTIME_DIR
+    home/                      the notebook's scratch home and file tree, writable
+    home/<data_name>           where the dataset appears (a read-only bind mount)
+    run/nb.sock                the server's socket; run/runtime/ its runtime files
+    etc/                       jupyter_server_config.py (mode 0600, holds the
+                               token) and the modules it loads; read-only inside
+    data/                      (warm pool only) the shared mount point that the
+                               dataset is bound onto at claim time
     server.log                 the server's stdout and stderr
 
 and a marker ``<work_root>/<notebook_id>.json`` holding its handle, by which a
 restarted Girder finds the notebooks that still run.
 
-The dataset is protected from writes through Jupyter's contents API only: code
-run in a kernel runs as the server's user, so sites that need more run the
-docker backend, whose mount the kernel cannot write either.
+Where bubblewrap cannot run (no user namespaces), :meth:`ProcessLauncher.start`
+refuses, unless ``allow_unsandboxed`` is set: then the server runs as Girder's
+own user with only a clean environment, and a kernel can read or write
+whatever that user can (trusted users only; see docs/security.md).
 """
 
 import datetime
 import json
+import logging
 import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from . import readonly
+from . import identity, readonly, sandbox
 from .base import Launcher, LaunchError, Option
+
+logger = logging.getLogger(__name__)
 
 # A file in every working directory we create: nothing else is ever deleted.
 _SENTINEL = '.datadns-notebook'
@@ -87,20 +95,12 @@ def _process_matches(pid, proc_start):
     return stat[0] != 'Z' and (proc_start is None or stat[2] == proc_start)
 
 
-def _free_port(ip):
-    """A TCP port that is free on ``ip`` right now."""
-    family = socket.AF_INET6 if ':' in ip else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((ip if ip not in ('0.0.0.0', '::') else '', 0))
-        return sock.getsockname()[1]
-
-
 class ProcessLauncher(Launcher):
-    """Runs each notebook as a ``jupyter_server`` subprocess on a port of its own.
+    """Runs each notebook as a sandboxed ``jupyter_server`` on a Unix socket of its own.
 
     The server starts in a new session so that it outlives a restart of the
-    process that launched it; stopping kills its whole process group and its
-    kernels.
+    process that launched it (which adopts it again through its marker);
+    stopping ends its whole sandbox, kernels included.
     """
 
     name = 'process'
@@ -110,15 +110,30 @@ class ProcessLauncher(Launcher):
             'Command that runs jupyter_server (a list, or a string split like a shell would); '
             'the launcher appends the server options.',
         ),
-        'ip': Option('127.0.0.1', 'Address the notebook servers listen on.'),
         'work_root': Option(
             os.path.join(tempfile.gettempdir(), 'datadns-notebooks'),
             'Directory holding one working directory and one marker file per notebook.',
         ),
         'extra_args': Option([], 'Further command-line options for jupyter_server.'),
-        'env': Option({}, 'Further environment variables for the notebook servers.'),
+        'env': Option(
+            {},
+            'Further environment variables for the notebook servers (and so their kernels); '
+            "nothing of Girder's own environment is passed on.",
+        ),
         'stop_grace': Option(
             5.0, 'Seconds a server has to shut down after SIGTERM before it is killed.'
+        ),
+        'bwrap': Option('bwrap', 'The bubblewrap executable that sandboxes each server.'),
+        'sandbox_ro_paths': Option(
+            [],
+            'Further host directories shown read-only inside the sandbox (e.g. a conda '
+            'environment that the command uses); the Python running Girder is always shown.',
+        ),
+        'allow_unsandboxed': Option(
+            False,
+            'Where bubblewrap cannot run, start servers without a sandbox rather than refuse: '
+            "a kernel then runs as Girder's user and can read what that user can. Trusted "
+            'users only.',
         ),
     }
 
@@ -141,24 +156,55 @@ class ProcessLauncher(Launcher):
         command = self.config['command']
         return shlex.split(command) if isinstance(command, str) else list(command)
 
+    # -- the sandbox -----------------------------------------------------------
+
+    def sandboxed(self):
+        """Whether servers start under bubblewrap here; :class:`LaunchError` if they cannot.
+
+        False only when bubblewrap cannot run and ``allow_unsandboxed`` accepts that.
+        """
+        ok, why = sandbox.probe(self.config['bwrap'])
+        if ok:
+            return True
+        if self.config['allow_unsandboxed']:
+            return False
+        raise LaunchError(
+            f'Notebooks run sandboxed with bubblewrap, which cannot run on this server ({why}). '
+            'Install the "bubblewrap" package and allow unprivileged user namespaces '
+            '(sysctl kernel.unprivileged_userns_clone=1), or, for trusted users only, set '
+            'resolver.allow_unsandboxed to true to run notebooks unsandboxed.'
+        )
+
+    def can_bind_later(self):
+        """Whether a running server can be bound to a dataset later (the warm pool)."""
+        try:
+            return not self.sandboxed() or sandbox.can_mount()
+        except LaunchError:
+            return False
+
     # -- the interface ---------------------------------------------------------
 
-    def start(self, spec):
+    def start(self, spec, bind_later=False):
         """Start ``jupyter_server`` for ``spec``; returns the handle.
 
-        Handle: ``{'backend': 'process', 'notebookId', 'pid', 'procStart', 'host',
-        'port', 'baseUrl', 'workDir', 'started'}``.
+        Handle: ``{'backend': 'process', 'notebookId', 'pid', 'procStart',
+        'socket', 'baseUrl', 'workDir', 'started', 'labels', 'sandboxed',
+        'bindLater'}``. With ``bind_later`` the dataset shown is ``spec``'s
+        placeholder until :meth:`bind_data` binds the real one.
         """
         spec.check_data_path()
+        sandboxed = self.sandboxed()
+        if bind_later and sandboxed and not sandbox.can_mount():
+            raise LaunchError(
+                'A sandboxed server can be bound to a dataset after it starts only when Girder '
+                'may mount file systems (runs as root); the warm pool is not available here.'
+            )
         marker = self._read_marker(self._marker_path(spec.notebook_id))
         if marker and self.is_alive(marker['handle']):
             raise LaunchError(f'Notebook {spec.notebook_id} is already running.')
         self._remove_leftovers(spec.notebook_id, marker and marker['handle'])
 
         work_dir = self._work_dir(spec.notebook_id)
-        home = os.path.join(work_dir, 'home')
-        runtime = os.path.join(work_dir, 'runtime')
-        ip = self.config['ip']
         try:
             os.makedirs(self.work_root, mode=0o700, exist_ok=True)
             os.makedirs(work_dir, mode=0o700)
@@ -169,23 +215,15 @@ class ProcessLauncher(Launcher):
         except OSError as error:
             raise LaunchError(f'Could not create the notebook working directory: {error}') from None
         try:
-            os.makedirs(home, mode=0o700)
-            os.makedirs(runtime, mode=0o700)
-            os.symlink(spec.data_path, os.path.join(home, spec.data_name))
-            config_file = os.path.join(work_dir, 'jupyter_server_config.py')
-            with open(config_file, 'w') as config:
-                config.write(self._server_config(spec))
-            port = _free_port(ip)
-            args = self._server_args(spec, config_file, ip, port, home)
-            log_path = os.path.join(work_dir, 'server.log')
-            with open(log_path, 'ab') as log:
+            args, env, cwd = self._prepare(spec, work_dir, sandboxed, bind_later)
+            with open(os.path.join(work_dir, 'server.log'), 'ab') as log:
                 process = subprocess.Popen(
                     args,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    cwd=home,
-                    env=self._server_env(spec, runtime),
+                    cwd=cwd,
+                    env=env,
                     close_fds=True,
                     start_new_session=True,
                 )
@@ -202,18 +240,54 @@ class ProcessLauncher(Launcher):
             'notebookId': spec.notebook_id,
             'pid': process.pid,
             'procStart': stat[2] if stat else None,
-            'host': ip,
-            'port': port,
+            'socket': os.path.join(work_dir, 'run', sandbox.SOCKET_NAME),
             'baseUrl': spec.base_url,
             'workDir': work_dir,
             'started': _utcnow_iso(),
             'labels': spec.labels,
+            'sandboxed': sandboxed,
+            'bindLater': bool(bind_later),
         }
         self._write_marker(handle, spec)
         return handle
 
+    def bind_data(self, handle, data_path):
+        """Show ``data_path`` as the dataset of a server started with ``bind_later``.
+
+        Sandboxed: the dataset is mounted read-only onto the server's shared
+        ``data/`` mount point, and the mount propagates into the sandbox.
+        Unsandboxed: the dataset symlink is swapped atomically.
+        """
+        if not handle.get('bindLater'):
+            raise LaunchError(f'Notebook {handle["notebookId"]} was not started to be bound later.')
+        if not os.path.isdir(data_path):
+            raise LaunchError(f'The dataset directory {data_path} does not exist on this server.')
+        work_dir = handle['workDir']
+        if handle.get('sandboxed'):
+            target = os.path.join(work_dir, 'data')
+            if len(sandbox.mounts_under(target)) != 1:
+                raise LaunchError(f'Notebook {handle["notebookId"]} is already bound to a dataset.')
+            try:
+                sandbox.bind_readonly(data_path, target, os.path.join(self.work_root, '.stage'))
+            except OSError as error:
+                raise LaunchError(f'Could not bind the dataset: {error}') from None
+            return
+        home = os.path.join(work_dir, 'home')
+        marker = self._read_marker(self._marker_path(handle['notebookId'])) or {}
+        link = os.path.join(home, marker.get('dataName') or 'data')
+        if not os.path.islink(link):
+            # Never replace anything but the symlink this launcher made.
+            raise LaunchError(f'Notebook {handle["notebookId"]} has no dataset link to bind.')
+        tmp = os.path.join(home, f'.datadns-bind.{os.getpid()}.{threading.get_ident()}')
+        os.symlink(os.path.abspath(data_path), tmp)
+        try:
+            os.replace(tmp, link)
+        except OSError:
+            os.unlink(tmp)
+            raise
+
     def is_alive(self, handle):
-        """Whether the server process of ``handle`` still runs."""
+        """Whether the server (for a sandbox: its bwrap process) still runs."""
         pid = handle.get('pid')
         if not pid:
             return False
@@ -226,19 +300,23 @@ class ProcessLauncher(Launcher):
         return _process_matches(pid, handle.get('procStart'))
 
     def stop(self, handle):
-        """Terminate the server's process group and its kernels, then remove its files."""
+        """End the server, its kernels and its sandbox, then remove its files.
+
+        SIGTERM to the server's process group lets jupyter_server shut its
+        kernels down; whatever is left after ``stop_grace`` is killed, the
+        sandbox's PID namespace by killing its init.
+        """
         pid = handle.get('pid')
         if pid and self.is_alive(handle):
-            kernels = _children_of(pid)
+            # A sandbox's init, or an unsandboxed server's kernels (each in a session of its own).
+            children = _children_of(pid)
             self._signal_group(pid, signal.SIGTERM)
-            if not self._wait_gone(handle, self.config['stop_grace']):
+            if not self._wait_gone(handle, children, self.config['stop_grace']):
                 self._signal_group(pid, signal.SIGKILL)
-                self._wait_gone(handle, 5.0)
-            # jupyter_server shuts its kernels down on SIGTERM; any left (each
-            # kernel runs in a session of its own) are killed here.
-            for kernel_pid, kernel_start in kernels:
-                if _process_matches(kernel_pid, kernel_start):
-                    self._signal_group(kernel_pid, signal.SIGKILL)
+                for child_pid, child_start in children:
+                    if _process_matches(child_pid, child_start):
+                        self._signal_group(child_pid, signal.SIGKILL)
+                self._wait_gone(handle, children, 5.0)
         with self._lock:
             child = self._children.pop(pid, None)
         if child is not None:
@@ -282,54 +360,98 @@ class ProcessLauncher(Launcher):
 
     # -- helpers ---------------------------------------------------------------
 
-    def _server_config(self, spec):
+    def _prepare(self, spec, work_dir, sandboxed, bind_later):
+        """Lay out the working directory; returns (command line, environment, cwd)."""
+        home = os.path.join(work_dir, 'home')
+        run = os.path.join(work_dir, 'run')
+        etc = os.path.join(work_dir, 'etc')
+        for path in (home, run, etc):
+            os.makedirs(path, mode=0o700)
+        # The modules the config file loads, copied so that the sandbox needs no view of
+        # this package and a running server keeps the version it started with.
+        for module in (readonly, identity):
+            shutil.copyfile(module.__file__, os.path.join(etc, os.path.basename(module.__file__)))
+        python_bin = os.path.dirname(self._command()[0]) or '/usr/bin'
+        if sandboxed:
+            inside = {'home': sandbox.HOME, 'run': sandbox.RUN_DIR, 'etc': sandbox.ETC_DIR}
+        else:
+            inside = {'home': home, 'run': run, 'etc': etc}
+        config_file = os.path.join(etc, 'jupyter_server_config.py')
+        fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as config:
+            config.write(self._server_config(spec, inside['etc']))
+        env = sandbox.sandbox_env(
+            python_bin,
+            inside['home'],
+            os.path.join(inside['run'], 'runtime'),
+            self.config['env'],
+        )
+        server_args = self._server_args(spec, inside, sandboxed)
+        if not sandboxed:
+            data = spec.data_path
+            os.symlink(data, os.path.join(home, spec.data_name))
+            return server_args, env, home
+        data = spec.data_path
+        if bind_later:
+            # An empty shared mount point, shown as the dataset until bind_data() mounts
+            # the real one onto it.
+            data = os.path.join(work_dir, 'data')
+            os.makedirs(data, mode=0o700)
+            sandbox.make_shared_mount_point(data)
+        os.makedirs(os.path.join(home, spec.data_name))  # the mount point inside home
+        paths = sandbox.python_paths(self._command()[0])
+        paths += [p for p in self.config['sandbox_ro_paths'] if p not in paths]
+        args = sandbox.bwrap_args(
+            work_dir, data, spec.data_name, paths, env, bwrap=self.config['bwrap']
+        )
+        # bwrap itself gets the clean environment too: its own processes (the
+        # sandbox's init among them) would otherwise show Girder's in /proc.
+        return args + server_args, env, work_dir
+
+    def _server_config(self, spec, etc_dir):
         # The read-only contents manager is loaded by file path rather than by
         # module name: the server's Python need not be able to import this
-        # package, and a PYTHONPATH entry would leak into the kernels.
+        # package, and a PYTHONPATH entry would leak into the kernels. The token
+        # is here, in a 0600 file, rather than in the environment that kernels inherit.
         return (
             f'# Written by the datadns process launcher for notebook {spec.notebook_id}.\n'
             'import importlib.util\n'
             'import sys\n'
             '\n'
-            '_spec = importlib.util.spec_from_file_location(\n'
-            f"    'datadns_readonly', {os.path.abspath(readonly.__file__)!r}\n"
-            ')\n'
-            '_module = importlib.util.module_from_spec(_spec)\n'
-            "sys.modules['datadns_readonly'] = _module\n"
-            '_spec.loader.exec_module(_module)\n'
-            'c.ServerApp.contents_manager_class = _module.ReadOnlyDataContentsManager\n'
+            '\n'
+            'def _load(name, path):\n'
+            '    spec = importlib.util.spec_from_file_location(name, path)\n'
+            '    module = importlib.util.module_from_spec(spec)\n'
+            '    sys.modules[name] = module\n'
+            '    spec.loader.exec_module(module)\n'
+            '    return module\n'
+            '\n'
+            '\n'
+            f"_readonly = _load('datadns_readonly', {os.path.join(etc_dir, 'readonly.py')!r})\n"
+            'c.ServerApp.contents_manager_class = _readonly.ReadOnlyDataContentsManager\n'
             f'c.ReadOnlyDataContentsManager.read_only_paths = [{spec.data_name!r}]\n'
+            f"_identity = _load('datadns_identity', {os.path.join(etc_dir, 'identity.py')!r})\n"
+            'c.ServerApp.identity_provider_class = _identity.FrontDoorCookieIdentityProvider\n'
+            f'c.IdentityProvider.token = {spec.token!r}\n'
+            '# Reached only through its Unix socket (by the front door, whose Host header\n'
+            "# is the site's public name), so no Host check is needed.\n"
+            'c.ServerApp.allow_remote_access = True\n'
         )
 
-    def _server_args(self, spec, config_file, ip, port, home):
+    def _server_args(self, spec, inside, sandboxed):
         args = self._command() + [
             '--no-browser',
-            f'--config={config_file}',
-            f'--ServerApp.ip={ip}',
-            f'--ServerApp.port={port}',
-            # Fail rather than silently serve on another port than the handle says.
-            '--ServerApp.port_retries=0',
+            f'--config={os.path.join(inside["etc"], "jupyter_server_config.py")}',
+            f'--ServerApp.sock={os.path.join(inside["run"], sandbox.SOCKET_NAME)}',
+            '--ServerApp.sock_mode=0600',
             f'--ServerApp.base_url={spec.base_url}',
-            f'--ServerApp.root_dir={home}',
+            f'--ServerApp.root_dir={inside["home"]}',
             '--ServerApp.terminals_enabled=False',
             *self.default_url_args(),
         ]
-        if hasattr(os, 'geteuid') and os.geteuid() == 0:
+        if not sandboxed and hasattr(os, 'geteuid') and os.geteuid() == 0:
             args.append('--allow-root')
         return args + [str(arg) for arg in self.config['extra_args']]
-
-    def _server_env(self, spec, runtime):
-        env = dict(os.environ)
-        env.update({str(k): str(v) for k, v in self.config['env'].items()})
-        env.update(
-            {
-                # The token goes by environment, never on a command line that `ps` shows.
-                'JUPYTER_TOKEN': spec.token,
-                'JUPYTER_RUNTIME_DIR': runtime,
-                'PYTHONUNBUFFERED': '1',
-            }
-        )
-        return env
 
     def _signal_group(self, pid, signum):
         try:
@@ -341,12 +463,12 @@ class ProcessLauncher(Launcher):
         except (ProcessLookupError, PermissionError):
             pass
 
-    def _wait_gone(self, handle, timeout):
+    def _wait_gone(self, handle, children, timeout):
         deadline = time.monotonic() + timeout
-        while self.is_alive(handle):
+        while self.is_alive(handle) or any(_process_matches(*child) for child in children):
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.05)
+            time.sleep(0.02)
         return True
 
     def _write_marker(self, handle, spec):
@@ -354,7 +476,7 @@ class ProcessLauncher(Launcher):
             'backend': self.name,
             'notebookId': spec.notebook_id,
             'pid': handle['pid'],
-            'port': handle['port'],
+            'socket': handle['socket'],
             'started': handle['started'],
             'dataPath': spec.data_path,
             'dataName': spec.data_name,
@@ -386,6 +508,11 @@ class ProcessLauncher(Launcher):
             # Only directories we made, and never through a symlink: the
             # dataset hangs off home/ as a symlink and must survive this.
             if os.path.basename(work_dir) != notebook_id or os.path.islink(work_dir):
+                continue
+            # Nor through a mount: a pooled server's dataset is mounted in data/. Unmounting
+            # deletes nothing, so it is done even when the sentinel is gone already.
+            if not sandbox.unmount_under(work_dir):
+                logger.error('Not removing %s: a file system is still mounted in it', work_dir)
                 continue
             if not os.path.exists(os.path.join(work_dir, _SENTINEL)):
                 continue

@@ -24,7 +24,10 @@ of the site where they log in. :func:`identityOf` is the one place that forms
 it.
 """
 
+import base64
 import datetime
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -32,6 +35,7 @@ import secrets
 import socket
 import threading
 import time
+import urllib.parse
 
 import pymongo
 from bson import ObjectId
@@ -42,8 +46,9 @@ from girder.models.file import File
 from girder.models.folder import Folder
 from girder.models.item import Item
 from girder.models.model_base import Model
+from girder.models.setting import Setting
 
-from .. import breaker, metrics, settings
+from .. import breaker, frontdoor, metrics, settings
 from ..federation import SiteClient, SiteError, UnsafeUrl, checkNotebookUrl, sanitize
 from ..launcher import LaunchError, LaunchSpec, get_configured_launcher
 from ..settings import PluginSettings
@@ -84,6 +89,10 @@ _LOOPBACK = {'127.0.0.1', 'localhost', '::1', '[::1]'}
 # settings.instanceId(), a random id per database, labels this installation's
 # notebooks, so that orphan clean-up never touches notebooks of another Girder
 # sharing the machine (or the container engine).
+# The key that signs single-use links to running notebooks (a random setting, too).
+_TICKET_KEY = 'resolver.ticket_key'
+#: Seconds a notebook's open link (its ticket) stays valid; each works once.
+TICKET_SECONDS = 600
 INSTANCE_LABEL = 'datadns.instance'
 IDENTITY_LABEL = 'datadns.identity'
 
@@ -113,6 +122,20 @@ def validIdentity(text):
 def instanceId():
     """This installation's random id (made once per database, atomically)."""
     return settings.instanceId()
+
+
+def _randomSetting(key, size):
+    """A random value kept under ``key`` in the settings collection (made once, atomically)."""
+    coll = Setting().collection
+    doc = coll.find_one({'key': key})
+    if doc is None:
+        coll.update_one(
+            {'key': key},
+            {'$setOnInsert': {'value': secrets.token_hex(size)}},
+            upsert=True,
+        )
+        doc = coll.find_one({'key': key})
+    return doc['value']
 
 
 #: Notebook changes made by this process, so that an events stream of this process
@@ -196,6 +219,7 @@ def launcher(name=None):
         'mem_limit': settings.get(PluginSettings.MEMORY_LIMIT),
         'ip': listen,
         'host_ip': listen,
+        'allow_unsandboxed': bool(settings.get(PluginSettings.ALLOW_UNSANDBOXED)),
     }
     key = (name, tuple(sorted(config.items())))
     with _launchersLock:
@@ -249,12 +273,99 @@ class Notebook(Model):
     # -- views -----------------------------------------------------------------
 
     def serialize(self, doc):
-        """The notebook as its owner sees it: the URL carries the Jupyter token."""
+        """The notebook as its owner sees it.
+
+        ``url`` is what a browser opens: for a running notebook of this site, a
+        single-use link through the front door (see :meth:`openUrl`); the Jupyter
+        token itself never appears in it.
+        """
         out = {field: doc.get(field) for field in PUBLIC_FIELDS}
         if doc.get('status') != 'running':
-            # The token only works once the server runs, and dies with it.
             out['url'] = None
+        elif self.isLocal(doc) and doc.get('token'):
+            try:
+                out['url'] = self.openUrl(doc)
+            except frontdoor.FrontDoorError:
+                out['url'] = None
         return out
+
+    # -- opening through the front door -------------------------------------------
+
+    @staticmethod
+    def _ticketSignature(doc, expires, nonce):
+        key = _randomSetting(_TICKET_KEY, 32).encode()
+        created = _aware(doc['created']).isoformat()
+        message = f'{doc["_id"]}.{created}.{expires}.{nonce}'.encode()
+        digest = hmac.new(key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip('=')
+
+    def openUrl(self, doc):
+        """A link that opens a running local notebook once, within ``TICKET_SECONDS``.
+
+        ``<front door>/api/v1/notebook/<id>/open?ticket=…``: the ticket is signed
+        with this installation's key and names this notebook, which no other
+        launch shares; :meth:`redeemTicket` accepts each ticket once.
+        """
+        expires = int(time.time()) + TICKET_SECONDS
+        nonce = secrets.token_urlsafe(12)
+        ticket = f'{expires}.{nonce}.{self._ticketSignature(doc, expires, nonce)}'
+        query = urllib.parse.urlencode({'ticket': ticket})
+        return f'{frontdoor.publicUrl()}/api/v1/notebook/{doc["_id"]}/open?{query}'
+
+    def ticketIsGenuine(self, doc, ticket):
+        """Whether ``ticket`` was made for this notebook and has not expired (used or not)."""
+        parts = ticket.split('.') if isinstance(ticket, str) else ()
+        if len(parts) != 3 or not parts[0].isdigit():
+            return False
+        expires, nonce, signature = int(parts[0]), parts[1], parts[2]
+        if expires < time.time() or expires > time.time() + TICKET_SECONDS + 60:
+            return False
+        return hmac.compare_digest(signature, self._ticketSignature(doc, expires, nonce))
+
+    def redeemTicket(self, doc, ticket):
+        """True once for a genuine ticket of this running notebook; else False."""
+        if doc.get('status') != 'running' or not self.ticketIsGenuine(doc, ticket):
+            return False
+        # Single use: the first redemption records the nonce, atomically.
+        nonce = ticket.split('.')[1]
+        used = self.collection.update_one(
+            {'_id': doc['_id'], 'status': 'running', 'usedTickets': {'$ne': nonce}},
+            {'$push': {'usedTickets': {'$each': [nonce], '$slice': -200}}},
+        )
+        return used.modified_count == 1
+
+    def frontDoorUrl(self, doc):
+        """The notebook's address at the front door (no ticket, no token)."""
+        return f'{frontdoor.publicUrl()}{frontdoor.routePath(doc["_id"])}/'
+
+    def publish(self, doc, backend, handle):
+        """Route the front door's ``/notebook/<id>/`` to a server; returns its front door URL.
+
+        Raises :class:`LaunchError` when the front door cannot take the route.
+        """
+        try:
+            frontdoor.addRoute(str(doc['_id']), backend.proxy_target(handle))
+            return self.frontDoorUrl(doc)
+        except frontdoor.FrontDoorError as exc:
+            raise LaunchError(f'The notebook runs but the front door cannot reach it: {exc}')
+
+    def unpublish(self, doc):
+        """Remove the front door's route: at once, ``/notebook/<id>/`` says it was stopped."""
+        try:
+            frontdoor.removeRoute(str(doc['_id']))
+        except frontdoor.FrontDoorError as exc:
+            logger.warning('Front door: could not remove the route of %s: %s', doc['_id'], exc)
+
+    def frontDoorRoutes(self):
+        """``{notebook id: proxy target}`` of this site's running notebooks (for the proxy)."""
+        site = settings.get(PluginSettings.SITE_NAME)
+        routes = {}
+        for doc in self.find({'site': site, 'status': 'running', 'handle': {'$exists': True}}):
+            try:
+                routes[str(doc['_id'])] = _launcherOf(doc).proxy_target(doc['handle'])
+            except (KeyError, ValueError):
+                continue
+        return routes
 
     def isLocal(self, doc):
         return doc.get('site') == settings.get(PluginSettings.SITE_NAME)
@@ -332,6 +443,22 @@ class Notebook(Model):
                 code=429,
             )
 
+    def _checkSiteCap(self, site, excluding=None):
+        """503 when this site already runs ``resolver.site_cap`` live notebooks (0 = no cap)."""
+        cap = settings.get(PluginSettings.SITE_CAP)
+        if not cap or site != settings.get(PluginSettings.SITE_NAME):
+            return
+        query = {'site': site, 'live': True}
+        if excluding is not None:
+            query['_id'] = {'$ne': excluding}
+        if self.collection.count_documents(query) >= cap:
+            raise RestException(
+                f'This site is running as many notebooks as it may ({cap}, setting '
+                'resolver.site_cap). Try again later, when some have stopped, or at another '
+                'site that holds the dataset.',
+                code=503,
+            )
+
     def _claimSlot(self, site, identity, folderId, user, fields):
         """Insert a live notebook for (site, identity, folder), or return the live one.
 
@@ -343,6 +470,7 @@ class Notebook(Model):
         if existing is not None:
             return existing, False
         self._checkCap(site, identity, user['_id'])
+        self._checkSiteCap(site)
         now = _now()
         doc = self.validate(
             {
@@ -369,6 +497,7 @@ class Notebook(Model):
             return existing, False
         try:
             self._checkCap(site, identity, user['_id'], excluding=doc['_id'])
+            self._checkSiteCap(site, excluding=doc['_id'])
         except RestException:
             self.collection.delete_one({'_id': doc['_id']})
             raise
@@ -428,14 +557,16 @@ class Notebook(Model):
 
         if not pool.targetSize():
             return None
-        # Checked first so that a launch over the cap does not use up a pooled server.
+        # Checked first so that a launch over a cap does not use up a pooled server.
         self._checkCap(site, identity, user['_id'])
+        self._checkSiteCap(site)
         started = time.monotonic()
         entry = pool.take(identity)
         if entry is None:
             return None
         try:
             pool.bind(entry, path)
+            url = self.publish({'_id': entry['_id']}, launcher(pool.BACKEND), entry['handle'])
             doc, created = self._claimSlot(
                 site,
                 identity,
@@ -451,14 +582,18 @@ class Notebook(Model):
                     'pooled': True,
                     'status': 'running',
                     'message': 'Running',
-                    'url': pool.url(entry),
+                    'url': url,
                 },
             )
-        except BaseException:
+        except BaseException as exc:
             # Bound but never handed out: stopped, never offered to anyone else.
+            self.unpublish(entry)
             pool.discard(entry, wait=False)
+            if isinstance(exc, LaunchError):
+                raise RestException(f'The notebook could not be started: {exc}', code=503)
             raise
         if not created:
+            self.unpublish(entry)
             pool.discard(entry, wait=False)  # a concurrent launch made the notebook first
             return doc
         pool.settle(entry)
@@ -522,10 +657,10 @@ class Notebook(Model):
             return self._finishStopping(doc)
         try:
             self._waitReady(backend, handle, doc['token'])
+            url = self.publish(doc, backend, handle)
         except LaunchError as exc:
             backend.stop(handle)
             return self._fail(doc, str(exc))
-        url = backend.url(handle, token=doc['token'])
         if not self._set(
             doc,
             {'status': 'launching'},
@@ -534,7 +669,9 @@ class Notebook(Model):
             message='Running',
             lastActivity=_now(),
         ):
-            # Stopped while waiting: whoever stopped it released the handle.
+            # Stopped while waiting: whoever stopped it released the handle (and may have
+            # removed the route before it was added).
+            self.unpublish(doc)
             return None
         logger.info('Notebook %s is running for %s', notebookId, doc['identity'])
 
@@ -596,6 +733,7 @@ class Notebook(Model):
         """Release a notebook claimed as ``stopping``: stop its backend, mark it stopped."""
         handle = claimed.get('handle')
         if handle:
+            self.unpublish(claimed)
             try:
                 _launcherOf(claimed).stop(handle)
             except LaunchError as exc:

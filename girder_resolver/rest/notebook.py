@@ -21,6 +21,7 @@ there.
 
 import json
 import time
+import urllib.parse
 
 import cherrypy
 from bson import ObjectId
@@ -42,6 +43,7 @@ from girder.utility import JsonEncoder
 
 from .. import settings
 from ..constants import LAUNCH_SCOPE
+from ..launcher.identity import COOKIE_NAME
 from ..models.dataset import Dataset
 from ..models.notebook import (
     FINAL,
@@ -143,6 +145,7 @@ class NotebookResource(Resource):
         self.route('GET', (), self.listNotebooks)
         self.route('GET', (':id',), self.getNotebook)
         self.route('GET', (':id', 'events'), self.events)
+        self.route('GET', (':id', 'open'), self.openNotebook)
         self.route('DELETE', (':id',), self.stop)
 
     @access.user(scope=LAUNCH_SCOPE)
@@ -280,7 +283,8 @@ class NotebookResource(Resource):
             seen = before
             while True:
                 view = model.serialize(current)
-                key = (view['status'], view['message'], view['url'])
+                # Each view has a fresh single-use link: a new ticket is not a change.
+                key = (view['status'], view['message'], (view['url'] or '').split('?')[0])
                 if key != last:
                     last = key
                     payload = json.dumps(view, cls=JsonEncoder, sort_keys=True)
@@ -302,6 +306,62 @@ class NotebookResource(Resource):
                     current = model.refreshRemote(current)
 
         return stream
+
+    @access.public(cookie=True)
+    @autoDescribeRoute(
+        Description('Open a running notebook in a browser: a single-use link traded for a cookie.')
+        .notes(
+            "A notebook's url (GET /notebook/{id}) is this route at the site's front door, with "
+            'a ticket that works once and for a few minutes. It sets an HttpOnly, SameSite=Lax '
+            'cookie scoped to /notebook/{id}/ that lets the browser into the notebook, and '
+            'sends it there (303). The Jupyter token never appears in a URL. Without a valid '
+            "ticket, the notebook's owner logged in to this Girder (its cookie) may open it too."
+        )
+        .param('id', 'The notebook id.', paramType='path')
+        .param('ticket', "The single-use ticket from the notebook's url.", required=False)
+        .errorResponse('A bad notebook id.', 400)
+        .errorResponse('The link was used already or expired (and you are not its owner).', 403)
+        .errorResponse('No such notebook here.', 404)
+        .errorResponse('The notebook is not running.', 409)
+    )
+    def openNotebook(self, id, ticket):
+        model = Notebook()
+        doc = model.loadById(id)
+        if not model.isLocal(doc):
+            raise RestException(f'Notebook {id} runs at site "{doc["site"]}", not here.', code=404)
+        user = getCurrentUser()
+        owner = user is not None and doc['identity'] == identityOf(user)
+        if doc.get('status') != 'running':
+            # Said only to its owner, or to whoever holds a link that was made for it.
+            if owner or (ticket and model.ticketIsGenuine(doc, ticket)):
+                raise RestException(
+                    f'This notebook is not running (it is {doc.get("status")}). Launch it again '
+                    "from the dataset's page (its Launch button) or with POST /notebook?folderId="
+                    f'{doc["folderId"]}.',
+                    code=409,
+                )
+        elif owner or (ticket and model.redeemTicket(doc, ticket)):
+            return self._openCookie(model, doc)
+        raise RestException(
+            'This link to the notebook was used already or has expired. Get a fresh one: '
+            'GET /notebook/{id} (its url), or the Open button.',
+            code=403,
+        )
+
+    @staticmethod
+    def _openCookie(model, doc):
+        """Set the notebook's cookie and send the browser to it (303)."""
+        target = model.frontDoorUrl(doc)
+        cookie = cherrypy.response.cookie
+        cookie[COOKIE_NAME] = doc['token']
+        cookie[COOKIE_NAME]['path'] = urllib.parse.urlsplit(target).path
+        cookie[COOKIE_NAME]['httponly'] = True
+        cookie[COOKIE_NAME]['samesite'] = 'Lax'
+        if target.startswith('https://'):
+            cookie[COOKIE_NAME]['secure'] = True
+        setResponseHeader('Cache-Control', 'no-store')
+        setResponseHeader('Referrer-Policy', 'no-referrer')
+        raise cherrypy.HTTPRedirect(target, 303)
 
     @access.user(scope=LAUNCH_SCOPE)
     @autoDescribeRoute(

@@ -1,0 +1,380 @@
+"""The site's front door: one proxy in front of every notebook, at ``/notebook/<id>/``.
+
+The proxy is configurable-http-proxy (JupyterHub's own, npm): it forwards
+websockets, reaches servers on Unix sockets (``http+unix://``) and takes its
+routes over a small REST API, so routes come and go with notebooks without a
+reload. Anything without a route (``/``, ``/api/v1``, a stopped notebook's
+``/notebook/<id>/``) goes to the default target: this Girder, which serves a
+"this notebook was stopped" page there.
+
+As JupyterHub does, the plugin starts and supervises the proxy itself by
+default (``resolver.frontdoor_managed``): a child of this Girder process, its
+REST API on a Unix socket in the notebooks' work root, with an API token made
+anew at each start and handed over in its environment only (never on a command
+line, in a log or a setting). A deployment that runs the proxy as a service of
+its own (docker-compose.yml) turns that off and gives its API URL
+(``resolver.frontdoor_api_url``) and token (``CONFIGPROXY_AUTH_TOKEN`` in
+Girder's environment).
+
+This module knows nothing of notebooks: the model tells it which routes exist
+(:func:`setRouteSource`), so that a restarted proxy gets them all back.
+"""
+
+import atexit
+import http.client
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+from . import settings
+from .launcher import open_connection
+from .settings import PluginSettings
+
+logger = logging.getLogger(__name__)
+
+#: Where scripts/setup.sh installs the proxy (frontdoor/package.json).
+LOCAL_BINARY = (
+    Path(__file__).resolve().parent.parent
+    / 'frontdoor'
+    / 'node_modules'
+    / '.bin'
+    / 'configurable-http-proxy'
+)
+PREFIX = '/notebook/'
+_LOOPBACK = {'127.0.0.1', 'localhost', '::1', '[::1]'}
+
+
+class FrontDoorError(Exception):
+    """The front door cannot be started or reached; the message is fit for a user."""
+
+
+def routePath(notebookId):
+    """The front door path of a notebook (its base URL, without the trailing slash)."""
+    return f'{PREFIX}{notebookId}'
+
+
+def _freePort(ip):
+    family = socket.AF_INET6 if ':' in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((ip if ip not in ('0.0.0.0', '::') else '', 0))
+        return sock.getsockname()[1]
+
+
+def _binary():
+    configured = settings.get(PluginSettings.FRONTDOOR_COMMAND)
+    if configured:
+        return configured
+    if LOCAL_BINARY.exists():
+        return str(LOCAL_BINARY)
+    return shutil.which('configurable-http-proxy')
+
+
+def _workRoot():
+    """A private directory for the managed proxy's API socket and log."""
+    return os.path.join(tempfile.gettempdir(), f'datadns-frontdoor-{os.getuid()}')
+
+
+#: This Girder's own address, as its requests show it (see learnGirderAddress).
+_girderAddress = None
+
+
+def learnGirderAddress(host, port):
+    """Note where this Girder listens (a request's local address), for the default target.
+
+    Girder 5 serves through uvicorn, so nothing but a request tells the plugin its
+    port; a changed address restarts the managed proxy at its next check.
+    """
+    global _girderAddress
+    if not port or int(port) <= 0:
+        return
+    host = host or '127.0.0.1'
+    if host in ('0.0.0.0', '::', ''):
+        host = '127.0.0.1'
+    if ':' in host and not host.startswith('['):
+        host = f'[{host}]'
+    address = f'http://{host}:{int(port)}'
+    if address != _girderAddress:
+        _girderAddress = address
+        if managed() and _managed.running() and _managed.config[2] != _girderUrl():
+            try:
+                ensure()
+            except FrontDoorError as exc:
+                logger.warning('Front door: %s', exc)
+
+
+def _girderUrl():
+    """Where the managed proxy reaches this Girder (its default target).
+
+    CherryPy's own HTTP server when it runs (tests bind one); otherwise the address
+    requests arrived on (uvicorn, under ``girder serve``); before any, Girder's default.
+    """
+    import cherrypy
+
+    if _girderAddress and not getattr(cherrypy.server, 'running', False):
+        return _girderAddress
+    host = cherrypy.server.socket_host or '127.0.0.1'
+    if host in ('0.0.0.0', '::', ''):
+        host = '127.0.0.1'
+    if ':' in host:
+        host = f'[{host}]'
+    return f'http://{host}:{cherrypy.server.socket_port}'
+
+
+class _Managed:
+    """The configurable-http-proxy child process of this Girder process."""
+
+    def __init__(self):
+        self.process = None
+        self.config = None
+        self.port = None
+        self.apiSocket = None
+        self.token = None
+        self.log = None
+
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, config, workRoot):
+        binary = _binary()
+        if not binary:
+            raise FrontDoorError(
+                'The front door (configurable-http-proxy) is not installed: run scripts/setup.sh, '
+                'or set resolver.frontdoor_command to its path.'
+            )
+        self.stop()
+        ip, port, defaultTarget = config
+        port = port or _freePort(ip)
+        os.makedirs(workRoot, mode=0o700, exist_ok=True)
+        apiSocket = os.path.join(workRoot, f'frontdoor-{os.getpid()}.sock')
+        if os.path.exists(apiSocket):
+            os.unlink(apiSocket)
+        token = secrets.token_urlsafe(32)
+        args = [
+            binary,
+            '--ip',
+            ip,
+            '--port',
+            str(port),
+            '--api-socket',
+            apiSocket,
+            '--default-target',
+            defaultTarget,
+            '--log-level',
+            'warn',
+        ]
+        self.log = open(os.path.join(workRoot, 'frontdoor.log'), 'ab')
+        env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'CONFIGPROXY_AUTH_TOKEN': token}
+        try:
+            self.process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as error:
+            raise FrontDoorError(f'Could not start the front door ({binary}): {error}') from None
+        self.config, self.port, self.apiSocket, self.token = config, port, apiSocket, token
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                _api(self.apiUrl(), self.token, 'GET', '/api/routes')
+                break
+            except FrontDoorError:
+                if not self.running() or time.monotonic() > deadline:
+                    self.stop()
+                    raise FrontDoorError(
+                        f'The front door did not start on {ip}:{port}; see its log in {workRoot}.'
+                    ) from None
+                time.sleep(0.05)
+        logger.info('Front door (configurable-http-proxy) on %s:%d, Girder behind it', ip, port)
+
+    def apiUrl(self):
+        return 'http+unix://' + urllib.parse.quote(self.apiSocket, safe='')
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        if self.apiSocket and os.path.exists(self.apiSocket):
+            os.unlink(self.apiSocket)
+
+
+_managed = _Managed()
+_lock = threading.RLock()
+_routeSource = None
+_atexit = False
+_supervisor = None
+#: Seconds between two checks that the managed proxy still runs.
+SUPERVISE_INTERVAL = 5
+
+
+def _supervise():
+    while True:
+        time.sleep(SUPERVISE_INTERVAL)
+        try:
+            if managed() and _managed.process is not None and not _managed.running():
+                logger.warning('Front door: the proxy died (exit %s)', _managed.process.returncode)
+                ensure()
+        except Exception:  # noqa: BLE001 - the supervisor must outlive any one failure
+            logger.exception('Front door: restarting the proxy failed')
+
+
+def setRouteSource(source):
+    """``source()`` returns ``{notebook id: proxy target}`` of every notebook that should
+    have a route; a restarted proxy is given them all."""
+    global _routeSource
+    _routeSource = source
+
+
+def managed():
+    return bool(settings.get(PluginSettings.FRONTDOOR_MANAGED))
+
+
+def _managedConfig():
+    ip = settings.get(PluginSettings.FRONTDOOR_IP)
+    if not ip:
+        host = settings.get(PluginSettings.NOTEBOOK_HOST)
+        ip = '127.0.0.1' if host in _LOOPBACK else '0.0.0.0'
+    return ip, int(settings.get(PluginSettings.FRONTDOOR_PORT) or 0), _girderUrl()
+
+
+def ensure():
+    """Start (or restart) the managed proxy if it does not run as configured.
+
+    A restarted proxy is given every route again. No-op when the proxy is not
+    managed here.
+    """
+    global _atexit, _supervisor
+    if not managed():
+        return
+    with _lock:
+        config = _managedConfig()
+        wanted = (config[0], config[1] or _managed.port, config[2])
+        if _managed.running() and _managed.config is not None:
+            current = (_managed.config[0], _managed.port, _managed.config[2])
+            if current == wanted:
+                return
+        restarted = _managed.process is not None
+        try:
+            # A restart keeps the port it had, so that links handed out stay valid.
+            _managed.start(wanted, _workRoot())
+        except FrontDoorError:
+            if config[1] or not wanted[1]:
+                raise
+            _managed.start(config, _workRoot())
+        if not _atexit:
+            atexit.register(shutdown)
+            _atexit = True
+        if _supervisor is None or not _supervisor.is_alive():
+            _supervisor = threading.Thread(target=_supervise, name='datadns-frontdoor', daemon=True)
+            _supervisor.start()
+        if restarted:
+            logger.warning('Front door restarted: its routes are added again')
+        for notebookId, target in ((_routeSource and _routeSource()) or {}).items():
+            try:
+                addRoute(notebookId, target)
+            except FrontDoorError as exc:
+                logger.warning('Front door: no route for notebook %s: %s', notebookId, exc)
+
+
+def shutdown():
+    """Stop the managed proxy (Girder stops)."""
+    with _lock:
+        _managed.stop()
+
+
+def _apiEndpoint():
+    if managed():
+        return _managed.apiUrl(), _managed.token
+    url = settings.get(PluginSettings.FRONTDOOR_API_URL)
+    if not url:
+        raise FrontDoorError(
+            'The front door is not managed by this Girder (resolver.frontdoor_managed = false) '
+            'and resolver.frontdoor_api_url does not say where its REST API is.'
+        )
+    return url, os.environ.get('CONFIGPROXY_AUTH_TOKEN', '')
+
+
+def _api(apiUrl, token, method, path, body=None):
+    """One request to the proxy's REST API; returns the parsed JSON body (or None)."""
+    parts = urllib.parse.urlsplit(apiUrl)
+    if parts.scheme == 'http+unix':
+        connection = open_connection({'socket': urllib.parse.unquote(parts.netloc)}, 5)
+        prefix = ''
+    else:
+        connection = open_connection({'host': parts.hostname, 'port': parts.port or 80}, 5)
+        prefix = parts.path.rstrip('/')
+    headers = {'Authorization': f'token {token}'}
+    data = None
+    if body is not None:
+        data = json.dumps(body)
+        headers['Content-Type'] = 'application/json'
+    try:
+        connection.request(method, prefix + path, body=data, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+    except (OSError, http.client.HTTPException) as error:
+        raise FrontDoorError(f'The front door cannot be reached: {error}') from None
+    finally:
+        connection.close()
+    if response.status >= 400 and not (method == 'DELETE' and response.status == 404):
+        raise FrontDoorError(f'The front door answered {response.status} to {method} {path}.')
+    return json.loads(payload) if payload else None
+
+
+def addRoute(notebookId, target):
+    """Send ``/notebook/<id>/…`` to ``target`` (``http+unix://…`` or ``http://host:port``)."""
+    ensure()
+    url, token = _apiEndpoint()
+    _api(url, token, 'POST', f'/api/routes{routePath(notebookId)}', {'target': target})
+
+
+def removeRoute(notebookId):
+    """Stop routing ``/notebook/<id>/``: from now on this Girder answers there."""
+    if managed() and not _managed.running():
+        return  # a proxy that does not run routes nothing; a restart adds only live ones
+    url, token = _apiEndpoint()
+    _api(url, token, 'DELETE', f'/api/routes{routePath(notebookId)}')
+
+
+def routes():
+    """The proxy's routes: ``{path: target}``."""
+    url, token = _apiEndpoint()
+    table = _api(url, token, 'GET', '/api/routes') or {}
+    return {path: (entry or {}).get('target') for path, entry in table.items()}
+
+
+def publicUrl():
+    """The front door's URL as browsers reach it, without a trailing slash."""
+    configured = settings.get(PluginSettings.FRONTDOOR_URL)
+    if configured:
+        return configured.rstrip('/')
+    host = settings.get(PluginSettings.NOTEBOOK_HOST)
+    if ':' in host and not host.startswith('['):
+        host = f'[{host}]'
+    port = settings.get(PluginSettings.FRONTDOOR_PORT) or _managed.port
+    if not port:
+        raise FrontDoorError(
+            'The front door has not started yet and resolver.frontdoor_port is 0: set '
+            'resolver.frontdoor_url (or resolver.frontdoor_port).'
+        )
+    return f'http://{host}:{port}'

@@ -1,0 +1,169 @@
+"""The front door, end to end: a real Girder on a port, the real configurable-http-proxy,
+real sandboxed notebook servers and kernels.
+
+A notebook is reached only at ``<front door>/notebook/<id>/``; the URL a person gets is a
+single-use link that Girder trades for a cookie, so the Jupyter token never appears in a
+URL; websockets (kernels) work through the proxy; after Stop the address answers with
+Girder's "stopped" page at once.
+"""
+
+import time
+import urllib.parse
+
+import pytest
+import requests
+from girder.models.setting import Setting
+from pytest_girder.assertions import assertStatus, assertStatusOk
+
+from girder_resolver import frontdoor
+from girder_resolver.launcher.identity import COOKIE_NAME
+from girder_resolver.models.notebook import Notebook
+from plugin_tests.launcher_helpers import runInKernel
+from plugin_tests.test_notebook import FILES, launch, makeDataset, makeUser, waitFor
+
+
+def http():
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def stopAll():
+    deadline = time.monotonic() + 60
+    while Notebook().findOne({'status': 'launching'}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for doc in list(Notebook().find({'live': True})):
+        Notebook().stop(doc)
+
+
+@pytest.fixture
+def running(boundServer, admin, user, fsAssetstore, tmp_path):
+    """A running process-backend notebook of ``user``: (notebook as GET shows it, folder)."""
+    Setting().set('resolver.backend', 'process')
+    folder, _ = makeDataset(boundServer, admin, fsAssetstore, tmp_path, 'Survey 2016')
+    resp = launch(boundServer, user, folder)
+    assertStatusOk(resp)
+    nb = waitFor(boundServer, user, resp.json['_id'])
+    assert nb['status'] == 'running', nb['message']
+    yield nb, folder
+    stopAll()
+
+
+@pytest.mark.plugin('resolver')
+def testTheNotebookWorksThroughTheFrontDoorWithoutATokenInAnyUrl(boundServer, user, running):
+    nb, _ = running
+    doc = Notebook().load(nb['_id'])
+    token = doc['token']
+    front = frontdoor.publicUrl()
+    # The URL is a single-use link at the front door, on Girder's API behind it.
+    assert nb['url'].startswith(f'{front}/api/v1/notebook/{nb["_id"]}/open?ticket=')
+    assert token not in nb['url']
+    # Girder itself answers through the front door (its default target).
+    assert http().get(f'{front}/api/v1/system/version').status_code == 200
+
+    browser = http()
+    page = browser.get(nb['url'])
+    assert page.status_code == 200, page.text
+    # Sent on to the classic UI's file listing under /notebook/<id>/, never with the token.
+    assert urllib.parse.urlsplit(page.url).path == f'/notebook/{nb["_id"]}/tree'
+    for hop in [*page.history, page]:
+        assert token not in hop.url
+        assert token not in hop.headers.get('Location', '')
+    opened = page.history[0]
+    assert opened.status_code == 303
+    cookie = opened.headers['Set-Cookie']
+    assert f'{COOKIE_NAME}=' in cookie and 'HttpOnly' in cookie
+    assert f'Path=/notebook/{nb["_id"]}/' in cookie and 'SameSite=Lax' in cookie
+    assert opened.headers['Referrer-Policy'] == 'no-referrer'
+
+    # The cookie lets the browser use the contents API: the dataset is listed.
+    base = f'{front}/notebook/{nb["_id"]}/'
+    listing = browser.get(f'{base}api/contents/Survey 2016')
+    assert listing.status_code == 200
+    assert {e['name'] for e in listing.json()['content']} == set(FILES) | {'tables'}
+    # Cookie-authenticated writes need Jupyter's XSRF token, as in a browser.
+    xsrf = browser.cookies.get('_xsrf')
+    # (Without a body: Jupyter refuses before reading one, and the proxy, still sending
+    # it, would turn the refusal into a 503.)
+    assert browser.post(f'{base}api/kernels').status_code == 403
+    kernel = browser.post(f'{base}api/kernels', json={}, headers={'X-XSRFToken': xsrf})
+    assert kernel.status_code == 201, kernel.text
+    # Code runs in a kernel over its websocket, through the proxy, with the cookie.
+    wsUrl = base.replace('http://', 'ws://') + f'api/kernels/{kernel.json()["id"]}/channels'
+    out = runInKernel(
+        wsUrl,
+        'print(sum(range(10)))',
+        headers=[f'Cookie: {COOKIE_NAME}={token}'],
+        origin=front,
+    )
+    assert out == '45\n'
+
+    # The link works once: a second visit (no Girder login) is refused, and without the
+    # cookie the notebook itself is closed.
+    again = http().get(nb['url'], allow_redirects=False)
+    assert again.status_code == 403
+    assert 'used already or has expired' in again.json()['message']
+    assert http().get(f'{base}api/contents').status_code == 403
+    # A fresh GET of the notebook gives a fresh link.
+    fresh = boundServer.request(f'/notebook/{nb["_id"]}', user=user).json['url']
+    assert fresh != nb['url']
+    assert http().get(fresh).status_code == 200
+
+
+@pytest.mark.plugin('resolver')
+def testATicketOpensOnlyItsOwnNotebookAndForgedOnesFail(boundServer, user, running):
+    nb, _ = running
+    ticket = urllib.parse.parse_qs(urllib.parse.urlsplit(nb['url']).query)['ticket'][0]
+    front = frontdoor.publicUrl()
+    expires, nonce, signature = ticket.split('.')
+    forged = [
+        f'{int(expires) + 60}.{nonce}.{signature}',
+        f'{expires}.{nonce}x.{signature}',
+        f'{expires}.{nonce}.{signature[:-2]}AA',
+        'not-a-ticket',
+    ]
+    for bad in forged:
+        resp = http().get(
+            f'{front}/api/v1/notebook/{nb["_id"]}/open',
+            params={'ticket': bad},
+            allow_redirects=False,
+        )
+        assert resp.status_code == 403, bad
+    other = makeUser('other')
+    assertStatus(boundServer.request(f'/notebook/{nb["_id"]}/open', user=other), 403)
+    # Its owner, logged in to Girder, may open it without a ticket.
+    resp = boundServer.request(f'/notebook/{nb["_id"]}/open', user=user, isJson=False)
+    assertStatus(resp, 303)
+
+
+@pytest.mark.plugin('resolver')
+def testAfterStopTheAddressSaysStoppedAtOnce(boundServer, user, running):
+    nb, folder = running
+    browser = http()
+    assert browser.get(nb['url']).status_code == 200
+    base = f'{frontdoor.publicUrl()}/notebook/{nb["_id"]}/'
+    assert browser.get(f'{base}api/contents').status_code == 200
+
+    assertStatusOk(boundServer.request(f'/notebook/{nb["_id"]}', method='DELETE', user=user))
+
+    api = browser.get(f'{base}api/contents')
+    assert api.status_code == 410
+    assert 'stopped' in api.json()['message']
+    page = browser.get(f'{base}tree')
+    assert page.status_code == 200
+    assert 'This notebook was stopped' in page.text
+    assert f'#folder/{folder["_id"]}' in page.text
+    assert f'/notebook/{nb["_id"]}' not in frontdoor.routes()
+    # And its open link no longer opens anything.
+    assert http().get(nb['url'], allow_redirects=False).status_code == 409
+
+
+@pytest.mark.plugin('resolver')
+def testARestartedFrontDoorGetsTheRoutesBack(boundServer, running):
+    nb, _ = running
+    path = f'/notebook/{nb["_id"]}'
+    assert path in frontdoor.routes()
+    frontdoor.shutdown()
+    frontdoor.ensure()
+    assert path in frontdoor.routes()
+    assert http().get(nb['url']).status_code == 200
