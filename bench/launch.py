@@ -7,12 +7,15 @@
 Starts SecantusDB and a Girder with the plugin (``common.Central``), imports a
 sample dataset (``datadns.sample``) through a filesystem assetstore, and times,
 from ``POST /notebook`` until ``GET /notebook/{id}`` says ``running`` *and*
-``GET {url}api/status`` with the notebook's token answers 200:
+a browser-like session that opens the notebook's single-use ``url`` (a cookie
+and a 303 to ``/notebook/<id>/``) gets 200 from ``api/status`` through the
+site's front door:
 
-- ``process``: cold launches with the process backend, one at a time, each
-  stopped after; against the same ``jupyter_server`` started by hand (the
-  command, config file and environment the launcher builds), timed from
-  ``Popen`` to the first 200 from ``api/status``;
+- ``process``: cold launches with the (sandboxed) process backend, one at a
+  time, each stopped after; against the same ``jupyter_server`` started by the
+  process launcher without a sandbox (``allow_unsandboxed``, no bubblewrap; its
+  config file, arguments and socket) and without Girder, timed from ``start()``
+  to the first 200 from ``api/status``;
 - ``docker``: cold launches with the docker backend; against a bare Docker-API
   start of the same image (docker SDK ``containers.run``, same arguments and
   mounts) to the first 200 from ``api/status``;
@@ -44,9 +47,6 @@ import argparse
 import json
 import os
 import secrets
-import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -131,16 +131,6 @@ def http():
     return session
 
 
-def statusUrl(url):
-    """``{base_url}api/status`` of a notebook URL (whose query holds the token)."""
-    parts = urllib.parse.urlsplit(url)
-    return f'{parts.scheme}://{parts.netloc}{parts.path}api/status'
-
-
-def tokenOf(url):
-    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)['token'][0]
-
-
 def waitAnswers(session, url, token, deadline, proc=None):
     """Poll ``url`` with the token until it answers 200."""
     import requests
@@ -149,7 +139,8 @@ def waitAnswers(session, url, token, deadline, proc=None):
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f'the server exited with code {proc.returncode}')
         try:
-            resp = session.get(url, headers={'Authorization': f'token {token}'}, timeout=5)
+            headers = {'Authorization': f'token {token}'} if token else {}
+            resp = session.get(url, headers=headers, timeout=5)
             if resp.status_code == 200:
                 return
         except requests.RequestException:
@@ -195,7 +186,13 @@ class Person:
             resp = self.session.get(f'{self.apiUrl}/notebook/{nb["_id"]}')
             resp.raise_for_status()
             nb = resp.json()
-        waitAnswers(self.session, statusUrl(nb['url']), tokenOf(nb['url']), deadline)
+        # What a browser does: open the single-use link (a cookie and a 303), then the
+        # notebook answers through the front door.
+        browser = http()
+        opened = browser.get(nb['url'], allow_redirects=False, timeout=10)
+        if opened.status_code != 303:
+            raise RuntimeError(f'the open link answered {opened.status_code}: {opened.text[:200]}')
+        waitAnswers(browser, opened.headers['Location'] + 'api/status', None, deadline)
         return time.perf_counter() - t0, nb
 
     def _events(self, nb, deadline):
@@ -247,57 +244,29 @@ def people(central, count, poll=POLL, follow='events'):
 
 
 class BareProcess:
-    """``jupyter_server`` started by hand, with the command the process launcher uses."""
+    """``jupyter_server`` with the process launcher's own config, arguments and socket, but
+    no sandbox and no Girder: the baseline of a sandboxed cold launch."""
 
     def __init__(self, dataPath, workRoot):
         from girder_resolver.launcher import LaunchSpec, ProcessLauncher
 
-        self.launcher = ProcessLauncher(work_root=str(workRoot))
+        # A bubblewrap that does not exist, and permission to run without it.
+        self.launcher = ProcessLauncher(
+            work_root=str(workRoot), bwrap='/nonexistent/bwrap', allow_unsandboxed=True
+        )
         self.dataPath = dataPath
         self.LaunchSpec = LaunchSpec
 
     def once(self, timeout):
-        from girder_resolver.launcher.process import _free_port
-
-        notebookId = f'bare-{secrets.token_hex(4)}'
         token = secrets.token_urlsafe(24)
-        spec = self.LaunchSpec(notebookId, token, self.dataPath, 'data')
-        work = Path(self.launcher.work_root) / notebookId
-        home, runtime = work / 'home', work / 'runtime'
-        home.mkdir(parents=True)  # below the run's home, which Central removes on exit
-        runtime.mkdir()
-        (home / 'data').symlink_to(self.dataPath)
-        config = work / 'jupyter_server_config.py'
-        # The launcher's own helpers: exactly its config file, arguments and environment.
-        config.write_text(self.launcher._server_config(spec))
-        ip = '127.0.0.1'
-        port = _free_port(ip)
-        args = self.launcher._server_args(spec, str(config), ip, port, str(home))
-        env = self.launcher._server_env(spec, str(runtime))
-        session = http()
-        with open(work / 'server.log', 'ab') as out:
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=home,
-                env=env,
-                start_new_session=True,
-            )
+        spec = self.LaunchSpec(f'bare-{secrets.token_hex(4)}', token, self.dataPath, 'data')
+        t0 = time.perf_counter()
+        handle = self.launcher.start(spec)
         try:
-            url = f'http://{ip}:{port}{spec.base_url}api/status'
-            waitAnswers(session, url, token, time.monotonic() + timeout, proc)
+            self.launcher.wait_ready(handle, timeout=timeout, token=token)
             return time.perf_counter() - t0
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-            shutil.rmtree(work, ignore_errors=True)
+            self.launcher.stop(handle)
 
 
 class BareDocker:

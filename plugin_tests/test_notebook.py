@@ -71,7 +71,8 @@ def serverRefused(handle):
 
 
 def makeDataset(server, admin, assetstore, root, name, public=True):
-    """A folder filled by a filesystem-assetstore import of a real directory."""
+    """A dataset folder: filled by a filesystem-assetstore import of a real directory, and
+    tagged with an identifier."""
     data = root / name.replace(' ', '_')
     (data / 'tables').mkdir(parents=True)
     for fname, text in FILES.items():
@@ -84,6 +85,8 @@ def makeDataset(server, admin, assetstore, root, name, public=True):
         collection, name, parentType='collection', creator=admin, public=public
     )
     importInto(server, admin, assetstore, data, folder)
+    slug = ''.join(c for c in name.lower() if c.isalnum())
+    folder = Folder().setMetadata(folder, {'identifier': f'doi:10.5072/test.{slug}'})
     return folder, data
 
 
@@ -451,9 +454,13 @@ def _launchRecord(user, folder, backend, worker):
 
 
 @pytest.mark.plugin('resolver')
-def testAFolderWithoutDataOnDiskIsAClear422(server, admin, user):
+def testAFolderThatIsNoDatasetOrHasNoDataOnDiskIsAClear422(server, admin, user):
     collection = Collection().createCollection('Empty', admin, public=True)
     folder = Folder().createFolder(collection, 'Nothing here', parentType='collection', public=True)
+    resp = launch(server, user, folder)
+    assertStatus(resp, 422)
+    assert 'is not a dataset' in resp.json['message']
+    folder = Folder().setMetadata(folder, {'identifier': 'doi:10.5072/nothing.here'})
     resp = launch(server, user, folder)
     assertStatus(resp, 422)
     assert "not on this server's disk" in resp.json['message']
@@ -477,7 +484,10 @@ def testTheDataPathOfANestedImportIsTheImportedDirectory(server, admin, fsAssets
     collection = Collection().createCollection('Nested', admin, public=True)
     folder = Folder().createFolder(collection, 'Outer', parentType='collection', public=True)
     importInto(server, admin, fsAssetstore, data, folder)
-    assert Notebook().dataPath(folder) == str(data)
+    assert Notebook().dataPath(Folder().load(folder['_id'], force=True)) == str(data)
+    # The folder the import made for a sub-directory has that sub-directory as its own.
+    inner = Folder().findOne({'parentId': folder['_id'], 'name': 'inner'})
+    assert Notebook().dataPath(inner) == str(data / 'inner')
 
 
 @pytest.mark.plugin('resolver')

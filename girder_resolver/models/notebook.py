@@ -42,9 +42,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from girder.constants import AccessType
 from girder.exceptions import RestException, ValidationException
-from girder.models.file import File
 from girder.models.folder import Folder
-from girder.models.item import Item
 from girder.models.model_base import Model
 from girder.models.setting import Setting
 
@@ -52,6 +50,8 @@ from .. import breaker, frontdoor, metrics, settings
 from ..federation import SiteClient, SiteError, UnsafeUrl, checkNotebookUrl, sanitize
 from ..launcher import LaunchError, LaunchSpec, get_configured_launcher
 from ..settings import PluginSettings
+from . import datapath
+from .dataset import identifiersFromMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,6 @@ LIVE_INDEX = 'one_live_notebook_per_delegator_identity_and_folder'
 RETIRED_LIVE_INDEX = 'one_live_notebook_per_identity_and_folder'
 #: A launch still "launching" after this many seconds has lost its thread (a crash).
 LAUNCH_GRACE = 180
-#: How many folder levels below a dataset folder are searched for imported files.
-IMPORT_SEARCH_DEPTH = 4
 
 _IDENTITY_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[A-Za-z0-9_-]{1,64}$')
 _LOOPBACK = {'127.0.0.1', 'localhost', '::1', '[::1]'}
@@ -373,42 +371,26 @@ class Notebook(Model):
     # -- where the data is -------------------------------------------------------
 
     def dataPath(self, folder):
-        """The directory on this machine that holds ``folder``'s data, or None.
+        """The directory on this machine that holds dataset ``folder``'s data, or None.
 
-        The ``resolver.data_paths`` setting wins; otherwise the directory is
-        derived from files that a filesystem-assetstore import left under the
-        folder (``imported`` files know their ``path``), going up one directory
-        per folder level between the file and the dataset folder.
+        The ``resolver.data_paths`` setting (an admin's mapping) wins; otherwise the
+        directory that the folder's own filesystem import came from, as recorded
+        on the folder when it was imported (``models/datapath.py``). Never derived
+        from files found below the folder: copied files keep their original path.
         """
         explicit = (settings.get(PluginSettings.DATA_PATHS) or {}).get(str(folder['_id']))
         if explicit:
             return explicit if os.path.isdir(explicit) else None
-        level = [folder['_id']]
-        for depth in range(IMPORT_SEARCH_DEPTH):
-            itemIds = [
-                item['_id']
-                for item in Item().find({'folderId': {'$in': level}}, fields=['_id'], limit=200)
-            ]
-            if itemIds:
-                file = File().findOne(
-                    {'itemId': {'$in': itemIds}, 'imported': True, 'path': {'$exists': True}}
-                )
-                if file is not None and isinstance(file.get('path'), str):
-                    path = os.path.dirname(file['path'])
-                    for _ in range(depth):
-                        path = os.path.dirname(path)
-                    return path if os.path.isdir(path) else None
-            level = [
-                f['_id']
-                for f in Folder().find(
-                    {'parentId': {'$in': level}, 'parentCollection': 'folder'},
-                    fields=['_id'],
-                    limit=200,
-                )
-            ]
-            if not level:
-                break
-        return None
+        return datapath.importedPath(folder)
+
+    @staticmethod
+    def isDatasetFolder(folder):
+        """A folder tagged with an identifier, or one an admin mapped in resolver.data_paths."""
+        if str(folder['_id']) in (settings.get(PluginSettings.DATA_PATHS) or {}):
+            return True
+        key = settings.get(PluginSettings.IDENTIFIER_KEY)
+        identifiers, _ = identifiersFromMetadata((folder.get('meta') or {}).get(key))
+        return bool(identifiers)
 
     # -- launching ---------------------------------------------------------------
 
@@ -515,11 +497,20 @@ class Notebook(Model):
         existing = self.findLive(site, identity, folderId, user['_id'])
         if existing is not None:
             return existing
+        if not self.isDatasetFolder(folder):
+            key = settings.get(PluginSettings.IDENTIFIER_KEY)
+            raise RestException(
+                f'Folder "{folder["name"]}" is not a dataset: notebooks start only for folders '
+                f'tagged with an identifier (metadata "{key}") or mapped by an admin in the '
+                'resolver.data_paths setting.',
+                code=422,
+            )
         path = self.dataPath(folder)
         if path is None:
             raise RestException(
-                f'This folder\'s data is not on this server\'s disk: folder "{folder["name"]}" '
-                'has no files imported from a filesystem assetstore and no entry in the '
+                f'This dataset\'s data is not on this server\'s disk: folder "{folder["name"]}" '
+                'was not itself imported from a filesystem assetstore (a copy of a dataset, or '
+                'files copied into it, do not count) and has no entry in the '
                 'resolver.data_paths setting, so no notebook can be started next to it.',
                 code=422,
             )
