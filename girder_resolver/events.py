@@ -42,9 +42,14 @@ def _folderImported(event):
         datapath.recordImportedFolder(info.get('id'), info.get('importPath'))
 
 
+def _folderSaving(event):
+    datapath.keepRecord(event.info)
+
+
 def bind(name):
     events.bind('model.folder.save.after', name, _folderSaved)
     events.bind('model.folder.remove', name, _folderRemoved)
     events.bind('model.setting.save.after', name, _settingSaved)
+    events.bind('model.folder.save', name, _folderSaving)
     events.bind('rest.post.assetstore/:id/import.before', name, _restImport)
     events.bind('filesystem_assetstore_imported', name, _folderImported)

@@ -90,9 +90,9 @@ def testCopiesIntoAUsersOwnFolderNeverLaunch(server, datasets):
         params={'parentId': str(private['_id']), 'parentType': 'folder', 'name': 'mine'},
     )
     assertStatusOk(folderCopy)
-    copyDoc = Folder().load(folderCopy.json['_id'], force=True)
+    copyDoc = Folder().findOne({'parentId': private['_id'], 'name': 'mine'})
     assert copyDoc['meta'].get('identifier')
-    assert datapath.FIELD not in copyDoc
+    assert datapath.importedPath(copyDoc) is None
     resp = launch(server, mallory, copyDoc)
     assertStatus(resp, 422)
     assert Notebook().collection.count_documents({}) == 0

@@ -40,6 +40,12 @@ SETTINGS = {
     'DATADNS_USER_CAP': 'resolver.user_cap',
     'DATADNS_ANONYMOUS_RATE': 'resolver.anonymous_rate',
     'DATADNS_ANONYMOUS_BURST': 'resolver.anonymous_burst',
+    'DATADNS_SITE_CAP': 'resolver.site_cap',
+    'DATADNS_FRONTDOOR_URL': 'resolver.frontdoor_url',
+    'DATADNS_FRONTDOOR_PORT': 'resolver.frontdoor_port',
+    'DATADNS_FRONTDOOR_IP': 'resolver.frontdoor_ip',
+    'DATADNS_FRONTDOOR_MANAGED': 'resolver.frontdoor_managed',
+    'DATADNS_FRONTDOOR_API_URL': 'resolver.frontdoor_api_url',
 }
 
 

@@ -15,7 +15,8 @@ So the path is recorded on the folder, in ``FIELD``, by Girder's import itself:
   ``filesystem_assetstore_imported`` with its own path, recorded on it with the
   root of its parent's record.
 
-A copied or user-made folder has no record. The recorded path must still be a
+A user-made folder has no record, and a copied folder's record names the folder it
+was copied from, so it does not count. The recorded path must still be a
 directory that lies inside the recorded root once symlinks are resolved.
 """
 
@@ -54,6 +55,9 @@ def record(folderId, path, root):
         {
             '$set': {
                 FIELD: {
+                    # Bound to this folder: a copy of the folder (Girder copies the whole
+                    # document) carries the record under another id, and it never counts.
+                    'folderId': folderId,
                     'path': os.path.realpath(path),
                     'root': os.path.realpath(root),
                     'recorded': datetime.datetime.now(datetime.timezone.utc),
@@ -62,6 +66,25 @@ def record(folderId, path, root):
         },
     )
     return True
+
+
+def keepRecord(folder):
+    """Before a folder is saved: carry its import record over from the database.
+
+    Girder saves whole documents; a copy of the folder loaded before the record
+    was written (e.g. by the code that ran the import) would otherwise erase it.
+    Nothing else ever writes the record, so the database's copy is the truth.
+    """
+    if not isinstance(folder, dict):
+        return
+    if '_id' not in folder:
+        folder.pop(FIELD, None)  # a new folder (a copy, say) was imported by nobody
+        return
+    stored = Folder().collection.find_one({'_id': folder['_id']}, {FIELD: True}) or {}
+    if FIELD in stored:
+        folder[FIELD] = stored[FIELD]
+    else:
+        folder.pop(FIELD, None)
 
 
 def recordRestImport(assetstoreId, params):
@@ -98,7 +121,7 @@ def importedPath(folder):
     inside its recorded root (moved, or a symlink now leads elsewhere).
     """
     entry = folder.get(FIELD)
-    if not isinstance(entry, dict):
+    if not isinstance(entry, dict) or entry.get('folderId') != folder['_id']:
         return None
     path, root = entry.get('path'), entry.get('root')
     if not isinstance(path, str) or not isinstance(root, str):
