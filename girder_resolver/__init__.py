@@ -115,19 +115,23 @@ class ResolverPlugin(GirderPlugin):
         cherrypy.engine.subscribe('stop', pool.shutdown)
         pool.start()
 
-        # The front door starts with the server (its default target is this Girder) and
-        # gets the routes of every running notebook, adopted ones included.
+        # The front door starts with the server when notebooks already run (adopted after
+        # a restart), else with the first route; it gets every running notebook's route,
+        # and stops with the server.
         frontdoor.setRouteSource(Notebook().frontDoorRoutes)
         cherrypy.engine.subscribe('start', _startFrontDoor)
+        cherrypy.engine.subscribe('stop', frontdoor.shutdown)
         # Girder 5 runs under uvicorn: only a request tells which port this Girder is on.
         girderEvents.bind('auth.user.get', 'resolver.frontdoor', _learnGirderAddress)
 
 
 def _startFrontDoor():
     from . import frontdoor
+    from .models.notebook import Notebook
 
     try:
-        frontdoor.ensure()
+        if Notebook().frontDoorRoutes():
+            frontdoor.ensure()
     except Exception:  # noqa: BLE001 - Girder serves its API without the front door
         logger.exception('Data DNS: the front door did not start; notebooks cannot be opened')
 

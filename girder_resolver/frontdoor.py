@@ -223,15 +223,15 @@ _lock = threading.RLock()
 _routeSource = None
 _atexit = False
 _supervisor = None
+_stopSupervising = threading.Event()
 #: Seconds between two checks that the managed proxy still runs.
 SUPERVISE_INTERVAL = 5
 
 
 def _supervise():
-    while True:
-        time.sleep(SUPERVISE_INTERVAL)
+    while not _stopSupervising.wait(SUPERVISE_INTERVAL):
         try:
-            if managed() and _managed.process is not None and not _managed.running():
+            if _managed.process is not None and not _managed.running() and managed():
                 logger.warning('Front door: the proxy died (exit %s)', _managed.process.returncode)
                 ensure()
         except Exception:  # noqa: BLE001 - the supervisor must outlive any one failure
@@ -284,6 +284,7 @@ def ensure():
         if not _atexit:
             atexit.register(shutdown)
             _atexit = True
+        _stopSupervising.clear()
         if _supervisor is None or not _supervisor.is_alive():
             _supervisor = threading.Thread(target=_supervise, name='datadns-frontdoor', daemon=True)
             _supervisor.start()
@@ -297,7 +298,8 @@ def ensure():
 
 
 def shutdown():
-    """Stop the managed proxy (Girder stops)."""
+    """Stop the managed proxy and its supervisor (Girder stops)."""
+    _stopSupervising.set()
     with _lock:
         _managed.stop()
 

@@ -74,14 +74,14 @@ def _freshCaches():
 
 
 #: The plugin's background threads: each must end with the in-process server that started it.
-PLUGIN_THREADS = ('datadns-culler', 'datadns-pool')
+PLUGIN_THREADS = ('datadns-culler', 'datadns-pool', 'datadns-frontdoor')
 
 
 @pytest.fixture(autouse=True)
 def _noPluginThreadOutlivesItsServer():
-    """After a test (and its ``server`` fixture) no culler or pool thread runs in this process
-    while no in-process server does: a leftover would cull or refill against the next test's
-    database, or log errors against a dropped one."""
+    """After a test (and its ``server`` fixture) no culler, pool or front door thread runs in
+    this process while no in-process server does: a leftover would cull or refill against the
+    next test's database, or log errors against a dropped one."""
     yield
     import cherrypy
 
