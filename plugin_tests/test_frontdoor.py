@@ -11,7 +11,6 @@ import time
 import urllib.parse
 
 import pytest
-import requests
 from girder.models.setting import Setting
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
@@ -19,13 +18,7 @@ from girder_resolver import frontdoor
 from girder_resolver.launcher.identity import COOKIE_NAME
 from girder_resolver.models.notebook import Notebook
 from plugin_tests.launcher_helpers import runInKernel
-from plugin_tests.test_notebook import FILES, launch, makeDataset, makeUser, waitFor
-
-
-def http():
-    session = requests.Session()
-    session.trust_env = False
-    return session
+from plugin_tests.test_notebook import FILES, http, launch, makeDataset, makeUser, waitFor
 
 
 def stopAll():
