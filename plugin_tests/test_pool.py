@@ -7,6 +7,7 @@ assume who filled it; no timing is asserted.
 
 import datetime
 import time
+import urllib.parse
 
 import pytest
 from girder.models.setting import Setting
@@ -87,6 +88,10 @@ def testALaunchClaimsAWarmServerBoundToTheDatasetAndItsClaimerOnly(
     assert nb['_id'] == str(entry['_id'])
     assert tokenOf(nb) == entry['token']
     assert pool.PooledNotebook().load(entry['_id']) is None
+    # The open link in this very answer (made from the record in memory) works, once.
+    ticket = urllib.parse.parse_qs(urllib.parse.urlsplit(nb['url']).query)['ticket'][0]
+    assert Notebook().redeemTicket(Notebook().load(nb['_id']), ticket)
+    assert not Notebook().redeemTicket(Notebook().load(nb['_id']), ticket)
 
     mine = session(tokenOf(nb))
     listing = mine.get(apiUrl(nb, f'contents/{pool.DATA_NAME}'))

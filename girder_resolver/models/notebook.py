@@ -292,7 +292,9 @@ class Notebook(Model):
     @staticmethod
     def _ticketSignature(doc, expires, nonce):
         key = _randomSetting(_TICKET_KEY, 32).encode()
-        created = _aware(doc['created']).isoformat()
+        # In milliseconds: the database keeps no finer time, and a ticket made from the
+        # record in memory (a pooled launch's answer) must match the one read back.
+        created = int(_aware(doc['created']).timestamp() * 1000)
         message = f'{doc["_id"]}.{created}.{expires}.{nonce}'.encode()
         digest = hmac.new(key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip('=')
