@@ -275,11 +275,17 @@ class BareProcess:
 
 
 class BareDocker:
-    """A container of the notebook image started with the docker SDK's ``containers.run``."""
+    """The notebook image's jupyter_server started with the docker SDK's ``containers.run``.
 
-    def __init__(self, dataPath, image):
+    The baseline of the docker backend's sandbox: the launcher's own server
+    options, but none of its confinement (default network and a published TCP
+    port instead of no network and a Unix socket, the image's root user, no
+    dropped capabilities, no read-only root, no limits but memory).
+    """
+
+    def __init__(self, dataPath, image, workRoot):
         import docker
-        from girder_resolver.launcher import DockerLauncher, LaunchSpec, readonly
+        from girder_resolver.launcher import DockerLauncher, LaunchSpec
 
         self.docker = docker
         self.client = docker.from_env(version='auto')
@@ -287,32 +293,34 @@ class BareDocker:
         self.dataPath = dataPath
         self.image = image
         self.LaunchSpec = LaunchSpec
-        self.readonlyFile = os.path.abspath(readonly.__file__)
+        self.workRoot = Path(workRoot)
 
     def once(self, timeout):
+        from girder_resolver.launcher.docker import ETC_DIR
+
         token = secrets.token_urlsafe(24)
         spec = self.LaunchSpec(f'bare-{secrets.token_hex(4)}', token, self.dataPath, 'data')
         home = self.launcher.config['home']
+        # The launcher's configuration file and arguments, so that both servers do the
+        # same work; TCP rather than its socket.
+        etc = self.workRoot / spec.notebook_id
+        etc.mkdir(parents=True)
+        for module in self.launcher.modules():
+            shutil.copyfile(module.__file__, etc / os.path.basename(module.__file__))
+        (etc / 'jupyter_server_config.py').write_text(self.launcher.server_config(spec))
+        args = [
+            arg for arg in self.launcher.server_args(spec) if not arg.startswith('--ServerApp.sock')
+        ] + ['--ip=0.0.0.0', '--ServerApp.port=8888', '--allow-root']
         Mount = self.docker.types.Mount
         session = http()
         t0 = time.perf_counter()
         container = self.client.containers.run(
             self.image,
-            # The launcher's arguments, so that both servers do the same work.
-            command=self.launcher._server_args(spec, home),
-            environment={
-                'JUPYTER_TOKEN': token,
-                'PYTHONUNBUFFERED': '1',
-                'PYTHONPATH': '/opt/datadns',
-            },
+            command=args,
+            environment={'PYTHONUNBUFFERED': '1'},
             mounts=[
                 Mount(f'{home}/data', self.dataPath, type='bind', read_only=True),
-                Mount(
-                    '/opt/datadns/datadns_readonly.py',
-                    self.readonlyFile,
-                    type='bind',
-                    read_only=True,
-                ),
+                Mount(ETC_DIR, str(etc), type='bind', read_only=True),
             ],
             ports={'8888/tcp': ('127.0.0.1', None)},
             working_dir=home,
@@ -338,6 +346,7 @@ class BareDocker:
             return time.perf_counter() - t0
         finally:
             container.remove(force=True)
+            shutil.rmtree(etc, ignore_errors=True)
 
 
 def dockerUnavailable(image):
@@ -714,7 +723,7 @@ def main():
                     'docker',
                     person,
                     folderId,
-                    BareDocker(str(directory), image),
+                    BareDocker(str(directory), image, central.home / 'bare-docker'),
                     args,
                     central.mongo(),
                 )

@@ -39,6 +39,10 @@ class PluginSettings:
     IMAGE = 'resolver.image'
     #: Memory limit of a notebook container, e.g. '1g'.
     MEMORY_LIMIT = 'resolver.memory_limit'
+    #: CPU limit of a notebook container, in CPUs (e.g. 1.5); 0 = no limit.
+    CPU_LIMIT = 'resolver.cpu_limit'
+    #: Most processes and threads one notebook container may hold; 0 = no limit.
+    PIDS_LIMIT = 'resolver.pids_limit'
     #: Host name or address put in notebook URLs handed to browsers.
     NOTEBOOK_HOST = 'resolver.notebook_host'
     #: Seconds of inactivity after which the culler stops a notebook.
@@ -112,6 +116,8 @@ _DEFAULTS = {
     PluginSettings.BACKEND: 'process',
     PluginSettings.IMAGE: 'localhost/datadns-notebook:latest',
     PluginSettings.MEMORY_LIMIT: '1g',
+    PluginSettings.CPU_LIMIT: 1.0,
+    PluginSettings.PIDS_LIMIT: 512,
     PluginSettings.NOTEBOOK_HOST: '127.0.0.1',
     PluginSettings.IDLE_TIMEOUT: 3600,
     PluginSettings.MAX_AGE: 0,
@@ -274,6 +280,29 @@ def _validateNonEmptyString(doc):
     if not isinstance(doc['value'], str) or not doc['value'].strip():
         raise ValidationException(f'{doc["key"]} must be a non-empty string.', 'value')
     doc['value'] = doc['value'].strip()
+
+
+@setting_utilities.validator(PluginSettings.CPU_LIMIT)
+def _validateCpuLimit(doc):
+    try:
+        doc['value'] = float(doc['value'])
+    except (TypeError, ValueError):
+        raise ValidationException(f'{doc["key"]} must be a number of CPUs, e.g. 1.5.', 'value')
+    if not (doc['value'] == 0 or 0.01 <= doc['value'] <= 1024):
+        raise ValidationException(
+            f'{doc["key"]} must be from 0.01 to 1024 CPUs, or 0 for no limit.', 'value'
+        )
+
+
+@setting_utilities.validator(PluginSettings.PIDS_LIMIT)
+def _validatePidsLimit(doc):
+    _positiveInt(doc, 0)
+    if 0 < doc['value'] < 32:
+        raise ValidationException(
+            f'{doc["key"]} must be at least 32 (a server and a kernel need about 20), '
+            'or 0 for no limit.',
+            'value',
+        )
 
 
 @setting_utilities.validator(

@@ -291,3 +291,13 @@ def _token(apiUrl, key):
     resp = requests.post(f'{apiUrl}/api_key/token', data={'key': key}, timeout=5)
     resp.raise_for_status()
     return resp.json()['authToken']['token']
+
+
+def testTheNotebookRunRootIsMountedAtTheSamePathAsOnTheHost(resolved):
+    """The engine bind-mounts each notebook's socket directory from the host: Girder must
+    make it at the path the host knows."""
+    for site in ('a', 'b'):
+        service = resolved['services'][f'site-{site}']
+        runRoot = service['environment']['DATADNS_DOCKER_RUN_ROOT']
+        assert runRoot == f'/var/lib/datadns/site-{site}/notebooks'
+        assert f'{runRoot}:{runRoot}:rw' in service['volumes']

@@ -9,19 +9,17 @@ except in CI (CI=true), where they fail.
 import datetime
 import json
 import os
+import socket
+import stat
 import time
 
 import pytest
-import requests
 
 from girder_resolver.launcher import DockerLauncher, LaunchError, LaunchSpec, get_launcher
-from plugin_tests.launcher_helpers import connectRefused, contentsUrl, makeDataset
+from plugin_tests.kernel_helpers import contents
+from plugin_tests.launcher_helpers import makeDataset
 
 TOKEN = 'docker-test-token'
-
-
-def _auth(token=TOKEN):
-    return {'Authorization': f'token {token}'}
 
 
 DATA_NAME = 'survey 2016'
@@ -99,32 +97,26 @@ def test_handle_is_json_and_names_the_container(started, docker_engine):
 
 def test_dataset_is_listed_under_its_name(started):
     launcher, _, handle = started
-    response = requests.get(contentsUrl(launcher, handle, DATA_NAME), headers=_auth(), timeout=10)
-    assert response.status_code == 200, response.text
+    response = contents(launcher, handle, DATA_NAME, TOKEN)
+    assert response.status == 200, response.body
     assert {item['name'] for item in response.json()['content']} == {'readme.txt', 'tables'}
-    file = requests.get(
-        contentsUrl(launcher, handle, f'{DATA_NAME}/tables/values.csv'), headers=_auth(), timeout=10
-    )
+    file = contents(launcher, handle, f'{DATA_NAME}/tables/values.csv', TOKEN)
     assert file.json()['content'] == 'a,b\n1,2\n'
 
 
 def test_requests_without_the_token_are_refused(started):
     launcher, _, handle = started
-    assert requests.get(contentsUrl(launcher, handle, ''), timeout=10).status_code == 403
+    assert contents(launcher, handle, '').status == 403
 
 
 def test_writes_into_the_dataset_are_refused(started):
     launcher, spec, handle = started
     new_file = {'type': 'file', 'format': 'text', 'content': 'overwrite'}
-    put = requests.put(
-        contentsUrl(launcher, handle, f'{DATA_NAME}/new.txt'), json=new_file, headers=_auth()
-    )
-    assert put.status_code == 403
+    put = contents(launcher, handle, f'{DATA_NAME}/new.txt', TOKEN, 'PUT', new_file)
+    assert put.status == 403
     assert 'read-only' in put.json()['message']
-    delete = requests.delete(
-        contentsUrl(launcher, handle, f'{DATA_NAME}/readme.txt'), headers=_auth()
-    )
-    assert delete.status_code == 403
+    delete = contents(launcher, handle, f'{DATA_NAME}/readme.txt', TOKEN, 'DELETE')
+    assert delete.status == 403
     assert sorted(os.listdir(spec.data_path)) == ['readme.txt', 'tables']
 
 
@@ -145,10 +137,8 @@ def test_notebook_home_is_writable(started):
         'format': 'json',
         'content': {'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5},
     }
-    put = requests.put(
-        contentsUrl(launcher, handle, 'analysis.ipynb'), json=notebook, headers=_auth()
-    )
-    assert put.status_code == 201, put.text
+    put = contents(launcher, handle, 'analysis.ipynb', TOKEN, 'PUT', notebook)
+    assert put.status == 201, put.body
 
 
 def test_last_activity_is_an_aware_utc_datetime(started):
@@ -159,13 +149,110 @@ def test_last_activity_is_an_aware_utc_datetime(started):
     assert launcher.last_activity(handle, 'wrong-token') is None
 
 
+def test_the_server_listens_on_a_unix_socket_in_a_container_without_network(started, docker_engine):
+    launcher, _, handle = started
+    assert 'port' not in handle and 'host' not in handle
+    assert stat.S_ISSOCK(os.lstat(handle['socket']).st_mode)
+    assert launcher.proxy_target(handle).startswith('http+unix://%2F')
+    container = docker_engine.containers.get(handle['containerId'])
+    assert container.attrs['HostConfig']['NetworkMode'] == 'none'
+    assert not container.ports  # nothing published
+
+
+def test_the_container_is_confined(started, docker_engine):
+    launcher, _, handle = started
+    host_config = docker_engine.containers.get(handle['containerId']).attrs['HostConfig']
+    assert [cap.upper().removeprefix('CAP_') for cap in host_config['CapDrop'] or []] == [
+        'ALL'
+    ] or len(host_config['CapDrop']) >= 14  # Podman lists the dropped capabilities one by one
+    assert any(opt.startswith('no-new-privileges') for opt in host_config['SecurityOpt'])
+    assert host_config['ReadonlyRootfs'] is True
+    assert host_config['PidsLimit'] == launcher.config['pids_limit'] == 512
+    assert host_config['NanoCpus'] == 1_000_000_000
+    assert host_config['Memory'] == 1024**3
+    config = docker_engine.containers.get(handle['containerId']).attrs['Config']
+    assert config['User'] == '65534:65534'
+
+
+def test_the_token_is_neither_on_the_command_line_nor_in_the_environment(started, docker_engine):
+    launcher, _, handle = started
+    container = docker_engine.containers.get(handle['containerId'])
+    assert TOKEN not in json.dumps(container.attrs)
+    # It is in a file only Girder's user can reach on this machine.
+    run_dir = handle['runDir']
+    assert stat.S_IMODE(os.stat(os.path.dirname(run_dir)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
+    with open(os.path.join(run_dir, 'etc', 'jupyter_server_config.py')) as config:
+        assert f'c.ServerApp.token = {TOKEN!r}' in config.read()
+
+
+def test_once_ready_the_container_cannot_replace_its_socket(started, docker_engine):
+    """A kernel could otherwise put a symlink to another socket (the engine's, say) where
+    Girder and the front door connect."""
+    launcher, _, handle = started
+    assert stat.S_IMODE(os.stat(os.path.dirname(handle['socket'])).st_mode) == 0o755
+    container = docker_engine.containers.get(handle['containerId'])
+    exit_code, output = container.exec_run(
+        ['sh', '-c', 'ln -sf /etc/passwd /run/datadns/evil; mv -f /run/datadns/nb.sock /tmp/x']
+    )
+    assert exit_code != 0
+    assert b'Permission denied' in output
+    assert os.listdir(os.path.dirname(handle['socket'])) == ['nb.sock']
+    assert launcher.poll(handle)
+
+
+def test_a_notebook_running_as_girders_own_user_is_refused(docker_engine, tmp_path):
+    """Owning its socket's directory, it could make it writable again and swap the socket."""
+    launcher = DockerLauncher(image=IMAGE, run_root=str(tmp_path / 'run'))
+    handle = launcher.start(LaunchSpec('docker-sameuser', TOKEN, str(makeDataset(tmp_path))))
+    try:
+        # As if Girder ran as the notebooks' uid: it made the directory, so it owns it.
+        os.chown(os.path.dirname(handle['socket']), 65534, 65534)
+        with pytest.raises(LaunchError, match='the user that Girder runs as'):
+            launcher.wait_ready(handle, token=TOKEN)
+    finally:
+        launcher.stop(handle)
+    assert not os.path.exists(handle['runDir'])
+
+
+def test_directories_left_by_a_start_cut_short_are_removed(docker_engine, tmp_path):
+    launcher = DockerLauncher(image=IMAGE, run_root=str(tmp_path / 'run'))
+    os.makedirs(launcher.run_root, mode=0o700)
+    orphan = tmp_path / 'run' / 'docker-orphan.0123abcd'
+    recent = tmp_path / 'run' / 'docker-recent.0123abcd'
+    foreign = tmp_path / 'run' / 'not-ours'
+    for directory in (orphan, recent, foreign):
+        directory.mkdir()
+    (orphan / '.datadns-notebook').touch()
+    (recent / '.datadns-notebook').touch()
+    hour_ago = time.time() - 3600
+    for directory in (orphan, foreign):
+        os.utime(directory, (hour_ago, hour_ago))
+    launcher.list_running()
+    assert not orphan.exists()
+    assert recent.exists()  # may be a start under way
+    assert foreign.exists()  # no sentinel: not ours
+
+
+def test_a_socket_path_too_long_for_unix_is_a_launch_error(docker_engine, tmp_path):
+    launcher = DockerLauncher(image=IMAGE, run_root=str(tmp_path / ('x' * 100)))
+    with pytest.raises(LaunchError, match='shorter run_root'):
+        launcher.start(LaunchSpec('docker-long', TOKEN, str(makeDataset(tmp_path))))
+
+
+@pytest.mark.parametrize('user', ['root', '0', '0:0', ' 0:1000'])
+def test_notebooks_never_run_as_root(user):
+    with pytest.raises(ValueError, match='non-root'):
+        DockerLauncher(user=user)
+
+
 def test_a_restarted_server_adopts_the_running_container(started):
     _, spec, handle = started
     adopted = [
         h for h in DockerLauncher(image=IMAGE).list_running() if h['notebookId'] == 'docker-shared'
     ]
     assert len(adopted) == 1
-    for key in ('containerId', 'containerName', 'host', 'port', 'baseUrl'):
+    for key in ('containerId', 'containerName', 'socket', 'runDir', 'baseUrl'):
         assert adopted[0][key] == handle[key]
     assert DockerLauncher().poll(adopted[0])
 
@@ -201,8 +288,7 @@ def test_a_leftover_container_of_the_same_name_is_replaced(docker_engine, tmp_pa
         launcher.wait_ready(handle, token=TOKEN)
         container = docker_engine.containers.get(handle['containerId'])
         assert container.labels['datadns.notebook'] == 'docker-leftover'
-        published = container.ports['8888/tcp'][0]['HostPort']
-        assert int(published) == handle['port']
+        assert contents(launcher, handle, '', TOKEN).status == 200
     finally:
         launcher.stop(handle)
 
@@ -223,7 +309,7 @@ def test_a_container_that_exits_while_starting_fails_wait_ready_with_its_log(
         launcher.stop(handle)
 
 
-def test_stop_removes_the_container_and_frees_the_port(docker_engine, tmp_path):
+def test_stop_removes_the_container_its_directory_and_its_socket(docker_engine, tmp_path):
     import docker
 
     launcher = DockerLauncher(image=IMAGE)
@@ -235,7 +321,9 @@ def test_stop_removes_the_container_and_frees_the_port(docker_engine, tmp_path):
 
     with pytest.raises(docker.errors.NotFound):
         docker_engine.containers.get(handle['containerId'])
-    assert connectRefused(handle['host'], handle['port'])
+    assert not os.path.exists(handle['runDir'])
+    with socket.socket(socket.AF_UNIX) as sock, pytest.raises(OSError):
+        sock.connect(handle['socket'])
     assert not launcher.poll(handle)
     assert all(h['notebookId'] != 'docker-stop' for h in launcher.list_running())
     assert sorted(os.listdir(spec.data_path)) == ['readme.txt', 'tables']

@@ -263,6 +263,8 @@ def testAdminChangesASettingOnTheSettingsPage(page, liveSite):
     form = page.locator('.g-resolver-settings-form')
     idle = form.locator('#g-resolver-idle-timeout')
     expect(idle).to_have_value('3600')
+    expect(form.locator('#g-resolver-cpu-limit')).to_have_value('1')
+    expect(form.locator('#g-resolver-pids-limit')).to_have_value('512')
     page.screenshots('1-loaded')
 
     # A value the server refuses is shown next to its field, in the server's words.

@@ -2,8 +2,8 @@
 # Build the notebook image for the `docker` launcher backend without a registry:
 # a Debian bookworm root filesystem made by mmdebstrap (packages come from the
 # Debian archive) and imported into Podman. Idempotent: an existing image built
-# from the same package list is kept; one built from another list is rebuilt (the
-# list is recorded in the image's label datadns.packages).
+# from the same package list and the same recipe is kept; any other is rebuilt
+# (both are recorded in the image's labels datadns.packages and datadns.recipe).
 #
 #   scripts/build-notebook-image.sh
 #
@@ -22,13 +22,42 @@ PACKAGES="${DATADNS_NOTEBOOK_PACKAGES:-python3-jupyter-server,python3-nbclassic,
 
 log() { echo "build-notebook-image: $*"; }
 
+# The recipe, beside the package list: changing either rebuilds the image.
+# - jovyan (uid 1000, as in Jupyter's images) is the user the launcher runs
+#   notebooks as. Its home is not created: the launcher mounts a fresh tmpfs
+#   there (the scratch home), which an empty mount point lets it own.
+# - No file keeps a setuid or setgid bit (su, passwd, chfn, ...): notebooks run
+#   with no-new-privileges anyway; this removes the tools too.
+# - The apt lists and caches are dropped to keep the image small.
+HOOKS=(
+  'chroot "$1" useradd --no-create-home --home-dir /home/jovyan --uid 1000 --user-group --shell /bin/bash jovyan'
+  'find "$1" -xdev -type f -perm /6000 -exec chmod ug-s {} +'
+  'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin'
+)
+# The launcher passes its own command and user; CMD is only a sensible default for
+# running the image by hand. (`podman import` takes one variable per ENV change: a
+# second NAME=value would join the first's value.)
+CHANGES=(
+  'WORKDIR /'
+  'ENV HOME=/home/jovyan'
+  'ENV LANG=C.UTF-8'
+  'ENV PYTHONUNBUFFERED=1'
+  'CMD ["python3", "-m", "jupyter_server", "--ip=0.0.0.0", "--port=8888", "--allow-root", "--no-browser", "--ServerApp.root_dir=/tmp"]'
+)
+RECIPE="$(printf '%s\n' "$PACKAGES" "${HOOKS[@]}" "${CHANGES[@]}" | sha256sum | cut -c1-16)"
+
+label() {
+  podman image inspect --format "{{index .Labels \"$1\"}}" "$IMAGE" 2>/dev/null || true
+}
+
 if podman image exists "$IMAGE"; then
-  built_with="$(podman image inspect --format '{{index .Labels "datadns.packages"}}' "$IMAGE" 2>/dev/null || true)"
-  if [[ "$built_with" == "$PACKAGES" ]]; then
-    log "$IMAGE already exists with packages $PACKAGES; nothing to do"
+  built_with="$(label datadns.packages)"
+  built_recipe="$(label datadns.recipe)"
+  if [[ "$built_with" == "$PACKAGES" && "$built_recipe" == "$RECIPE" ]]; then
+    log "$IMAGE already exists with packages $PACKAGES and recipe $RECIPE; nothing to do"
     exit 0
   fi
-  log "$IMAGE was built with packages '${built_with:-unknown}'; rebuilding with $PACKAGES"
+  log "$IMAGE was built with packages '${built_with:-unknown}', recipe '${built_recipe:-unknown}'; rebuilding with $PACKAGES, recipe $RECIPE"
 fi
 command -v mmdebstrap >/dev/null || { log "mmdebstrap is missing (apt-get install mmdebstrap)"; exit 1; }
 
@@ -37,29 +66,19 @@ trap 'rm -rf "$tmp"' EXIT
 started=$SECONDS
 
 log "bootstrapping Debian bookworm with $PACKAGES into $tmp/nb.tar"
-# The hook adds the jovyan user (uid 1000, as in Jupyter's images) whose home is
-# the notebook's working directory; the dataset is mounted beneath it. The
-# apt lists and caches are dropped to keep the image small.
+hook_args=()
+for hook in "${HOOKS[@]}"; do hook_args+=(--customize-hook="$hook"); done
 # stdin is /dev/null: mmdebstrap otherwise may read a sources list from it.
-mmdebstrap --variant=apt --include="$PACKAGES" \
-  --customize-hook='chroot "$1" useradd --create-home --uid 1000 --shell /bin/bash jovyan' \
-  --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
+mmdebstrap --variant=apt --include="$PACKAGES" "${hook_args[@]}" \
   bookworm "$tmp/nb.tar" "$MIRROR" </dev/null
 log "root filesystem is $(du -h "$tmp/nb.tar" | cut -f1) after $((SECONDS - started)) s"
 
 log "importing it as $IMAGE"
-# The launcher passes its own command; CMD is only a sensible default for
-# running the image by hand. It runs as root so that it can read datasets
-# whatever their owner; the mount is read-only all the same. (`podman import`
-# takes one variable per ENV change: a second NAME=value would join the first's value.)
-podman import \
-  --change 'WORKDIR /home/jovyan' \
-  --change 'ENV HOME=/home/jovyan' \
-  --change 'ENV LANG=C.UTF-8' \
-  --change 'ENV PYTHONUNBUFFERED=1' \
-  --change 'EXPOSE 8888' \
+change_args=()
+for change in "${CHANGES[@]}"; do change_args+=(--change "$change"); done
+podman import "${change_args[@]}" \
   --change "LABEL datadns.packages=$PACKAGES" \
-  --change 'CMD ["python3", "-m", "jupyter_server", "--ip=0.0.0.0", "--port=8888", "--allow-root", "--no-browser", "--ServerApp.root_dir=/home/jovyan"]' \
-  --message "datadns notebook image (mmdebstrap bookworm + $PACKAGES)" \
+  --change "LABEL datadns.recipe=$RECIPE" \
+  --message "datadns notebook image (mmdebstrap bookworm + $PACKAGES, recipe $RECIPE)" \
   "$tmp/nb.tar" "$IMAGE" >/dev/null
 log "built $IMAGE in $((SECONDS - started)) s"

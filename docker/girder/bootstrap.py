@@ -35,6 +35,8 @@ SETTINGS = {
     'DATADNS_BACKEND': 'resolver.backend',
     'DATADNS_NOTEBOOK_IMAGE': 'resolver.image',
     'DATADNS_NOTEBOOK_MEMORY': 'resolver.memory_limit',
+    'DATADNS_NOTEBOOK_CPUS': 'resolver.cpu_limit',
+    'DATADNS_NOTEBOOK_PIDS': 'resolver.pids_limit',
     'DATADNS_NOTEBOOK_HOST': 'resolver.notebook_host',
     'DATADNS_IDLE_TIMEOUT': 'resolver.idle_timeout',
     'DATADNS_USER_CAP': 'resolver.user_cap',

@@ -2,25 +2,53 @@
 
 Talks to the engine with the ``docker`` SDK only (never a shell), so it works
 against Docker Engine and against Podman's Docker-compatible service alike
-(``scripts/podman-service.sh``). Each container:
+(``scripts/podman-service.sh``). Each container is a sandbox:
 
-- runs ``jupyter_server`` from the notebook image (``scripts/build-notebook-image.sh``
-  or ``docker/notebook/Dockerfile``) with ``root_dir`` = ``home`` (default
-  ``/home/jovyan``), the notebook's own writable file tree;
-- has the dataset bind-mounted read-only at ``<home>/<data_name>``, and this
-  package's read-only contents manager (``readonly.py``, mounted at
-  ``/opt/datadns``) so that Jupyter answers 403 rather than an I/O error;
-- publishes its port on ``host_ip`` at a free port that the engine picks
-  (Podman at create, Docker Engine at start);
-- carries the labels ``datadns.managed=1``, ``datadns.notebook=<id>`` and
+- no network (``network_mode`` ``none``: a loopback interface of its own and
+  nothing else), so nothing in it can reach Girder, its database or any other
+  service of the host or the site. ``jupyter_server`` listens on a Unix socket
+  (``--ServerApp.sock``) in a per-notebook directory of this machine that is
+  bind-mounted into the container; the handle carries that socket's path, and
+  Girder and the front door reach the server through it;
+- a non-root user (default ``65534:65534``, *nobody*), every capability dropped,
+  ``no-new-privileges``, a read-only root file system, and limits on memory,
+  CPU and the number of processes;
+- a writable scratch home (``home``, default ``/home/jovyan``; a tmpfs, gone
+  when the notebook stops) with the dataset bind-mounted read-only at
+  ``<home>/<data_name>``;
+- a configuration directory mounted read-only at ``/etc/datadns``: the server's
+  configuration file, which holds the Jupyter token (never on the command line
+  nor in the container's environment, which holds only ``HOME``, ``LANG``,
+  ``PATH`` and ``PYTHONUNBUFFERED``), and the copy of this package's read-only
+  contents manager (``readonly.py``) that it loads by path, so that Jupyter
+  answers 403 rather than an I/O error;
+- the labels ``datadns.managed=1``, ``datadns.notebook=<id>`` and
   ``datadns.base_url=<base_url>``, by which ``list_running()`` finds it again.
 
-The data path is a path on the engine's machine: this backend expects the engine
-to run beside Girder.
+The per-notebook directory ``<run_root>/<notebook_id>.<random>/`` holds::
+
+    .datadns-notebook               sentinel: only directories holding it are removed
+    etc/jupyter_server_config.py    the server's configuration, with the token
+    etc/readonly.py                 a copy of the modules that configuration loads
+    sock/nb.sock                    the server's socket
+
+``etc/`` is the container's ``/etc/datadns`` (read-only), ``sock/`` its ``/run/datadns``.
+
+``sock/`` is writable by the container until the server answers; then
+:meth:`DockerLauncher.wait_ready` makes it read-only for the container, so that
+code in a kernel cannot put a symlink (to another socket of this machine, say
+the container engine's) where Girder and the front door connect.
+
+Paths (the dataset, ``run_root``) are paths on the engine's machine: this
+backend expects the engine to run beside Girder.
 """
 
 import datetime
 import os
+import secrets
+import shutil
+import stat
+import tempfile
 import time
 
 from . import readonly
@@ -29,7 +57,28 @@ from .base import Launcher, LaunchError, Option
 MANAGED_LABEL = 'datadns.managed'
 NOTEBOOK_LABEL = 'datadns.notebook'
 BASE_URL_LABEL = 'datadns.base_url'
-_READONLY_DIR = '/opt/datadns'
+#: Where the per-notebook configuration directory appears inside the container.
+ETC_DIR = '/etc/datadns'
+#: Where the per-notebook socket directory appears inside the container.
+SOCKET_DIR = '/run/datadns'
+SOCKET_NAME = 'nb.sock'
+_CONFIG_NAME = 'jupyter_server_config.py'
+# A file in every per-notebook directory we create: nothing else is ever deleted.
+_SENTINEL = '.datadns-notebook'
+# Seconds after which a per-notebook directory that no container uses is removed.
+_ORPHAN_AGE = 600
+# sun_path is 108 bytes on Linux, the terminating NUL included.
+_MAX_SOCKET_PATH = 107
+
+
+def _default_user():
+    return os.environ.get('DATADNS_DOCKER_USER') or '65534:65534'
+
+
+def _default_run_root():
+    return os.environ.get('DATADNS_DOCKER_RUN_ROOT') or os.path.join(
+        tempfile.gettempdir(), 'datadns-docker'
+    )
 
 
 def _docker():
@@ -49,7 +98,7 @@ def _explain(error):
 
 
 class DockerLauncher(Launcher):
-    """Runs each notebook in a container of the notebook image, with the data read-only."""
+    """Runs each notebook in a sandboxed container of the notebook image, data read-only."""
 
     name = 'docker'
     options = {
@@ -65,16 +114,44 @@ class DockerLauncher(Launcher):
             'server options.',
         ),
         'extra_args': Option([], 'Further command-line options for jupyter_server.'),
-        'container_port': Option(8888, 'Port the server listens on inside the container.'),
-        'host_ip': Option('127.0.0.1', 'Host address on which the container port is published.'),
         'home': Option(
             '/home/jovyan',
-            "The notebook's file tree inside the container; the dataset appears in it "
-            'as <home>/<data_name>.',
+            "The notebook's writable scratch home and file tree inside the container; the "
+            'dataset appears in it as <home>/<data_name>.',
         ),
-        'user': Option(None, "User to run as in the container (default: the image's)."),
-        'mem_limit': Option('1g', 'Memory limit of each notebook container.'),
-        'cpus': Option(None, 'CPU limit of each notebook container (e.g. 2.0); None: no limit.'),
+        'user': Option(
+            None,
+            'User (uid:gid) that the server and its kernels run as; never root, nor the '
+            "user Girder runs as on this machine (the container could then undo its socket's "
+            'protection). It must be able to read the datasets. Default: '
+            '$DATADNS_DOCKER_USER, else 65534:65534 (nobody).',
+        ),
+        'network': Option(
+            'none',
+            "The containers' network. 'none' gives a notebook no network at all (a loopback "
+            'of its own), which is what keeps it from Girder, its database and every other '
+            "service; with any other network that is the network's job.",
+        ),
+        'mem_limit': Option('1g', 'Memory limit of each notebook container (e.g. 1g).'),
+        'cpus': Option(
+            1.0, 'CPU limit of each notebook container, in CPUs (e.g. 1.5); 0 or None: none.'
+        ),
+        'pids_limit': Option(
+            512,
+            'Most processes and threads one notebook container may hold (server, kernels and '
+            'their threads); it bounds a fork bomb. 0 or None: no limit.',
+        ),
+        'scratch_size': Option(
+            None,
+            'Size of the scratch home and of /tmp (each a tmpfs, counted against the memory '
+            'limit), e.g. 512m; default: the memory limit.',
+        ),
+        'run_root': Option(
+            None,
+            "Directory on this machine (the engine's too) holding each notebook's socket "
+            "directory and token file; made private to Girder's user (0700). Default: "
+            '$DATADNS_DOCKER_RUN_ROOT, else <tmp>/datadns-docker.',
+        ),
         'labels': Option({}, 'Further labels put on every notebook container.'),
         'name_prefix': Option('datadns-nb-', 'Container names are this prefix + notebook id.'),
         'read_only_contents': Option(
@@ -89,17 +166,27 @@ class DockerLauncher(Launcher):
         ),
         'run_kwargs': Option(
             {},
-            'Further keyword arguments for the docker SDK containers.create() '
-            '(e.g. network, security_opt, cap_drop).',
+            'Further keyword arguments for the docker SDK containers.create(); they override '
+            "the launcher's own, sandbox options included.",
         ),
         'stop_grace': Option(
             5, 'Seconds a container has to stop after SIGTERM before it is killed.'
         ),
         'api_timeout': Option(60, 'Seconds allowed for each Docker API call.'),
+        'log_wait': Option(
+            3.0,
+            'Seconds logs_tail() waits for the output of a container that stopped with none '
+            'logged yet (the engine may log it a moment after the exit).',
+        ),
     }
 
     def __init__(self, **config):
         super().__init__(**config)
+        user = str(self.config['user'] or _default_user()).strip()
+        if not user or user.split(':')[0] in ('0', 'root'):
+            raise ValueError('The docker launcher runs notebooks as a non-root user: set "user".')
+        self.user = user
+        self.run_root = os.path.abspath(self.config['run_root'] or _default_run_root())
         self._client = None
 
     @property
@@ -140,36 +227,14 @@ class DockerLauncher(Launcher):
         """Create and start the notebook's container; returns the handle.
 
         Handle: ``{'backend': 'docker', 'notebookId', 'containerId',
-        'containerName', 'host', 'port', 'baseUrl', 'started'}``.
+        'containerName', 'socket', 'runDir', 'baseUrl', 'started', 'labels'}``;
+        ``socket`` is the server's Unix socket on this machine.
         """
         docker = _docker()
         spec.check_data_path()
         name = f'{self.config["name_prefix"]}{spec.notebook_id}'
         home = self.config['home'].rstrip('/') or '/'
-        port_key = f'{self.config["container_port"]}/tcp'
-        mounts = [
-            docker.types.Mount(
-                target=f'{home}/{spec.data_name}',
-                source=spec.data_path,
-                type='bind',
-                read_only=True,
-            )
-        ]
-        environment = {
-            # The token goes by environment rather than on the command line.
-            'JUPYTER_TOKEN': spec.token,
-            'PYTHONUNBUFFERED': '1',
-        }
-        if self.config['read_only_contents']:
-            mounts.append(
-                docker.types.Mount(
-                    target=f'{_READONLY_DIR}/datadns_readonly.py',
-                    source=os.path.abspath(readonly.__file__),
-                    type='bind',
-                    read_only=True,
-                )
-            )
-            environment['PYTHONPATH'] = _READONLY_DIR
+        run_dir = self._make_run_dir(spec)
         labels = {
             **{str(k): str(v) for k, v in self.config['labels'].items()},
             **spec.labels,
@@ -177,34 +242,16 @@ class DockerLauncher(Launcher):
             NOTEBOOK_LABEL: spec.notebook_id,
             BASE_URL_LABEL: spec.base_url,
         }
-        create_kwargs = {
-            'name': name,
-            'command': self._server_args(spec, home),
-            'labels': labels,
-            'environment': environment,
-            'mounts': mounts,
-            'ports': {port_key: (self.config['host_ip'], None)},
-            'working_dir': home,
-            'detach': True,
-        }
-        if self.config['mem_limit']:
-            create_kwargs['mem_limit'] = self.config['mem_limit']
-        if self.config['cpus']:
-            create_kwargs['nano_cpus'] = int(float(self.config['cpus']) * 1e9)
-        if self.config['user']:
-            create_kwargs['user'] = self.config['user']
-        create_kwargs.update(self.config['run_kwargs'])
-
         container = None
         try:
             # create() then start() rather than run(): run() would try to pull a
             # missing image from a registry, which a site without one cannot do.
-            container = self._create(name, spec, create_kwargs)
+            container = self._create(
+                name, spec, self._create_kwargs(spec, name, home, run_dir, labels)
+            )
             container.start()
-            # Podman picks the host port at create (create() inspects the new
-            # container); Docker Engine at start, so then ask once more.
-            port = self._port_of(container, port_key) or self._published_port(container, port_key)
         except docker.errors.ImageNotFound:
+            _remove_run_dir(run_dir)
             raise LaunchError(
                 f'The notebook image {self.config["image"]} is not available to the container '
                 'engine; build it with scripts/build-notebook-image.sh.'
@@ -212,6 +259,7 @@ class DockerLauncher(Launcher):
         except (docker.errors.DockerException, OSError, LaunchError) as error:
             if container is not None:
                 self._remove(container)
+            _remove_run_dir(run_dir)
             if isinstance(error, LaunchError):
                 raise
             raise LaunchError(
@@ -222,12 +270,22 @@ class DockerLauncher(Launcher):
             'notebookId': spec.notebook_id,
             'containerId': container.id,
             'containerName': name,
-            'host': self.config['host_ip'],
-            'port': port,
+            'socket': os.path.join(run_dir, 'sock', SOCKET_NAME),
+            'runDir': run_dir,
             'baseUrl': spec.base_url,
             'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
             'labels': labels,
         }
+
+    def wait_ready(self, handle, timeout=None, token=None):
+        """Wait until the server answers, then make its socket directory read-only to it.
+
+        From then on nothing in the container (a kernel, say) can replace the socket
+        by a symlink to another socket of this machine; until then no kernel runs,
+        since starting one takes a request to the answering server.
+        """
+        super().wait_ready(handle, timeout=timeout, token=token)
+        self._seal(handle)
 
     def is_alive(self, handle):
         """Whether the notebook's container exists and is running."""
@@ -235,10 +293,12 @@ class DockerLauncher(Launcher):
         return container is not None and container.status == 'running'
 
     def stop(self, handle):
-        """Stop and remove the container; a container already gone is fine."""
+        """Stop and remove the container and its directory; a container already gone is fine."""
         container = self._container(handle['containerId'])
         if container is not None:
             self._remove(container)
+        if handle.get('runDir'):
+            _remove_run_dir(handle['runDir'])
 
     def list_running(self):
         """Handles of running containers labelled as ours; exited ones are removed."""
@@ -258,6 +318,7 @@ class DockerLauncher(Launcher):
                 raise LaunchError(
                     f'The container engine is not reachable: {_explain(error)}'
                 ) from None
+        self._remove_orphan_run_dirs(containers)
         running = []
         for container in containers:
             if container.status == 'running':
@@ -270,37 +331,163 @@ class DockerLauncher(Launcher):
         return running
 
     def logs_tail(self, handle, lines=40):
-        """The last lines of the container's output."""
+        """The last lines of the container's output.
+
+        Podman's ``tail`` may return only the end of a log whose last line was
+        written in two parts (``sys.exit("message")`` does that): a shorter tail
+        than asked for means a short log, which is then read whole. And the output
+        of a container that has just exited may reach the log a moment after its
+        status says so: for a stopped container with no output yet, the log is
+        read again until ``log_wait`` seconds have passed.
+        """
         docker = _docker()
+        deadline = time.monotonic() + float(self.config['log_wait'])
         try:
             container = self._container(handle['containerId'])
-            if container is None:
-                return ''
-            return container.logs(tail=lines).decode('utf-8', 'replace')
+            while container is not None:
+                text = container.logs(tail=lines).decode('utf-8', 'replace')
+                if text.count('\n') < lines:
+                    text = container.logs().decode('utf-8', 'replace')
+                if text.strip() or container.status == 'running' or time.monotonic() >= deadline:
+                    return '\n'.join(text.splitlines()[-lines:])
+                time.sleep(0.05)
+                container.reload()
         except (docker.errors.DockerException, OSError, LaunchError):
-            return ''
+            pass
+        return ''
 
     # -- helpers ---------------------------------------------------------------
 
-    def _server_args(self, spec, home):
+    def _make_run_dir(self, spec):
+        """Make ``<run_root>/<id>.<random>/`` with the token file and the socket directory."""
+        run_dir = os.path.join(self.run_root, f'{spec.notebook_id}.{secrets.token_hex(4)}')
+        socket_path = os.path.join(run_dir, 'sock', SOCKET_NAME)
+        if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
+            raise LaunchError(
+                f'The notebook socket path {socket_path} is longer than a Unix socket path '
+                'may be; choose a shorter run_root (DATADNS_DOCKER_RUN_ROOT).'
+            )
+        try:
+            os.makedirs(self.run_root, mode=0o700, exist_ok=True)
+            # Girder's user alone may enter: the socket and the token file below are
+            # open to the container's user, who has no other way in.
+            os.chmod(self.run_root, 0o700)
+            os.mkdir(run_dir, mode=0o700)
+            open(os.path.join(run_dir, _SENTINEL), 'w').close()
+            etc = os.path.join(run_dir, 'etc')
+            os.mkdir(etc)
+            os.chmod(etc, 0o755)  # whatever the umask: the container's user reads it
+            # Copies, so that a running server keeps the version it started with.
+            for module in self.modules():
+                target = os.path.join(etc, os.path.basename(module.__file__))
+                shutil.copyfile(module.__file__, target)
+                os.chmod(target, 0o644)
+            config = os.path.join(etc, _CONFIG_NAME)
+            descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with open(descriptor, 'w') as out:
+                out.write(self.server_config(spec))
+            os.chmod(config, 0o644)
+            # The container's user creates the socket here; sealed by wait_ready().
+            os.mkdir(os.path.join(run_dir, 'sock'))
+            os.chmod(os.path.join(run_dir, 'sock'), 0o777)
+        except OSError as error:
+            _remove_run_dir(run_dir)
+            raise LaunchError(f'Could not prepare the notebook directory: {error}') from None
+        return run_dir
+
+    def _create_kwargs(self, spec, name, home, run_dir, labels):
+        docker = _docker()
+
+        def bind(source, target, read_only):
+            return docker.types.Mount(
+                target=target, source=source, type='bind', read_only=read_only
+            )
+
+        mounts = [
+            bind(spec.data_path, f'{home}/{spec.data_name}', True),
+            bind(os.path.join(run_dir, 'sock'), SOCKET_DIR, False),
+            bind(os.path.join(run_dir, 'etc'), ETC_DIR, True),
+        ]
+        environment = {'HOME': home, 'PYTHONUNBUFFERED': '1'}
+        scratch = self.config['scratch_size'] or self.config['mem_limit']
+        tmpfs_options = 'rw,exec,nosuid,nodev,mode=1777' + (f',size={scratch}' if scratch else '')
+        kwargs = {
+            'name': name,
+            'command': self.server_args(spec),
+            'labels': labels,
+            'environment': environment,
+            'mounts': mounts,
+            'tmpfs': {home: tmpfs_options, '/tmp': tmpfs_options},
+            'working_dir': home,
+            'user': self.user,
+            'network_mode': self.config['network'],
+            'cap_drop': ['ALL'],
+            'security_opt': ['no-new-privileges'],
+            'read_only': True,
+            'detach': True,
+        }
+        if self.config['mem_limit']:
+            kwargs['mem_limit'] = self.config['mem_limit']
+        if self.config['cpus']:
+            kwargs['nano_cpus'] = int(float(self.config['cpus']) * 1e9)
+        if self.config['pids_limit']:
+            kwargs['pids_limit'] = int(self.config['pids_limit'])
+        kwargs.update(self.config['run_kwargs'])
+        return kwargs
+
+    def server_args(self, spec):
+        """The container's command: ``jupyter_server`` on the socket, configured by the file."""
+        home = self.config['home'].rstrip('/') or '/'
         args = [str(arg) for arg in self.config['command']] + [
             '--no-browser',
-            '--allow-root',
-            '--ip=0.0.0.0',
-            f'--ServerApp.port={self.config["container_port"]}',
-            '--ServerApp.port_retries=0',
+            # The token is in this file: never on a command line, nor in the environment.
+            f'--config={ETC_DIR}/{_CONFIG_NAME}',
+            f'--ServerApp.sock={SOCKET_DIR}/{SOCKET_NAME}',
+            # Reached through the directory only: Girder's user may differ from the container's.
+            '--ServerApp.sock_mode=0666',
             f'--ServerApp.base_url={spec.base_url}',
             f'--ServerApp.root_dir={home}',
             '--ServerApp.terminals_enabled=False',
             *self.default_url_args(),
         ]
+        return args + [str(arg) for arg in self.config['extra_args']]
+
+    def modules(self):
+        """The modules of this package that the server's configuration loads from ETC_DIR."""
+        return [readonly] if self.config['read_only_contents'] else []
+
+    def server_config(self, spec):
+        """The server's configuration file (Python), read from ETC_DIR; it holds the token."""
+        # Modules are loaded by file path: nothing is added to the PYTHONPATH that
+        # kernels inherit. The token is read by the server alone (and by its kernels,
+        # which run as the same user: they already run in this notebook).
+        lines = [
+            f'# Written by the datadns docker launcher for notebook {spec.notebook_id}.',
+            'import importlib.util',
+            'import sys',
+            '',
+            '',
+            'def _load(name, path):',
+            '    spec = importlib.util.spec_from_file_location(name, path)',
+            '    module = importlib.util.module_from_spec(spec)',
+            '    sys.modules[name] = module',
+            '    spec.loader.exec_module(module)',
+            '    return module',
+            '',
+            '',
+            f'c.ServerApp.token = {spec.token!r}',
+            '# Reached only through its Unix socket (by Girder, and by the front door, whose',
+            "# Host header is the site's public name), so no Host check is needed.",
+            'c.ServerApp.allow_remote_access = True',
+        ]
         if self.config['read_only_contents']:
             manager = self.config['contents_manager']
-            args += [
-                f'--ServerApp.contents_manager_class=datadns_readonly.{manager}',
-                f'--{manager}.read_only_paths={spec.data_name}',
+            lines += [
+                f"_readonly = _load('datadns_readonly', '{ETC_DIR}/readonly.py')",
+                f'c.ServerApp.contents_manager_class = _readonly.{manager}',
+                f'c.{manager}.read_only_paths = [{spec.data_name!r}]',
             ]
-        return args + [str(arg) for arg in self.config['extra_args']]
+        return '\n'.join(lines) + '\n'
 
     def _create(self, name, spec, create_kwargs):
         """Create the container; a leftover of the same name is removed first.
@@ -324,52 +511,75 @@ class DockerLauncher(Launcher):
         return self.client.containers.create(self.config['image'], **create_kwargs)
 
     @staticmethod
-    def _port_of(container, port_key):
-        """The host port published for ``port_key`` in the container's inspect data, or None."""
-        # Before start, Docker Engine may report no ports at all (null).
-        for binding in (container.ports or {}).get(port_key) or []:
-            if binding.get('HostPort'):
-                return int(binding['HostPort'])
+    def _run_dir_of(container):
+        """The per-notebook directory that ``container`` was started with, or None."""
+        for mount in container.attrs.get('Mounts') or []:
+            if mount.get('Destination') == SOCKET_DIR and mount.get('Source'):
+                return os.path.dirname(mount['Source'].rstrip('/'))
         return None
 
-    def _published_port(self, container, port_key):
-        # Docker Engine picks the host port at start; it shows in the inspect data,
-        # possibly a moment later.
-        deadline = time.monotonic() + 5
-        while True:
-            container.reload()
-            port = self._port_of(container, port_key)
-            if port is not None:
-                return port
-            if container.status not in ('created', 'running') or time.monotonic() > deadline:
+    def _seal(self, handle):
+        """Make the socket's directory read-only to the container, its server answering."""
+        socket_dir = os.path.dirname(handle['socket'])
+        try:
+            directory = os.stat(socket_dir)
+            server_socket = os.lstat(handle['socket'])
+            if not stat.S_ISSOCK(server_socket.st_mode):
+                raise LaunchError('The notebook server left something else than its socket.')
+            if server_socket.st_uid == directory.st_uid:
+                # The container's user owns the directory: it could make it writable again.
                 raise LaunchError(
-                    f'The container engine published no port for the notebook '
-                    f'(container status {container.status}). Its last output:\n'
-                    + container.logs(tail=40).decode('utf-8', 'replace')
+                    f'The notebook runs as the user that Girder runs as on this machine (uid '
+                    f'{directory.st_uid}); run notebooks as another user (DATADNS_DOCKER_USER).'
                 )
-            time.sleep(0.1)
+            if stat.S_IMODE(directory.st_mode) != 0o755:
+                os.chmod(socket_dir, 0o755)
+        except OSError as error:
+            raise LaunchError(f'Could not protect the notebook socket: {error}') from None
 
     def _handle_of(self, container):
-        """Rebuild the handle of a running container from its labels and ports."""
+        """Rebuild the handle of a running container from its labels and mounts."""
         labels = container.labels or {}
-        port_key = f'{self.config["container_port"]}/tcp'
-        bindings = [b for b in (container.ports.get(port_key) or []) if b.get('HostPort')]
-        if NOTEBOOK_LABEL not in labels or not bindings:
+        run_dir = self._run_dir_of(container)
+        if NOTEBOOK_LABEL not in labels or not run_dir:
             return None
+        if not os.path.exists(os.path.join(run_dir, _SENTINEL)):
+            return None  # not a directory this launcher made
         return {
             'backend': self.name,
             'notebookId': labels[NOTEBOOK_LABEL],
             'containerId': container.id,
             'containerName': container.name,
-            'host': bindings[0].get('HostIp') or self.config['host_ip'],
-            'port': int(bindings[0]['HostPort']),
+            'socket': os.path.join(run_dir, 'sock', SOCKET_NAME),
+            'runDir': run_dir,
             'baseUrl': labels.get(BASE_URL_LABEL) or f'/notebook/{labels[NOTEBOOK_LABEL]}/',
             'started': container.attrs.get('State', {}).get('StartedAt'),
             'labels': dict(labels),
         }
 
+    def _remove_orphan_run_dirs(self, containers):
+        """Remove per-notebook directories that no container uses (a start cut short).
+
+        Only those untouched for ``_ORPHAN_AGE`` seconds: a start in progress makes its
+        directory a moment before its container.
+        """
+        used = {self._run_dir_of(container) for container in containers}
+        try:
+            names = os.listdir(self.run_root)
+        except OSError:
+            return
+        for name in names:
+            run_dir = os.path.join(self.run_root, name)
+            try:
+                idle = time.time() - os.lstat(run_dir).st_mtime
+            except OSError:
+                continue
+            if run_dir not in used and idle > _ORPHAN_AGE:
+                _remove_run_dir(run_dir)
+
     def _remove(self, container):
         docker = _docker()
+        run_dir = self._run_dir_of(container)
         try:
             if container.status == 'running':
                 # A moment for jupyter_server to shut its kernels down cleanly.
@@ -388,3 +598,12 @@ class DockerLauncher(Launcher):
             raise LaunchError(
                 f'The container engine could not remove the notebook container: {_explain(error)}'
             ) from None
+        if run_dir:
+            _remove_run_dir(run_dir)
+
+
+def _remove_run_dir(run_dir):
+    """Remove a per-notebook directory this launcher made (it holds the sentinel)."""
+    if os.path.islink(run_dir) or not os.path.exists(os.path.join(run_dir, _SENTINEL)):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)

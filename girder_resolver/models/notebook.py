@@ -215,6 +215,8 @@ def launcher(name=None):
         'public_host': host,
         'image': settings.get(PluginSettings.IMAGE),
         'mem_limit': settings.get(PluginSettings.MEMORY_LIMIT),
+        'cpus': settings.get(PluginSettings.CPU_LIMIT),
+        'pids_limit': settings.get(PluginSettings.PIDS_LIMIT),
         'ip': listen,
         'host_ip': listen,
         'allow_unsandboxed': bool(settings.get(PluginSettings.ALLOW_UNSANDBOXED)),

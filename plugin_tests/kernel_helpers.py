@@ -1,0 +1,119 @@
+"""Running code in a real kernel of a notebook server, and reading its files, as a browser does.
+
+Works for servers on a Unix socket (the docker backend) and on a TCP port alike,
+through :meth:`Launcher.request` and a websocket over the same kind of connection.
+"""
+
+import datetime
+import json
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+
+import websocket
+
+from girder_resolver.launcher.base import open_connection
+
+
+def contents(launcher, handle, path, token=None, method='GET', body=None):
+    """A request to the server's contents API (Unix socket or TCP); returns the Response."""
+    return launcher.request(
+        handle, method, f'api/contents/{urllib.parse.quote(path)}', token=token, body=body
+    )
+
+
+@dataclass
+class KernelRun:
+    """What a piece of code printed in a kernel, and its error if it raised."""
+
+    stdout: str = ''
+    stderr: str = ''
+    error: dict = field(default_factory=dict)
+
+    def json(self):
+        """The last line of stdout, parsed as JSON (the code prints its findings last)."""
+        assert not self.error, f'the kernel code raised: {self.error}'
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+def _message(msg_type, session, content):
+    return {
+        'header': {
+            'msg_id': uuid.uuid4().hex,
+            'msg_type': msg_type,
+            'username': 'test',
+            'session': session,
+            'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            'version': '5.3',
+        },
+        'parent_header': {},
+        'metadata': {},
+        'content': content,
+        'channel': 'shell',
+        'buffers': [],
+    }
+
+
+def executeInNewKernel(launcher, handle, token, code, timeout=60):
+    """Run ``code`` in a new kernel of a notebook server, as a browser does; returns a KernelRun.
+
+    The kernel is started through the REST API (``POST api/kernels``) and the code
+    sent as an ``execute_request`` over the kernel's websocket, reached through the
+    server's Unix socket or TCP port like any request; the kernel is shut down after.
+    """
+    started = launcher.request(handle, 'POST', 'api/kernels', token=token, body={})
+    assert started.status == 201, started.body
+    kernel_id = started.json()['id']
+    try:
+        connection = open_connection(handle, timeout)
+        connection.connect()  # a plain stream socket to the server, Unix or TCP
+        ws = websocket.create_connection(
+            f'ws://localhost{handle["baseUrl"]}api/kernels/{kernel_id}/channels',
+            socket=connection.sock,
+            header=[f'Authorization: token {token}'],
+            timeout=timeout,
+        )
+        try:
+            request = _message(
+                'execute_request',
+                uuid.uuid4().hex,
+                {
+                    'code': code,
+                    'silent': False,
+                    'store_history': False,
+                    'user_expressions': {},
+                    'allow_stdin': False,
+                    'stop_on_error': True,
+                },
+            )
+            ws.send(json.dumps(request))
+            return _collect(ws, request['header']['msg_id'], timeout)
+        finally:
+            ws.close()
+    finally:
+        launcher.request(handle, 'DELETE', f'api/kernels/{kernel_id}', token=token)
+
+
+def _collect(ws, msg_id, timeout):
+    run = KernelRun()
+    deadline = time.monotonic() + timeout
+    replied = idle = False
+    while not (replied and idle):
+        assert time.monotonic() < deadline, f'no answer from the kernel within {timeout} s'
+        message = json.loads(ws.recv())
+        if message.get('parent_header', {}).get('msg_id') != msg_id:
+            continue
+        kind, content = message['msg_type'], message['content']
+        if kind == 'stream':
+            if content['name'] == 'stdout':
+                run.stdout += content['text']
+            else:
+                run.stderr += content['text']
+        elif kind == 'error':
+            run.error = {key: content.get(key) for key in ('ename', 'evalue', 'traceback')}
+        elif kind == 'execute_reply':
+            replied = True
+        elif kind == 'status' and content.get('execution_state') == 'idle':
+            idle = True
+    return run
