@@ -29,10 +29,10 @@ def stopAll():
         Notebook().stop(doc)
 
 
-@pytest.fixture
-def running(boundServer, admin, user, fsAssetstore, tmp_path):
-    """A running process-backend notebook of ``user``: (notebook as GET shows it, folder)."""
-    Setting().set('resolver.backend', 'process')
+@pytest.fixture(params=['process', 'docker'])
+def running(request, boundServer, admin, user, fsAssetstore, tmp_path):
+    """A running notebook of ``user``: (notebook as GET shows it, folder)."""
+    Setting().set('resolver.backend', request.param)
     folder, _ = makeDataset(boundServer, admin, fsAssetstore, tmp_path, 'Survey 2016')
     resp = launch(boundServer, user, folder)
     assertStatusOk(resp)

@@ -183,7 +183,7 @@ def test_the_token_is_neither_on_the_command_line_nor_in_the_environment(started
     assert stat.S_IMODE(os.stat(os.path.dirname(run_dir)).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
     with open(os.path.join(run_dir, 'etc', 'jupyter_server_config.py')) as config:
-        assert f'c.ServerApp.token = {TOKEN!r}' in config.read()
+        assert repr(TOKEN) in config.read()
 
 
 def test_once_ready_the_container_cannot_replace_its_socket(started, docker_engine):

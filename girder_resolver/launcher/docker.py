@@ -19,9 +19,10 @@ against Docker Engine and against Podman's Docker-compatible service alike
 - a configuration directory mounted read-only at ``/etc/datadns``: the server's
   configuration file, which holds the Jupyter token (never on the command line
   nor in the container's environment, which holds only ``HOME``, ``LANG``,
-  ``PATH`` and ``PYTHONUNBUFFERED``), and the copy of this package's read-only
-  contents manager (``readonly.py``) that it loads by path, so that Jupyter
-  answers 403 rather than an I/O error;
+  ``PATH`` and ``PYTHONUNBUFFERED``), and copies of this package's modules that
+  it loads by path: the read-only contents manager (``readonly.py``), so that
+  Jupyter answers 403 rather than an I/O error, and the identity that accepts
+  the front door's cookie (``identity.py``; the image's jupyter_server is 1.x);
 - the labels ``datadns.managed=1``, ``datadns.notebook=<id>`` and
   ``datadns.base_url=<base_url>``, by which ``list_running()`` finds it again.
 
@@ -29,7 +30,7 @@ The per-notebook directory ``<run_root>/<notebook_id>.<random>/`` holds::
 
     .datadns-notebook               sentinel: only directories holding it are removed
     etc/jupyter_server_config.py    the server's configuration, with the token
-    etc/readonly.py                 a copy of the modules that configuration loads
+    etc/identity.py, readonly.py    copies of the modules that configuration loads
     sock/nb.sock                    the server's socket
 
 ``etc/`` is the container's ``/etc/datadns`` (read-only), ``sock/`` its ``/run/datadns``.
@@ -51,7 +52,7 @@ import stat
 import tempfile
 import time
 
-from . import readonly
+from . import identity, readonly
 from .base import Launcher, LaunchError, Option
 
 MANAGED_LABEL = 'datadns.managed'
@@ -454,7 +455,7 @@ class DockerLauncher(Launcher):
 
     def modules(self):
         """The modules of this package that the server's configuration loads from ETC_DIR."""
-        return [readonly] if self.config['read_only_contents'] else []
+        return [identity, readonly] if self.config['read_only_contents'] else [identity]
 
     def server_config(self, spec):
         """The server's configuration file (Python), read from ETC_DIR; it holds the token."""
@@ -475,7 +476,9 @@ class DockerLauncher(Launcher):
             '    return module',
             '',
             '',
-            f'c.ServerApp.token = {spec.token!r}',
+            # The token; the front door's cookie (which holds it) is accepted too.
+            f"_identity = _load('datadns_identity', '{ETC_DIR}/identity.py')",
+            f'_identity.configure(c, {spec.token!r})',
             '# Reached only through its Unix socket (by Girder, and by the front door, whose',
             "# Host header is the site's public name), so no Host check is needed.",
             'c.ServerApp.allow_remote_access = True',
