@@ -22,7 +22,7 @@ from pytest_girder.assertions import assertStatus, assertStatusOk
 from girder_resolver.models import datapath
 from girder_resolver.models.notebook import Notebook, launcher
 from plugin_tests.launcher_helpers import runInKernel, unixSocket
-from plugin_tests.test_notebook import importInto, launch, makeUser, waitFor
+from plugin_tests.test_notebook import importInto, launch, makeUser, requireDocker, waitFor
 
 SECRET_LINE = 'the other dataset: only the admin may read this'
 
@@ -100,9 +100,13 @@ def testCopiesIntoAUsersOwnFolderNeverLaunch(server, datasets):
     assertStatus(launch(server, mallory, secret), 403)
 
 
+@pytest.mark.parametrize('backend', ['process', 'docker'])
 @pytest.mark.plugin('resolver')
-def testANotebookOfTheDatasetSeesThatDatasetAndNothingOfItsNeighbour(server, datasets):
+def testANotebookOfTheDatasetSeesThatDatasetAndNothingOfItsNeighbour(server, datasets, backend):
     ocean, secret, root = datasets
+    if backend == 'docker':
+        requireDocker()
+    Setting().set('resolver.backend', backend)
     mallory = makeUser('mallory')
     resp = launch(server, mallory, ocean)
     assertStatusOk(resp)
@@ -111,25 +115,26 @@ def testANotebookOfTheDatasetSeesThatDatasetAndNothingOfItsNeighbour(server, dat
     doc = Notebook().load(nb['_id'])
     assert doc['dataPath'] == str(root / 'ocean')
     handle = doc['handle']
-    process = launcher('process')
-    kernelId = process.request(handle, 'POST', 'api/kernels', token=doc['token'], body={}).json()[
-        'id'
-    ]
+    backendLauncher = launcher(backend)
+    kernelId = backendLauncher.request(
+        handle, 'POST', 'api/kernels', token=doc['token'], body={}
+    ).json()['id']
     out = runInKernel(
         f'ws://localhost{handle["baseUrl"]}api/kernels/{kernelId}/channels',
         textwrap.dedent(
             f"""
             import json, os
-            seen = {{}}
-            for top, dirs, files in os.walk('/home/nb'):
+            home = os.path.expanduser('~')
+            seen = {{'home': home}}
+            for top, dirs, files in os.walk(home):
                 for name in files:
                     path = os.path.join(top, name)
                     try:
                         seen[path] = open(path, errors='replace').read(200)
                     except OSError as e:
                         seen[path] = e.strerror
-            for path in ({str(root)!r}, {str(root / 'secret')!r}, '/home/nb/ocean/..',
-                         '/home/nb/ocean/../secret'):
+            for path in ({str(root)!r}, {str(root / 'secret')!r}, home + '/ocean/..',
+                         home + '/ocean/../secret'):
                 seen[path] = sorted(os.listdir(path)) if os.path.isdir(path) else 'absent'
             print(json.dumps(seen))
             """
@@ -138,11 +143,12 @@ def testANotebookOfTheDatasetSeesThatDatasetAndNothingOfItsNeighbour(server, dat
         sock=unixSocket(handle['socket']),
     )
     seen = json.loads(out)
-    assert seen['/home/nb/ocean/temperatures.csv'] == 't\n12.5\n'
+    home = seen['home']
+    assert seen[f'{home}/ocean/temperatures.csv'] == 't\n12.5\n'
     assert SECRET_LINE not in out
     assert seen[str(root)] == 'absent' and seen[str(root / 'secret')] == 'absent'
-    assert seen['/home/nb/ocean/../secret'] == 'absent'
-    assert 'secret' not in seen['/home/nb/ocean/..']
+    assert seen[f'{home}/ocean/../secret'] == 'absent'
+    assert 'secret' not in seen[f'{home}/ocean/..']
 
 
 @pytest.mark.plugin('resolver')
