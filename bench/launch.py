@@ -629,7 +629,8 @@ def failoverLaunches(args):
         'failover': summary(failover, errors['failover']),
         'connect_timeout_s': CONNECT_TIMEOUT,
         'measured': 'POST /resolve/launch at the central until GET /notebook/{id} (polled every '
-        '50 ms) is running and GET {url}api/status answers 200 with the token',
+        '50 ms) is running and, its single-use url opened, api/status answers 200 through the '
+        "site's front door",
         # Launches site-a carried out once resumed, after the central's request had timed
         # out (so the central could not withdraw them); stopped by the benchmark.
         'late_launches_left_at_site_a': tooLate,
@@ -663,8 +664,8 @@ def main():
             'follow': args.follow,
             'notebook_poll_interval_ms': args.poll_ms,
             'image': image,
-            'measured': 'POST /notebook until GET /notebook/{id} is running and GET '
-            '{url}api/status answers 200 with the token',
+            'measured': 'POST /notebook until GET /notebook/{id} is running and, its single-use '
+            "url opened (cookie, 303), api/status answers 200 through the site's front door",
         },
     }
     settings = {'resolver.backend': 'process', 'resolver.user_cap': 2}
