@@ -71,11 +71,13 @@ TARGETS = {
     'pooled_p50_ms': 50,
     # A sandboxed cold launch within 1.15x of the same server started unsandboxed (issue 11).
     'process_cold_vs_bare': 1.15,
+    # A kernel's execute round trip through the front door within 1.1x of the direct one.
+    'kernel_front_door_vs_direct': 1.1,
     # A docker cold launch within 1.2x of starting the container by hand.
     'docker_cold_vs_bare': 1.2,
 }
 DEFAULT_SOCKET = '/run/datadns/podman.sock'
-PHASES = ('process', 'concurrent', 'pooled', 'docker', 'failover')
+PHASES = ('process', 'concurrent', 'pooled', 'kernel', 'docker', 'failover')
 #: resolver.site_connect_timeout at the failover phase's central (its default).
 CONNECT_TIMEOUT = 2.0
 POLL = 0.02  # seconds between two polls of the notebook and of api/status
@@ -500,6 +502,87 @@ def pooledLaunches(central, person, folderId, args):
     return out
 
 
+def _execute(ws, code='1 + 1'):
+    """One execute request on a kernel's websocket, until the kernel is idle again."""
+    msgId = secrets.token_hex(8)
+    ws.send(
+        json.dumps(
+            {
+                'header': {
+                    'msg_id': msgId,
+                    'username': 'bench',
+                    'session': 'bench',
+                    'msg_type': 'execute_request',
+                    'version': '5.3',
+                },
+                'parent_header': {},
+                'metadata': {},
+                'content': {'code': code, 'silent': False, 'store_history': False},
+                'channel': 'shell',
+                'buffers': [],
+            }
+        )
+    )
+    while True:
+        message = json.loads(ws.recv())
+        if (
+            message.get('parent_header', {}).get('msg_id') == msgId
+            and message['header']['msg_type'] == 'status'
+            and message['content']['execution_state'] == 'idle'
+        ):
+            return
+
+
+def kernelRoundTrips(central, person, folderId, args):
+    """Execute round trips in one kernel: through the front door (the browser's cookie)
+    against straight at the server's Unix socket (its token), alternating."""
+    import socket as socketModule
+
+    import websocket
+
+    db = central.mongo()
+    _, nb = person.launch(folderId, args.launch_timeout)
+    record = db['resolver_notebook'].find_one({'_id': ObjectId(nb['_id'])})
+    handle, token = record['handle'], record['token']
+    browser = http()
+    url = person.session.get(f'{person.apiUrl}/notebook/{nb["_id"]}').json()['url']
+    page = browser.get(url, timeout=30)  # the cookie, then the UI's /tree
+    base = page.url.rsplit('/tree', 1)[0] + '/'
+    kernel = browser.post(
+        f'{base}api/kernels', json={}, headers={'Authorization': f'token {token}'}, timeout=30
+    ).json()['id']
+    path = f'api/kernels/{kernel}/channels'
+    origin = base.split('/notebook/')[0]
+    cookie = '; '.join(f'{c.name}={c.value}' for c in browser.cookies)
+    front = websocket.create_connection(
+        base.replace('http://', 'ws://') + path, header=[f'Cookie: {cookie}'], origin=origin
+    )
+    sock = socketModule.socket(socketModule.AF_UNIX)
+    sock.connect(handle['socket'])
+    direct = websocket.create_connection(
+        f'ws://localhost{handle["baseUrl"]}{path}',
+        socket=sock,
+        header=[f'Authorization: token {token}'],
+    )
+    times = {'front_door': [], 'direct': []}
+    try:
+        for ws in (front, direct):  # warm-up
+            _execute(ws)
+        for _ in range(max(10, args.launches * 5)):
+            for name, ws in (('front_door', front), ('direct', direct)):
+                t0 = time.perf_counter()
+                _execute(ws)
+                times[name].append(time.perf_counter() - t0)
+    finally:
+        front.close()
+        direct.close()
+        person.stop(nb)
+    out = {name: summary(seconds) for name, seconds in times.items()}
+    f, d = out['front_door']['p50_ms'], out['direct']['p50_ms']
+    out['front_door_vs_direct_p50'] = round(f / d, 3) if f and d else None
+    return out
+
+
 def failoverLaunches(args):
     """Federated launches through a central whose first-ranked site is frozen, against
     launches while it answers, alternating in one run; the summaries.
@@ -711,6 +794,11 @@ def main():
                 log(f'warm pool of {args.pool_size}: pooled launches')
                 result['pooled'] = pooledLaunches(central, persons[1], folderId, args)
 
+            if 'kernel' in args.only:
+                log('kernel execute round trips: through the front door against direct')
+                result['kernel'] = kernelRoundTrips(central, persons[1], folderId, args)
+                log(f'  {result["kernel"]["front_door_vs_direct_p50"]}x')
+
             if 'docker' not in args.only:
                 pass
             elif dockerSkip:
@@ -754,6 +842,11 @@ def main():
     pooled = result.get('pooled') or {}
     if 'pooled' in args.only:
         targets['pooled_p50_ms'] = target(pooled.get('p50_ms'), TARGETS['pooled_p50_ms'])
+    if 'kernel' in args.only:
+        targets['kernel_front_door_vs_direct_p50'] = target(
+            (result.get('kernel') or {}).get('front_door_vs_direct_p50'),
+            TARGETS['kernel_front_door_vs_direct'],
+        )
     for backend in ('process', 'docker'):
         phase = result.get(backend) or {}
         if backend not in args.only:
