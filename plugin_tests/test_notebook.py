@@ -51,25 +51,9 @@ def requireDocker():
         pytest.skip(reason)
 
 
-class _FrontDoorSession(requests.Session):
-    """A session that retries, once, a request the front door answered with its own 503.
-
-    Known issue (docs/notebooks.md): configurable-http-proxy sometimes fails to write a
-    request body onto a notebook server's socket (EPIPE) and answers 503 itself; about
-    1-3 % of requests with a body in our runs. The notebook's own answers are never
-    retried.
-    """
-
-    def request(self, method, url, *args, **kwargs):
-        resp = super().request(method, url, *args, **kwargs)
-        if resp.status_code == 503 and 'configurable-http-proxy' in resp.text:
-            resp = super().request(method, url, *args, **kwargs)
-        return resp
-
-
 def http():
     """A requests session that ignores proxy settings: notebooks run on this machine."""
-    session = _FrontDoorSession()
+    session = requests.Session()
     session.trust_env = False
     return session
 

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 
-from . import identity, readonly, sandbox
+from . import identity, readonly, sandbox, unixclose
 from .base import Launcher, LaunchError, Option
 
 logger = logging.getLogger(__name__)
@@ -369,7 +369,7 @@ class ProcessLauncher(Launcher):
             os.makedirs(path, mode=0o700)
         # The modules the config file loads, copied so that the sandbox needs no view of
         # this package and a running server keeps the version it started with.
-        for module in (readonly, identity):
+        for module in (readonly, identity, unixclose):
             shutil.copyfile(module.__file__, os.path.join(etc, os.path.basename(module.__file__)))
         python_bin = os.path.dirname(self._command()[0]) or '/usr/bin'
         if sandboxed:
@@ -436,6 +436,8 @@ class ProcessLauncher(Launcher):
             '# Reached only through its Unix socket (by the front door, whose Host header\n'
             "# is the site's public name), so no Host check is needed.\n"
             'c.ServerApp.allow_remote_access = True\n'
+            '# The front door closes each connection, not the server (see unixclose.py).\n'
+            f"_load('datadns_unixclose', {os.path.join(etc_dir, 'unixclose.py')!r}).install()\n"
         )
 
     def _server_args(self, spec, inside, sandboxed):
