@@ -21,8 +21,9 @@ against Docker Engine and against Podman's Docker-compatible service alike
   nor in the container's environment, which holds only ``HOME``, ``LANG``,
   ``PATH`` and ``PYTHONUNBUFFERED``), and copies of this package's modules that
   it loads by path: the read-only contents manager (``readonly.py``), so that
-  Jupyter answers 403 rather than an I/O error, and the identity that accepts
-  the front door's cookie (``identity.py``; the image's jupyter_server is 1.x);
+  Jupyter answers 403 rather than an I/O error, the identity that accepts
+  the front door's cookie (``identity.py``; the image's jupyter_server is 1.x),
+  and ``unixclose.py``, which leaves closing each connection to the front door;
 - the labels ``datadns.managed=1``, ``datadns.notebook=<id>`` and
   ``datadns.base_url=<base_url>``, by which ``list_running()`` finds it again.
 
@@ -30,7 +31,8 @@ The per-notebook directory ``<run_root>/<notebook_id>.<random>/`` holds::
 
     .datadns-notebook               sentinel: only directories holding it are removed
     etc/jupyter_server_config.py    the server's configuration, with the token
-    etc/identity.py, readonly.py    copies of the modules that configuration loads
+    etc/identity.py, readonly.py,   copies of the modules that configuration loads
+    etc/unixclose.py
     sock/nb.sock                    the server's socket
 
 ``etc/`` is the container's ``/etc/datadns`` (read-only), ``sock/`` its ``/run/datadns``.
@@ -52,7 +54,7 @@ import stat
 import tempfile
 import time
 
-from . import identity, readonly
+from . import identity, readonly, unixclose
 from .base import Launcher, LaunchError, Option
 
 MANAGED_LABEL = 'datadns.managed'
@@ -455,7 +457,8 @@ class DockerLauncher(Launcher):
 
     def modules(self):
         """The modules of this package that the server's configuration loads from ETC_DIR."""
-        return [identity, readonly] if self.config['read_only_contents'] else [identity]
+        modules = [identity, unixclose]
+        return modules + [readonly] if self.config['read_only_contents'] else modules
 
     def server_config(self, spec):
         """The server's configuration file (Python), read from ETC_DIR; it holds the token."""
@@ -482,6 +485,8 @@ class DockerLauncher(Launcher):
             '# Reached only through its Unix socket (by Girder, and by the front door, whose',
             "# Host header is the site's public name), so no Host check is needed.",
             'c.ServerApp.allow_remote_access = True',
+            '# The front door closes each connection, not the server (see unixclose.py).',
+            f"_load('datadns_unixclose', '{ETC_DIR}/unixclose.py').install()",
         ]
         if self.config['read_only_contents']:
             manager = self.config['contents_manager']

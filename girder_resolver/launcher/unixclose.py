@@ -20,8 +20,9 @@ answer, and the server then closes its end. Nothing else changes: upgrades
 request body was read still closes the connection, and a connection nobody
 uses is closed by tornado's idle timeout.
 
-Standalone, like ``readonly.py``: the process launcher copies it next to the
-server's config file, which loads it by file path and calls :func:`install`.
+Standalone, like ``readonly.py`` (tornado only; works with the docker image's
+older tornado too): both launchers copy it next to the server's config file,
+which loads it by file path and calls :func:`install`.
 """
 
 import logging
