@@ -18,7 +18,7 @@ from pytest_girder.assertions import assertStatus, assertStatusOk
 from girder_resolver import frontdoor
 from girder_resolver.launcher.identity import COOKIE_NAME
 from girder_resolver.launcher.process import _children_of
-from girder_resolver.models.notebook import Notebook
+from girder_resolver.models.notebook import Notebook, launcher
 from plugin_tests.launcher_helpers import runInKernel
 from plugin_tests.test_notebook import FILES, http, launch, makeDataset, makeUser, waitFor
 
@@ -116,6 +116,7 @@ def testRequestsWithABodyGetTheNotebooksOwnAnswerNeverAProxy503(boundServer, run
     handle = Notebook().load(nb['_id'])['handle']
     assert withToken.get(base).status_code == 200
     before = _serverSockets(handle)
+    assert before >= 1  # its listening socket, at least
     notebook = {
         'type': 'notebook',
         'format': 'json',
@@ -143,7 +144,12 @@ def testRequestsWithABodyGetTheNotebooksOwnAnswerNeverAProxy503(boundServer, run
 
 def _serverSockets(handle):
     """How many sockets the notebook's processes (its sandbox's) hold open, from /proc."""
-    pids, queue = set(), [handle['pid']]
+    if handle['backend'] == 'docker':
+        container = launcher('docker').client.containers.get(handle['containerId'])
+        top = container.attrs['State']['Pid']
+    else:
+        top = handle['pid']
+    pids, queue = set(), [top]
     while queue:
         pid = queue.pop()
         pids.add(pid)
