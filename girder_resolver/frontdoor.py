@@ -14,7 +14,8 @@ anew at each start and handed over in its environment only (never on a command
 line, in a log or a setting). A deployment that runs the proxy as a service of
 its own (docker-compose.yml) turns that off and gives its API URL
 (``resolver.frontdoor_api_url``) and token (``CONFIGPROXY_AUTH_TOKEN`` in
-Girder's environment).
+Girder's environment); the supervisor thread then gives that proxy back the
+routes it lacks (it restarted, empty), every ``SUPERVISE_INTERVAL`` seconds.
 
 This module knows nothing of notebooks: the model tells it which routes exist
 (:func:`setRouteSource`), so that a restarted proxy gets them all back.
@@ -229,13 +230,61 @@ SUPERVISE_INTERVAL = 5
 
 
 def _supervise():
+    unreachable = None
     while not _stopSupervising.wait(SUPERVISE_INTERVAL):
         try:
-            if _managed.process is not None and not _managed.running() and managed():
+            if not managed():
+                restoreRoutes()
+                unreachable = None
+            elif _managed.process is not None and not _managed.running():
                 logger.warning('Front door: the proxy died (exit %s)', _managed.process.returncode)
                 ensure()
+        except FrontDoorError as exc:
+            if str(exc) != unreachable:  # once, not every few seconds
+                logger.warning('Front door: %s', exc)
+                unreachable = str(exc)
         except Exception:  # noqa: BLE001 - the supervisor must outlive any one failure
             logger.exception('Front door: restarting the proxy failed')
+
+
+def _superviseInBackground():
+    global _supervisor
+    with _lock:
+        _stopSupervising.clear()
+        if _supervisor is None or not _supervisor.is_alive():
+            _supervisor = threading.Thread(target=_supervise, name='datadns-frontdoor', daemon=True)
+            _supervisor.start()
+
+
+def restoreRoutes():
+    """Give a proxy run as a service of its own the routes it lacks; returns how many.
+
+    A restarted configurable-http-proxy has no routes (it keeps them in memory). The
+    proxy's routes are read before the notebooks' so that a notebook being stopped
+    (moved off ``running`` before its route is removed) is never given its route back;
+    one that stops while its route is being added loses it again at once.
+    """
+    if managed() or _routeSource is None:
+        return 0
+    have = routes()
+    missing = {
+        notebookId: target
+        for notebookId, target in (_routeSource() or {}).items()
+        if have.get(routePath(notebookId)) != target
+    }
+    if not missing:
+        return 0
+    url, token = _apiEndpoint()
+    for notebookId, target in missing.items():
+        _api(url, token, 'POST', f'/api/routes{routePath(notebookId)}', {'target': target})
+    for notebookId in set(missing) - set(_routeSource() or {}):
+        _api(url, token, 'DELETE', f'/api/routes{routePath(notebookId)}')
+    logger.warning(
+        'Front door: %d notebook route(s) were missing (did the proxy restart?) and were '
+        'added again',
+        len(missing),
+    )
+    return len(missing)
 
 
 def setRouteSource(source):
@@ -260,11 +309,12 @@ def _managedConfig():
 def ensure():
     """Start (or restart) the managed proxy if it does not run as configured.
 
-    A restarted proxy is given every route again. No-op when the proxy is not
-    managed here.
+    A restarted proxy is given every route again. When the proxy is not managed
+    here, only the supervisor is started (it restores a restarted proxy's routes).
     """
-    global _atexit, _supervisor
+    global _atexit
     if not managed():
+        _superviseInBackground()
         return
     with _lock:
         config = _managedConfig()
@@ -284,10 +334,7 @@ def ensure():
         if not _atexit:
             atexit.register(shutdown)
             _atexit = True
-        _stopSupervising.clear()
-        if _supervisor is None or not _supervisor.is_alive():
-            _supervisor = threading.Thread(target=_supervise, name='datadns-frontdoor', daemon=True)
-            _supervisor.start()
+        _superviseInBackground()
         if restarted:
             logger.warning('Front door restarted: its routes are added again')
         for notebookId, target in ((_routeSource and _routeSource()) or {}).items():

@@ -31,6 +31,8 @@ SECRETS = {
     'SITE_B_FEDER8_KEY': 'b' * 40,
     'SITE_A_REGISTRAR_KEY': 'c' * 40,
     'SITE_B_REGISTRAR_KEY': 'd' * 40,
+    'SITE_A_FRONTDOOR_TOKEN': 'e' * 40,
+    'SITE_B_FRONTDOOR_TOKEN': 'f' * 40,
 }
 SETTINGS = {
     'DOCKER_GID': '998',
@@ -39,6 +41,8 @@ SETTINGS = {
     'SITE_B_PUBLIC_URL': 'https://girder.site-b.example.org/api/v1',
     'SITE_A_NOTEBOOK_HOST': 'notebooks.site-a.example.org',
     'SITE_B_NOTEBOOK_HOST': 'notebooks.site-b.example.org',
+    'SITE_A_FRONTDOOR_URL': 'https://notebooks.site-a.example.org',
+    'SITE_B_FRONTDOOR_URL': 'https://notebooks.site-b.example.org',
     'SITE_A_DATA': '/srv/datasets/site-a',
     'SITE_B_DATA': '/srv/datasets/site-b',
 }
@@ -95,9 +99,17 @@ def testEverySecretIsRequiredAndNamedWhenMissing(tmp_path, missing):
 
 def testTheFileHasEveryPiece(resolved):
     services = resolved['services']
-    assert {'mongo', 'redis', 'central', 'site-a', 'site-b', 'feder8-a', 'feder8-b'} <= set(
-        services
-    )
+    assert {
+        'mongo',
+        'redis',
+        'central',
+        'site-a',
+        'site-b',
+        'feder8-a',
+        'feder8-b',
+        'frontdoor-a',
+        'frontdoor-b',
+    } <= set(services)
     assert services['mongo']['image'] == 'mongo:7'
     assert services['notebook-image']['build']['context'].endswith('docker/notebook')
     assert services['notebook-image']['profiles'] == ['build']
@@ -301,3 +313,82 @@ def testTheNotebookRunRootIsMountedAtTheSamePathAsOnTheHost(resolved):
         runRoot = service['environment']['DATADNS_DOCKER_RUN_ROOT']
         assert runRoot == f'/var/lib/datadns/site-{site}/notebooks'
         assert f'{runRoot}:{runRoot}:rw' in service['volumes']
+
+
+def _option(command, name):
+    """The value of ``--name=value`` in a command list."""
+    values = [arg.split('=', 1)[1] for arg in command if arg.startswith(f'--{name}=')]
+    assert len(values) == 1, f'--{name}=… once in {command}'
+    return values[0]
+
+
+def testEachSiteHasItsFrontDoorAsAServiceOfItsOwn(resolved):
+    """configurable-http-proxy from the site's image: notebooks at /notebook/<id>/, the
+    rest to the site's Girder; Girder drives it over its REST API (not managed), and the
+    URLs it hands out point at its public URL."""
+    services = resolved['services']
+    for site in ('a', 'b'):
+        girder, door = services[f'site-{site}'], services[f'frontdoor-{site}']
+        assert door['image'] == girder['image']
+        assert 'build' not in door and 'user' not in door and 'user' not in girder
+        command = door['command']
+        assert command[0] == 'configurable-http-proxy'
+        assert _option(command, 'default-target') == f'http://site-{site}:8080'
+        env = girder['environment']
+        assert env['DATADNS_FRONTDOOR_MANAGED'] == 'false'
+        apiPort = _option(command, 'api-port')
+        assert env['DATADNS_FRONTDOOR_API_URL'] == f'http://frontdoor-{site}:{apiPort}'
+        # Girder's environment carries the proxy's token (frontdoor._apiEndpoint reads it).
+        token = SECRETS[f'SITE_{site.upper()}_FRONTDOOR_TOKEN']
+        assert env['CONFIGPROXY_AUTH_TOKEN'] == token
+        assert door['environment'] == {'CONFIGPROXY_AUTH_TOKEN': token}
+        assert env['DATADNS_FRONTDOOR_URL'] == SETTINGS[f'SITE_{site.upper()}_FRONTDOOR_URL']
+        # Its public port is published (on loopback, for the TLS proxy); its API is not.
+        port = _option(command, 'port')
+        published = [p.rsplit(':', 1)[1].split('/')[0] for p in door['ports']]
+        assert published == [port], door['ports']
+        assert apiPort != port
+        assert door['depends_on'] == {f'site-{site}': {'condition': 'service_healthy'}}
+
+
+def testAFrontDoorsApiIsReachedOnlyFromItsSitesGirder(resolved):
+    """The proxy's networks: one internal network shared with its site's Girder alone,
+    and one for its published port that no other container joins."""
+    services, networks = resolved['services'], resolved.get('networks', {})
+    members = {}
+    for name, svc in services.items():
+        for net in svc.get('networks') or {'default': None}:
+            members.setdefault(net, set()).add(name)
+    for site in ('a', 'b'):
+        door = f'frontdoor-{site}'
+        nets = set(services[door]['networks'])
+        shared = [n for n in nets if members[n] == {door, f'site-{site}'}]
+        assert len(shared) == 1, f'{door}: no network of its own with site-{site}'
+        assert networks[shared[0]].get('internal') is True
+        for net in nets - set(shared):
+            assert members[net] == {door}, f'{door}: {net} is shared with {members[net]}'
+            assert net != 'default'
+
+
+def testAFrontDoorReachesItsSitesNotebookSocketsReadOnly(resolved):
+    """Routes are http+unix:// URLs naming a socket's path on the host: the proxy sees
+    the site's run root at that same path (read-only: it only connects)."""
+    for site in ('a', 'b'):
+        runRoot = resolved['services'][f'site-{site}']['environment']['DATADNS_DOCKER_RUN_ROOT']
+        assert resolved['services'][f'frontdoor-{site}']['volumes'] == [f'{runRoot}:{runRoot}:ro']
+
+
+def testBootstrapRefusesAShortFrontDoorToken(tmp_path):
+    """The front door's API token is a secret like the others: 32+ characters, never echoed."""
+    short = 'short-front-door-token'
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'docker' / 'girder' / 'bootstrap.py')],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, 'CONFIGPROXY_AUTH_TOKEN': short},
+    )
+    assert result.returncode == 1
+    assert 'CONFIGPROXY_AUTH_TOKEN must be at least 32 characters' in result.stderr
+    assert short not in result.stdout + result.stderr

@@ -8,6 +8,8 @@ Girder's "stopped" page at once.
 """
 
 import os
+import secrets
+import subprocess
 import time
 import urllib.parse
 
@@ -15,6 +17,7 @@ import pytest
 from girder.models.setting import Setting
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
+from datadns.stack import freePort
 from girder_resolver import frontdoor
 from girder_resolver.launcher.identity import COOKIE_NAME
 from girder_resolver.launcher.process import _children_of
@@ -225,3 +228,110 @@ def testARestartedFrontDoorGetsTheRoutesBack(boundServer, running):
     frontdoor.ensure()
     assert path in frontdoor.routes()
     assert http().get(nb['url']).status_code == 200
+
+
+class ExternalFrontDoor:
+    """configurable-http-proxy run beside Girder, as docker-compose.yml runs it: its REST
+    API on a TCP port, the token in its environment and in Girder's."""
+
+    def __init__(self, girderUrl, logPath):
+        self.port, self.apiPort = freePort(), freePort()
+        self.token = secrets.token_hex(24)
+        self.girderUrl = girderUrl
+        self.logPath = logPath
+        self.proc = None
+
+    def start(self):
+        binary = frontdoor._binary()
+        assert binary, 'configurable-http-proxy is not installed (scripts/setup.sh)'
+        with open(self.logPath, 'ab') as log:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    '--ip=127.0.0.1',
+                    f'--port={self.port}',
+                    '--api-ip=127.0.0.1',
+                    f'--api-port={self.apiPort}',
+                    f'--default-target={self.girderUrl}',
+                    '--log-level=warn',
+                ],
+                env={'PATH': os.environ['PATH'], 'CONFIGPROXY_AUTH_TOKEN': self.token},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                frontdoor._api(self.apiUrl(), self.token, 'GET', '/api/routes')
+                return self
+            except frontdoor.FrontDoorError:
+                assert self.proc.poll() is None and time.monotonic() < deadline, (
+                    self.logPath.read_text()
+                )
+                time.sleep(0.05)
+
+    def apiUrl(self):
+        return f'http://127.0.0.1:{self.apiPort}'
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def externalDoor(boundServer, monkeypatch, tmp_path):
+    import cherrypy
+
+    door = ExternalFrontDoor(
+        f'http://127.0.0.1:{cherrypy.server.socket_port}', tmp_path / 'chp.log'
+    )
+    door.start()
+    monkeypatch.setenv('CONFIGPROXY_AUTH_TOKEN', door.token)
+    monkeypatch.setattr(frontdoor, 'SUPERVISE_INTERVAL', 0.2)
+    Setting().set('resolver.frontdoor_managed', False)
+    Setting().set('resolver.frontdoor_api_url', door.apiUrl())
+    Setting().set('resolver.frontdoor_url', f'http://127.0.0.1:{door.port}')
+    yield door
+    stopAll()
+    door.stop()
+
+
+@pytest.mark.plugin('resolver')
+def testAFrontDoorRunAsAServiceOfItsOwnGetsItsRoutesBackAfterARestart(
+    boundServer, admin, user, fsAssetstore, tmp_path, externalDoor
+):
+    """docker-compose.yml's front door: Girder drives it over its TCP API with the token
+    from its environment; restarted (empty), it is given the running notebooks' routes
+    again; a stopped notebook's route is never put back."""
+    Setting().set('resolver.backend', 'process')
+    folder, _ = makeDataset(boundServer, admin, fsAssetstore, tmp_path, 'Survey 2016')
+    resp = launch(boundServer, user, folder)
+    assertStatusOk(resp)
+    nb = waitFor(boundServer, user, resp.json['_id'])
+    assert nb['status'] == 'running', nb['message']
+    path = f'/notebook/{nb["_id"]}'
+    front = f'http://127.0.0.1:{externalDoor.port}'
+    assert nb['url'].startswith(f'{front}/api/v1/notebook/{nb["_id"]}/open?ticket=')
+    assert path in frontdoor.routes()
+    assert http().get(nb['url']).status_code == 200
+    # Without the token the proxy's API refuses.
+    with pytest.raises(frontdoor.FrontDoorError, match='403'):
+        frontdoor._api(externalDoor.apiUrl(), 'not-the-token', 'GET', '/api/routes')
+
+    externalDoor.stop()
+    externalDoor.start()  # same ports, no routes
+    deadline = time.monotonic() + 15
+    while path not in frontdoor.routes():
+        assert time.monotonic() < deadline, 'the restarted front door did not get its route'
+        time.sleep(0.1)
+    fresh = boundServer.request(f'/notebook/{nb["_id"]}', user=user).json['url']
+    browser = http()
+    assert browser.get(fresh).status_code == 200
+    assert browser.get(f'{front}{path}/api/contents').status_code == 200
+
+    assertStatusOk(boundServer.request(f'/notebook/{nb["_id"]}', method='DELETE', user=user))
+    assert path not in frontdoor.routes()
+    time.sleep(1)  # several supervisor rounds
+    assert path not in frontdoor.routes()
+    assert browser.get(f'{front}{path}/api/contents').status_code == 410

@@ -13,7 +13,9 @@ HTTP, no server needed). Every step is idempotent:
 - ``DATADNS_REGISTRARS`` (the central): ``site=key,site=key`` — one non-admin
   account per site, member of the registrar group, with that API key, so each
   site's feder8 can register its own name and nothing else;
-- ``DATADNS_ASSETSTORE``: a filesystem assetstore at that path if there is none.
+- ``DATADNS_ASSETSTORE``: a filesystem assetstore at that path if there is none;
+- ``CONFIGPROXY_AUTH_TOKEN`` (a site whose front door is a service of its own): only
+  checked, at least 32 characters; the plugin reads it from the environment.
 
 Secrets are read from the environment and never printed.
 """
@@ -173,6 +175,7 @@ def applySettings():
 
 
 def main():
+    secret('CONFIGPROXY_AUTH_TOKEN')  # the front door's API token, when set: long enough
     waitForDatabase()
     admin = ensureAdmin()
     applySettings()
