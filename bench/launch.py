@@ -75,9 +75,13 @@ TARGETS = {
     'kernel_front_door_vs_direct': 1.1,
     # A docker cold launch within 1.2x of starting the container by hand.
     'docker_cold_vs_bare': 1.2,
+    # A federated launch (central to the site's front door) within 1.3x of the same launch
+    # made at the site, cold; within 300 ms at p50 from the site's warm pool (issue 11).
+    'federated_cold_vs_site': 1.3,
+    'federated_pool_p50_ms': 300,
 }
 DEFAULT_SOCKET = '/run/datadns/podman.sock'
-PHASES = ('process', 'concurrent', 'pooled', 'kernel', 'docker', 'failover')
+PHASES = ('process', 'concurrent', 'pooled', 'kernel', 'docker', 'federated', 'failover')
 #: resolver.site_connect_timeout at the failover phase's central (its default).
 CONNECT_TIMEOUT = 2.0
 POLL = 0.02  # seconds between two polls of the notebook and of api/status
@@ -166,6 +170,7 @@ class Person:
         self.follow = follow
         self.session = http()
         self.session.headers['Girder-Token'] = token
+        self.lastSteps = {}
 
     def launch(self, folderId, timeout):
         """Launch and wait until the notebook answers; (seconds, notebook)."""
@@ -182,6 +187,7 @@ class Person:
         resp = self.session.post(f'{self.apiUrl}/{path}', params=params)
         resp.raise_for_status()
         nb = resp.json()
+        tPost = time.perf_counter()
         if self.follow == 'events' and nb['status'] != 'running':
             nb = self._events(nb, deadline)
         while nb['status'] != 'running':
@@ -195,12 +201,22 @@ class Person:
             nb = resp.json()
         # What a browser does: open the single-use link (a cookie and a 303), then the
         # notebook answers through the front door.
+        tRunning = time.perf_counter()
         browser = http()
         opened = browser.get(nb['url'], allow_redirects=False, timeout=10)
         if opened.status_code != 303:
             raise RuntimeError(f'the open link answered {opened.status_code}: {opened.text[:200]}')
+        tOpened = time.perf_counter()
         waitAnswers(browser, opened.headers['Location'] + 'api/status', None, deadline)
-        return time.perf_counter() - t0, nb
+        end = time.perf_counter()
+        # Where the time went, as the client saw it.
+        self.lastSteps = {
+            'post': tPost - t0,
+            'until_running': tRunning - tPost,
+            'open_link': tOpened - tRunning,
+            'first_answer': end - tOpened,
+        }
+        return end - t0, nb
 
     def _events(self, nb, deadline):
         """Follow the launch on its event stream; the notebook as its last event gave it."""
@@ -474,11 +490,40 @@ def waitPool(db, size, timeout):
     raise RuntimeError(f'the pool did not reach {size} ready servers in {timeout} s')
 
 
+def claimSteps(central):
+    """``{step: (count, seconds)}`` of Girder's ``datadns_pool_claim_step_seconds``."""
+    text = central.client.get('resolver/metrics', jsonResp=False).text
+    out = {}
+    for line in text.splitlines():
+        for kind in ('sum', 'count'):
+            prefix = f'datadns_pool_claim_step_seconds_{kind}{{step="'
+            if line.startswith(prefix):
+                step = line[len(prefix) :].split('"', 1)[0]
+                count, total = out.get(step, (0, 0.0))
+                value = float(line.rsplit(' ', 1)[1])
+                out[step] = (value, total) if kind == 'count' else (count, value)
+    return out
+
+
+def stepMeans(before, after):
+    """Mean milliseconds of each claim step between two :func:`claimSteps` readings."""
+    out = {}
+    for step, (count, total) in after.items():
+        c0, s0 = before.get(step, (0, 0.0))
+        if count > c0:
+            out[step] = round((total - s0) / (count - c0) * 1000, 2)
+    return out
+
+
 def pooledLaunches(central, person, folderId, args):
-    """Launches served by the warm pool, each once the pool is full again."""
+    """Launches served by the warm pool, each once the pool is full again; with where the
+    time went: the client's requests (p50 of each) and Girder's claim steps (mean of each,
+    from its metrics)."""
     db = central.mongo()
     setSettings(central.client, {'resolver.pool_size': args.pool_size})
     seconds, errors, fromPool = [], 0, 0
+    steps = {}
+    before = claimSteps(central)
     try:
         for n in range(args.launches):
             waitPool(db, args.pool_size, args.launch_timeout)
@@ -489,6 +534,8 @@ def pooledLaunches(central, person, folderId, args):
                 log(f'  pooled launch failed: {str(exc)[:300]}')
                 continue
             seconds.append(took)
+            for step, value in person.lastSteps.items():
+                steps.setdefault(step, []).append(value)
             record = db['resolver_notebook'].find_one({'_id': ObjectId(nb['_id'])}) or {}
             fromPool += bool(record.get('pooled'))
             person.stop(nb)
@@ -499,6 +546,10 @@ def pooledLaunches(central, person, folderId, args):
     out = summary(seconds, errors)
     out['pool_size'] = args.pool_size
     out['served_from_pool'] = fromPool
+    out['client_steps_p50_ms'] = {
+        step: common.ms(common.percentile(sorted(values), 50)) for step, values in steps.items()
+    }
+    out['server_steps_mean_ms'] = stepMeans(before, claimSteps(central))
     return out
 
 
@@ -723,6 +774,133 @@ def failoverLaunches(args):
     return out
 
 
+def federatedLaunches(args):
+    """Launches through a central (``POST /resolve/launch``) against the same launch made at
+    the site (``POST /notebook``), alternating in one run: cold, then from the site's warm
+    pool; the summaries.
+
+    A central and ``site-a`` (which holds the shared sample dataset) with its feder8.
+    Both clients follow their launch alike (polling ``GET /notebook/{id}`` every 20 ms,
+    at the central or at the site), then open the single-use link the answer gave
+    (a ticket for the site's front door: cookie and 303) and wait for ``api/status``
+    to answer 200 through the site's front door.
+    """
+    import tempfile
+
+    import pymongo
+
+    from datadns import stack
+    from datadns.federation import Federation
+
+    home = Path(tempfile.mkdtemp(prefix='datadns-bench-federated-'))
+    db = stack.SecantusDB(storage=':memory:', logDir=home / 'logs').start()
+    fed = Federation(
+        db.uri,
+        home,
+        sites=('site-a',),
+        dbPrefix='benchfederated',
+        interval=1,
+        centralSettings={'resolver.heartbeat_ttl': 600},
+        siteSettings={'resolver.backend': 'process', 'resolver.user_cap': 2},
+        env={'GIRDER_SERVER_MODE': 'production'},
+    )
+    times = {name: [] for name in ('cold_federated', 'cold_site', 'pool_federated', 'pool_site')}
+    errors = dict.fromkeys(times, 0)
+    fromPool = 0
+    try:
+        fed.start()
+        fed.startFeder8('site-a')
+        central = types.SimpleNamespace(
+            client=fed.clients['central'], apiUrl=fed.girders['central'].apiUrl
+        )
+        site = types.SimpleNamespace(
+            client=fed.clients['site-a'], apiUrl=fed.girders['site-a'].apiUrl
+        )
+        stack.waitFor(
+            lambda: (
+                [s['name'] for s in central.client.get('resolver/site') if s['healthy']]
+                == ['site-a']
+            ),
+            60,
+            'site-a registered',
+        )
+        [remote] = people(central, 1, POLL, 'poll')
+        [local] = people(site, 1, POLL, 'poll')
+        identifier = sample.SHARED_DATASET[1]
+        folderId = next(
+            str(folder['_id']) for _, ident, folder in fed.datasets['site-a'] if ident == identifier
+        )
+        siteDb = pymongo.MongoClient(db.uri)[fed.girders['site-a'].dbName]
+
+        def launches(kind, count, before=None):
+            nonlocal fromPool
+            federated, atSite = f'{kind}_federated', f'{kind}_site'
+            for n in range(count):
+                for name, person, run in (
+                    (federated, remote, lambda: remote.resolveLaunch(identifier, timeout)),
+                    (atSite, local, lambda: local.launch(folderId, timeout)),
+                ):
+                    if before:
+                        before()
+                    try:
+                        took, nb = run()
+                    except Exception as exc:  # noqa: BLE001 - count it and go on
+                        errors[name] = errors.get(name, 0) + 1
+                        log(f'  {name} launch failed: {str(exc)[:300]}')
+                        continue
+                    times.setdefault(name, []).append(took)
+                    record = siteDb['resolver_notebook'].find_one({'_id': ObjectId(nb['_id'])})
+                    fromPool += bool((record or {}).get('pooled')) and name == 'pool_federated'
+                    person.stop(nb)  # where it was launched (the central forwards the stop)
+                last = {
+                    k: common.ms(times[k][-1]) if times.get(k) else '-' for k in (federated, atSite)
+                }
+                log(
+                    f'  {kind} {n + 1}/{count}: federated {last[federated]} ms, '
+                    f'at the site {last[atSite]} ms'
+                )
+
+        # Warm-up, not counted: the central's token at the site, the site's launcher.
+        timeout = args.launch_timeout
+        launches('warmup', 1)
+        launches('cold', args.launches)
+        setSettings(site.client, {'resolver.pool_size': args.pool_size})
+        try:
+            launches(
+                'pool',
+                args.launches,
+                before=lambda: waitPool(siteDb, args.pool_size, args.launch_timeout),
+            )
+        finally:
+            setSettings(site.client, {'resolver.pool_size': 0})
+    finally:
+        try:
+            gc = fed.clients['site-a']
+            for nb in gc.get('notebook', parameters={'live': 'true', 'limit': 0}):
+                gc.delete(f'notebook/{nb["_id"]}')
+        except Exception as exc:  # noqa: BLE001 - cleaning up
+            log(f'  could not stop the notebooks at site-a: {exc}')
+        fed.stop()
+        db.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    out = {
+        name: summary(times.get(name, []), errors.get(name, 0))
+        for name in ('cold_federated', 'cold_site', 'pool_federated', 'pool_site')
+    }
+    out['pool_size'] = args.pool_size
+    out['pool_federated_served_from_pool'] = fromPool
+    f, d = out['cold_federated']['p50_ms'], out['cold_site']['p50_ms']
+    out['cold_federated_vs_site_p50'] = round(f / d, 3) if f and d else None
+    f, d = out['pool_federated']['p50_ms'], out['pool_site']['p50_ms']
+    out['pool_federated_vs_site_p50'] = round(f / d, 3) if f and d else None
+    out['measured'] = (
+        'POST /resolve/launch at the central (federated) or POST /notebook at the site, until '
+        'GET /notebook/{id} (polled every 20 ms) is running and, its single-use url opened, '
+        "api/status answers 200 through the site's front door"
+    )
+    return out
+
+
 def target(value, limit):
     return {'value': value, 'target': f'<= {limit}', 'met': value is not None and value <= limit}
 
@@ -829,6 +1007,15 @@ def main():
         )
         result['girder_peak_rss_mib'] = result['resources']['server_vmhwm_mib']
 
+    if 'federated' in args.only:
+        log('federated launches through a central against launches at the site: cold, pooled')
+        try:
+            with common.interruptible(args.time_limit):
+                result['federated'] = federatedLaunches(args)
+        except (common.OutOfTime, RuntimeError) as exc:
+            log(f'stopped: {exc}')
+            result['error'] = str(exc)
+
     if 'failover' in args.only:
         log('federated launches: first site frozen (failover) against it answering (normal)')
         try:
@@ -857,6 +1044,14 @@ def main():
         targets[f'{backend}_cold_vs_bare_p50'] = target(
             phase.get('cold_vs_bare_p50'), TARGETS[f'{backend}_cold_vs_bare']
         )
+    if 'federated' in args.only:
+        federated = result.get('federated') or {}
+        targets['federated_cold_vs_site_p50'] = target(
+            federated.get('cold_federated_vs_site_p50'), TARGETS['federated_cold_vs_site']
+        )
+        targets['federated_pool_p50_ms'] = target(
+            (federated.get('pool_federated') or {}).get('p50_ms'), TARGETS['federated_pool_p50_ms']
+        )
     if 'failover' in args.only:
         targets['failover_extra_p50_ms'] = target(
             (result.get('failover') or {}).get('extra_p50_ms'), (CONNECT_TIMEOUT + 1) * 1000
@@ -865,6 +1060,10 @@ def main():
         sum(
             (result.get('failover') or {}).get(k, {}).get('errors', 0)
             for k in ('normal', 'failover')
+        )
+        + sum(
+            (result.get('federated') or {}).get(k, {}).get('errors', 0)
+            for k in ('cold_federated', 'cold_site', 'pool_federated', 'pool_site')
         )
         + sum(
             phase.get('errors', 0)

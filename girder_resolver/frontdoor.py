@@ -140,6 +140,8 @@ class _Managed:
         self.apiSocket = None
         self.token = None
         self.log = None
+        #: Counts the proxy's starts: a route added under one generation is gone in the next.
+        self.generation = 0
 
     def running(self):
         return self.process is not None and self.process.poll() is None
@@ -186,6 +188,7 @@ class _Managed:
         except OSError as error:
             raise FrontDoorError(f'Could not start the front door ({binary}): {error}') from None
         self.config, self.port, self.apiSocket, self.token = config, port, apiSocket, token
+        self.generation += 1
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -363,28 +366,58 @@ def _apiEndpoint():
     return url, os.environ.get('CONFIGPROXY_AUTH_TOKEN', '')
 
 
-def _api(apiUrl, token, method, path, body=None):
-    """One request to the proxy's REST API; returns the parsed JSON body (or None)."""
+class _Connections(threading.local):
+    """One kept-alive connection to the proxy's API per thread (and per API URL).
+
+    configurable-http-proxy's API server keeps connections open (Node's default),
+    so a launch's route request need not connect first. A connection the proxy
+    closed meanwhile (Node drops idle ones after 5 s) fails on use and is made
+    anew, once: every API request here is idempotent (a route set, removed or read).
+    """
+
+    def __init__(self):
+        self.byUrl = {}
+
+
+_connections = _Connections()
+
+
+def _connect(apiUrl):
     parts = urllib.parse.urlsplit(apiUrl)
     if parts.scheme == 'http+unix':
-        connection = open_connection({'socket': urllib.parse.unquote(parts.netloc)}, 5)
-        prefix = ''
-    else:
-        connection = open_connection({'host': parts.hostname, 'port': parts.port or 80}, 5)
-        prefix = parts.path.rstrip('/')
+        return open_connection({'socket': urllib.parse.unquote(parts.netloc)}, 5), ''
+    connection = open_connection({'host': parts.hostname, 'port': parts.port or 80}, 5)
+    return connection, parts.path.rstrip('/')
+
+
+def _api(apiUrl, token, method, path, body=None):
+    """One request to the proxy's REST API; returns the parsed JSON body (or None)."""
     headers = {'Authorization': f'token {token}'}
     data = None
     if body is not None:
         data = json.dumps(body)
         headers['Content-Type'] = 'application/json'
-    try:
-        connection.request(method, prefix + path, body=data, headers=headers)
-        response = connection.getresponse()
-        payload = response.read()
-    except (OSError, http.client.HTTPException) as error:
-        raise FrontDoorError(f'The front door cannot be reached: {error}') from None
-    finally:
+    connection, prefix = _connections.byUrl.pop(apiUrl, (None, ''))
+    reused = connection is not None
+    while True:
+        if connection is None:
+            connection, prefix = _connect(apiUrl)
+        try:
+            connection.request(method, prefix + path, body=data, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            connection = None
+            if reused:
+                reused = False  # the proxy closed the kept connection: once more, anew
+                continue
+            raise FrontDoorError(f'The front door cannot be reached: {error}') from None
+        break
+    if response.will_close:
         connection.close()
+    else:
+        _connections.byUrl[apiUrl] = (connection, prefix)
     if response.status >= 400 and not (method == 'DELETE' and response.status == 404):
         raise FrontDoorError(f'The front door answered {response.status} to {method} {path}.')
     return json.loads(payload) if payload else None
@@ -410,6 +443,16 @@ def routes():
     url, token = _apiEndpoint()
     table = _api(url, token, 'GET', '/api/routes') or {}
     return {path: (entry or {}).get('target') for path, entry in table.items()}
+
+
+def generation():
+    """Which proxy process the routes were added to: changes when the managed proxy restarts.
+
+    ``'external'`` for a proxy run as a service of its own (its restarts are not seen here).
+    """
+    if not managed():
+        return 'external'
+    return f'{os.getpid()}:{_managed.generation}' if _managed.running() else None
 
 
 def publicUrl():

@@ -7,6 +7,7 @@ a site reports the same figures.
 """
 
 import datetime
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -22,6 +23,14 @@ LAUNCHES = Histogram(
     ['backend', 'outcome'],
     registry=REGISTRY,
     buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120),
+)
+POOL_CLAIM_STEPS = Histogram(
+    'datadns_pool_claim_step_seconds',
+    'Time of each step of a launch served by the warm pool (checks, claim, bind, route, '
+    'record, settle).',
+    ['step'],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
 CULLS = Counter(
     'datadns_culls', 'Notebooks stopped by the culler, by reason.', ['reason'], registry=REGISTRY
@@ -41,6 +50,19 @@ SUSPECTED = Counter(
 REGISTRATIONS = Counter(
     'datadns_registrations', 'Site registrations received, by mode.', ['mode'], registry=REGISTRY
 )
+
+
+class StepTimer:
+    """Observes the time since the previous step into ``histogram`` under each step's name."""
+
+    def __init__(self, histogram):
+        self.histogram = histogram
+        self.last = time.perf_counter()
+
+    def step(self, name):
+        now = time.perf_counter()
+        self.histogram.labels(step=name).observe(now - self.last)
+        self.last = now
 
 
 class _StateCollector:

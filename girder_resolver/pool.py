@@ -20,8 +20,13 @@ whose copy inside the sandbox receives the mount (this needs Girder to run as
 root; elsewhere the pool stays empty and launches are cold); unsandboxed, the
 dataset symlink is swapped atomically. The price: in a pooled notebook the
 dataset appears as ``data``, not under its folder's name, since that name is
-fixed when the server starts. The claim also adds the notebook's route to the
-front door.
+fixed when the server starts.
+
+**Its route.** A server gets its front door route (``/notebook/<id>/``, the id
+it keeps when claimed) as soon as it answers, so that a claim has no proxy
+request to make (see :func:`_route` for why an unclaimed server's route exposes
+nothing); a claim adds it only if the proxy restarted since. Discarding an
+unclaimed server removes its route.
 
 **Docker.** A container's bind mounts are fixed when it is created, so a running
 container cannot be handed a dataset: with the docker backend the pool stays
@@ -49,7 +54,7 @@ import pymongo
 from girder.exceptions import ValidationException
 from girder.models.model_base import Model
 
-from . import settings
+from . import frontdoor, settings
 from .launcher import LaunchError, LaunchSpec
 from .models.notebook import IDENTITY_LABEL, INSTANCE_LABEL, _aware, instanceId, launcher
 from .settings import PluginSettings
@@ -208,6 +213,11 @@ def discard(entry, wait=True):
     if not wait:
         threading.Thread(target=discard, args=(entry,), daemon=True).start()
         return
+    if entry.get('routed') is not None:
+        try:
+            frontdoor.removeRoute(str(entry['_id']))
+        except frontdoor.FrontDoorError as exc:
+            logger.warning('Warm pool: could not remove the route of %s: %s', entry['_id'], exc)
     if entry.get('handle'):
         try:
             launcher(BACKEND).stop(entry['handle'])
@@ -273,6 +283,29 @@ def _start(entry, backend):
         backend.stop(handle)
         return False
     return True
+
+
+def _route(entry, backend):
+    """Give a ready server its front door route now, so that a claim need not.
+
+    The route is ``/notebook/<pool record id>/``, the id the notebook takes when
+    claimed. Before the claim it exposes nothing: the server answers only
+    requests that carry its token (header, or the front door's cookie, which holds
+    it), and that token is in this record alone until it is handed to the one
+    person who claims the server; its dataset is the empty placeholder until then.
+    Returns the proxy's generation the route was added to, or None.
+    """
+    try:
+        frontdoor.addRoute(str(entry['_id']), backend.proxy_target(entry['handle']))
+    except frontdoor.FrontDoorError as exc:
+        logger.warning('Warm pool: no front door route yet for %s: %s', entry['_id'], exc)
+        return None
+    return frontdoor.generation()
+
+
+def routedNow(entry):
+    """Whether a claimed server's route, added when it became ready, is still in the proxy."""
+    return entry.get('routed') is not None and entry['routed'] == frontdoor.generation()
 
 
 def _waitReady(entry, backend, deadline):
@@ -346,9 +379,12 @@ def refillOnce(now=None):
             ready = _waitReady(entry, backend, deadline)
             # Shrunk while starting: stop it rather than offer it.
             if ready and entry['slot'] < targetSize():
+                fields = {'status': 'ready', 'updated': _now()}
+                routed = _route(entry, backend)
+                if routed is not None:
+                    fields['routed'] = entry['routed'] = routed
                 result = PooledNotebook().collection.update_one(
-                    {'_id': entry['_id'], 'status': 'starting'},
-                    {'$set': {'status': 'ready', 'updated': _now()}},
+                    {'_id': entry['_id'], 'status': 'starting'}, {'$set': fields}
                 )
                 if result.matched_count:
                     report[str(entry['_id'])] = 'ready'

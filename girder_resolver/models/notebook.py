@@ -445,18 +445,21 @@ class Notebook(Model):
                 code=503,
             )
 
-    def _claimSlot(self, site, identity, folderId, user, fields):
+    def _claimSlot(self, site, identity, folderId, user, fields, checked=False):
         """Insert a live notebook for (site, identity, folder), or return the live one.
 
         Returns ``(doc, created)``. The unique partial index settles races; the cap
         is checked before and re-checked after the insert, so two concurrent
-        launches cannot both slip past it.
+        launches cannot both slip past it. ``checked``: the caller has just looked
+        for a live notebook and checked the caps (a pooled launch), so only the
+        insert and the re-check after it are left.
         """
-        existing = self.findLive(site, identity, folderId, user['_id'])
-        if existing is not None:
-            return existing, False
-        self._checkCap(site, identity, user['_id'])
-        self._checkSiteCap(site)
+        if not checked:
+            existing = self.findLive(site, identity, folderId, user['_id'])
+            if existing is not None:
+                return existing, False
+            self._checkCap(site, identity, user['_id'])
+            self._checkSiteCap(site)
         now = _now()
         doc = self.validate(
             {
@@ -553,15 +556,23 @@ class Notebook(Model):
         if not pool.targetSize():
             return None
         # Checked first so that a launch over a cap does not use up a pooled server.
+        timer = metrics.StepTimer(metrics.POOL_CLAIM_STEPS)
+        started = time.monotonic()
         self._checkCap(site, identity, user['_id'])
         self._checkSiteCap(site)
-        started = time.monotonic()
+        timer.step('checks')
         entry = pool.take(identity)
         if entry is None:
             return None
         try:
+            timer.step('claim')
             pool.bind(entry, path)
-            url = self.publish({'_id': entry['_id']}, launcher(pool.BACKEND), entry['handle'])
+            timer.step('bind')
+            if pool.routedNow(entry):
+                url = self.frontDoorUrl(entry)  # routed when it became ready
+            else:
+                url = self.publish({'_id': entry['_id']}, launcher(pool.BACKEND), entry['handle'])
+            timer.step('route')
             doc, created = self._claimSlot(
                 site,
                 identity,
@@ -579,7 +590,9 @@ class Notebook(Model):
                     'message': 'Running',
                     'url': url,
                 },
+                checked=True,
             )
+            timer.step('record')
         except BaseException as exc:
             # Bound but never handed out: stopped, never offered to anyone else.
             self.unpublish(entry)
@@ -592,6 +605,7 @@ class Notebook(Model):
             pool.discard(entry, wait=False)  # a concurrent launch made the notebook first
             return doc
         pool.settle(entry)
+        timer.step('settle')
         metrics.LAUNCHES.labels(backend='process-pool', outcome='running').observe(
             time.monotonic() - started
         )
