@@ -849,8 +849,9 @@ def federatedLaunches(args):
                         log(f'  {name} launch failed: {str(exc)[:300]}')
                         continue
                     times.setdefault(name, []).append(took)
-                    record = siteDb['resolver_notebook'].find_one({'_id': ObjectId(nb['_id'])})
-                    fromPool += bool((record or {}).get('pooled')) and name == 'pool_federated'
+                    # The central's answer has its own id: the site's record is its one live one.
+                    live = siteDb['resolver_notebook'].count_documents({'pooled': True, 'live': True})
+                    fromPool += bool(live) and name == 'pool_federated'
                     person.stop(nb)  # where it was launched (the central forwards the stop)
                 last = {
                     k: common.ms(times[k][-1]) if times.get(k) else '-' for k in (federated, atSite)
