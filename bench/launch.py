@@ -850,8 +850,9 @@ def federatedLaunches(args):
                         continue
                     times.setdefault(name, []).append(took)
                     # The central's answer has its own id: the site's record is its one live one.
-                    live = siteDb['resolver_notebook'].count_documents({'pooled': True, 'live': True})
-                    fromPool += bool(live) and name == 'pool_federated'
+                    live = {'pooled': True, 'live': True}
+                    pooled = siteDb['resolver_notebook'].count_documents(live)
+                    fromPool += bool(pooled) and name == 'pool_federated'
                     person.stop(nb)  # where it was launched (the central forwards the stop)
                 last = {
                     k: common.ms(times[k][-1]) if times.get(k) else '-' for k in (federated, atSite)
