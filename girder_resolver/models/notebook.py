@@ -828,6 +828,8 @@ class Notebook(Model):
                 site['name'],
                 late=withdraw,
             )
+            if remote.get('status') == 'stopping':
+                remote = self._launchAfterStop(client, site, folderId, identity, remote)
             remoteId = remote.get('_id')
             if not isinstance(remoteId, str) or not ObjectId.is_valid(remoteId):
                 raise SiteError(f'Site "{site["name"]}" answered without a notebook id.')
@@ -840,6 +842,9 @@ class Notebook(Model):
             raise RestException(
                 f'Site "{site["name"]}" could not launch the notebook: {exc}', code=exc.status
             )
+        except RestException:
+            self.collection.delete_one({'_id': doc['_id']})
+            raise
         except UnsafeUrl as exc:
             # Nothing of the answer is kept, and the site's notebook is not left running.
             self.collection.delete_one({'_id': doc['_id']})
@@ -851,6 +856,35 @@ class Notebook(Model):
         breaker.succeeded(_sites(), site)
         self._set(doc, remoteId=remoteId, **fields)
         return doc
+
+    @staticmethod
+    def _launchAfterStop(client, site, folderId, identity, remote):
+        """Launch again once the person's notebook at the site has finished stopping.
+
+        A site hands back the person's live notebook, and one that is stopping is
+        still live there: say one the central withdrew after the site answered too
+        late, just before the person launched again. It is not returned to them;
+        the launch waits for it to end, within ``resolver.launch_deadline``, then
+        starts a fresh one. A 409 if it is still stopping by then.
+        """
+        deadline = time.monotonic() + settings.get(PluginSettings.LAUNCH_DEADLINE)
+        while remote.get('status') == 'stopping' and time.monotonic() < deadline:
+            time.sleep(0.25)
+            try:
+                remote = client.get(str(remote.get('_id')), identity)
+            except SiteError as exc:
+                if exc.status != 404:
+                    raise
+                remote = {'status': 'stopped'}
+            if remote.get('status') not in LIVE:
+                remote = client.launch(folderId, identity)
+        if remote.get('status') == 'stopping':
+            raise RestException(
+                f'Your previous notebook for this dataset at site "{site["name"]}" is still '
+                'stopping. Launch again in a moment.',
+                code=409,
+            )
+        return remote
 
     def launchAt(self, location, user, failover=None):
         """Launch the user's notebook at a location from ``Dataset().locations()``.
