@@ -21,6 +21,7 @@ import pymongo
 import pytest
 import requests
 
+from datadns import stack
 from datadns.federation import Federation, apiKey
 from feder8.sidecar import Config, Sidecar
 from girder_resolver.constants import LAUNCH_SCOPE
@@ -134,8 +135,14 @@ def liveAtSite(fed):
 
 
 def stopAllAtSite(fed):
+    """Stop every live notebook at the site and wait until none is live.
+
+    A notebook stopped while it still starts stays 'stopping' until its launch
+    thread has released what it started.
+    """
     for nb in liveAtSite(fed):
         fed.clients[SITE].delete(f'notebook/{nb["_id"]}')
+    stack.waitFor(lambda: liveAtSite(fed) == [], 60, 'no live notebook at the site', interval=0.2)
 
 
 # Delegation ------------------------------------------------------------------------------
