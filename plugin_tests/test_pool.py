@@ -13,7 +13,8 @@ import pytest
 from girder.models.setting import Setting
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
-from girder_resolver import culler, pool
+from girder_resolver import culler, frontdoor, pool
+from girder_resolver.launcher.identity import COOKIE_NAME
 from girder_resolver.models.notebook import INSTANCE_LABEL, Notebook, instanceId, launcher
 from plugin_tests.test_notebook import (
     FILES,
@@ -139,6 +140,39 @@ def testALaunchClaimsAWarmServerBoundToTheDatasetAndItsClaimerOnly(
     assertStatusOk(server.request(f'/notebook/{nb["_id"]}', method='DELETE', user=user))
     assert not launcher('process').is_alive(handle)
     assert pool.PooledNotebook().findOne({'_id': entry['_id']}) is None
+
+
+@pytest.mark.plugin('resolver')
+def testAnUnclaimedServersEarlyRouteOpensNothingToSomeoneWhoFindsIt(
+    server, user, dataset, warmPool
+):
+    """An attacker who learns an unclaimed pooled server's id (its route is added when
+    it becomes ready) gets nothing through the front door: no listing, no kernel, no
+    open link, no login by a guessed cookie; and the claimer's data is not there yet."""
+    [entry] = waitForPool(1)
+    notebookId = str(entry['_id'])
+    route = frontdoor.routePath(notebookId)
+    assert route in frontdoor.routes(), 'the early route this test attacks is not there'
+    base = f'{frontdoor.publicUrl()}{route}/'
+    anyone = http()
+    for path in ('api/contents', f'api/contents/{pool.DATA_NAME}', 'api/kernels', 'api/sessions'):
+        resp = anyone.get(base + path, allow_redirects=False)
+        assert resp.status_code == 403, (path, resp.status_code)
+    resp = anyone.post(base + 'api/kernels', json={}, allow_redirects=False)
+    assert resp.status_code == 403
+    # The UI sends a stranger to the login page, which a guessed token does not pass.
+    tree = anyone.get(base + 'tree', allow_redirects=False)
+    assert tree.status_code in (302, 303) and 'login' in tree.headers['Location']
+    anyone.cookies.set(COOKIE_NAME, 'guessed-' + 'x' * 32, path=f'{route}/')
+    assert anyone.get(base + 'api/contents', allow_redirects=False).status_code == 403
+    assert session('guessed').get(base + 'api/contents').status_code == 403
+    # No open link can be made for it: there is no notebook record to redeem a ticket on.
+    resp = server.request(f'/notebook/{notebookId}/open', params={'ticket': 'forged'}, isJson=False)
+    assert resp.output_status.split()[0] in (b'400', b'403', b'404')
+    assert not any(name.lower() == 'set-cookie' for name, _ in resp.header_list)
+    # Even with its token, the unclaimed server shows an empty placeholder, not a dataset.
+    listing = session(entry['token']).get(base + f'api/contents/{pool.DATA_NAME}')
+    assert listing.status_code == 200 and listing.json()['content'] == []
 
 
 @pytest.mark.plugin('resolver')
