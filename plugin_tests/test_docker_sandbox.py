@@ -24,7 +24,7 @@ from pytest_girder.assertions import assertStatus, assertStatusOk
 from girder_resolver.launcher import LaunchSpec, get_launcher
 from plugin_tests.kernel_helpers import executeInNewKernel
 from plugin_tests.launcher_helpers import makeDataset
-from plugin_tests.test_launcher_docker import IMAGE, _docker_unavailable
+from plugin_tests.test_launcher_docker import IMAGE, RUN, _docker_unavailable
 
 TOKEN = 'sandbox-test-token-4d1f'
 DATA_NAME = 'survey'
@@ -85,7 +85,7 @@ def notebook(docker_engine, tmp_path_factory):
         for name, value in CANARIES.items():
             patch.setenv(name, value)
         launcher = get_launcher('docker', image=IMAGE, pids_limit=PIDS_LIMIT)
-        handle = launcher.start(LaunchSpec('docker-sandbox', TOKEN, str(data), DATA_NAME))
+        handle = launcher.start(LaunchSpec(f'docker-sandbox-{RUN}', TOKEN, str(data), DATA_NAME))
         try:
             launcher.wait_ready(handle, token=TOKEN)
             yield launcher, handle, data

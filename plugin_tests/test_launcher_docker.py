@@ -19,6 +19,9 @@ from girder_resolver.launcher import DockerLauncher, LaunchError, LaunchSpec, ge
 from plugin_tests.kernel_helpers import contents
 from plugin_tests.launcher_helpers import makeDataset
 
+#: Container names are global to the engine: a test session of its own never meets another's.
+RUN = os.getpid()
+
 TOKEN = 'docker-test-token'
 
 
@@ -70,7 +73,7 @@ def started(docker_engine, tmp_path_factory):
     root = tmp_path_factory.mktemp('docker')
     launcher = get_launcher('docker', image=IMAGE, labels={'datadns.test': '1'})
     spec = LaunchSpec(
-        notebook_id='docker-shared',
+        notebook_id=f'docker-shared-{RUN}',
         token=TOKEN,
         data_path=str(makeDataset(root)),
         data_name=DATA_NAME,
@@ -204,7 +207,7 @@ def test_once_ready_the_container_cannot_replace_its_socket(started, docker_engi
 def test_a_notebook_running_as_girders_own_user_is_refused(docker_engine, tmp_path):
     """Owning its socket's directory, it could make it writable again and swap the socket."""
     launcher = DockerLauncher(image=IMAGE, run_root=str(tmp_path / 'run'))
-    handle = launcher.start(LaunchSpec('docker-sameuser', TOKEN, str(makeDataset(tmp_path))))
+    handle = launcher.start(LaunchSpec(f'same-{RUN}', TOKEN, str(makeDataset(tmp_path))))
     try:
         # As if Girder ran as the notebooks' uid: it made the directory, so it owns it.
         os.chown(os.path.dirname(handle['socket']), 65534, 65534)
@@ -237,7 +240,7 @@ def test_directories_left_by_a_start_cut_short_are_removed(docker_engine, tmp_pa
 def test_a_socket_path_too_long_for_unix_is_a_launch_error(docker_engine, tmp_path):
     launcher = DockerLauncher(image=IMAGE, run_root=str(tmp_path / ('x' * 100)))
     with pytest.raises(LaunchError, match='shorter run_root'):
-        launcher.start(LaunchSpec('docker-long', TOKEN, str(makeDataset(tmp_path))))
+        launcher.start(LaunchSpec(f'docker-long-{RUN}', TOKEN, str(makeDataset(tmp_path))))
 
 
 @pytest.mark.parametrize('user', ['root', '0', '0:0', ' 0:1000'])
@@ -249,7 +252,9 @@ def test_notebooks_never_run_as_root(user):
 def test_a_restarted_server_adopts_the_running_container(started):
     _, spec, handle = started
     adopted = [
-        h for h in DockerLauncher(image=IMAGE).list_running() if h['notebookId'] == 'docker-shared'
+        h
+        for h in DockerLauncher(image=IMAGE).list_running()
+        if h['notebookId'] == f'docker-shared-{RUN}'
     ]
     assert len(adopted) == 1
     for key in ('containerId', 'containerName', 'socket', 'runDir', 'baseUrl'):
@@ -269,13 +274,13 @@ def test_a_leftover_container_of_the_same_name_is_replaced(docker_engine, tmp_pa
     import docker
 
     launcher = DockerLauncher(image=IMAGE)
-    name = 'datadns-nb-docker-leftover'
+    name = f'datadns-nb-docker-leftover-{RUN}'
     for stale in docker_engine.containers.list(all=True, filters={'name': name}):
         stale.remove(force=True)  # from an earlier, interrupted run
     leftover = docker_engine.containers.create(
         IMAGE, command=['sleep', '60'], name=name, detach=True
     )
-    spec = LaunchSpec('docker-leftover', TOKEN, str(makeDataset(tmp_path)))
+    spec = LaunchSpec(f'docker-leftover-{RUN}', TOKEN, str(makeDataset(tmp_path)))
     try:
         handle = launcher.start(spec)
     except BaseException:
@@ -287,7 +292,7 @@ def test_a_leftover_container_of_the_same_name_is_replaced(docker_engine, tmp_pa
             docker_engine.containers.get(leftover.id)
         launcher.wait_ready(handle, token=TOKEN)
         container = docker_engine.containers.get(handle['containerId'])
-        assert container.labels['datadns.notebook'] == 'docker-leftover'
+        assert container.labels['datadns.notebook'] == f'docker-leftover-{RUN}'
         assert contents(launcher, handle, '', TOKEN).status == 200
     finally:
         launcher.stop(handle)
@@ -299,7 +304,7 @@ def test_a_container_that_exits_while_starting_fails_wait_ready_with_its_log(
     launcher = DockerLauncher(
         image=IMAGE, command=['python3', '-c', 'import sys; sys.exit("no jupyter here")']
     )
-    handle = launcher.start(LaunchSpec('docker-broken', TOKEN, str(makeDataset(tmp_path))))
+    handle = launcher.start(LaunchSpec(f'docker-broken-{RUN}', TOKEN, str(makeDataset(tmp_path))))
     try:
         with pytest.raises(LaunchError, match='stopped while starting') as raised:
             launcher.wait_ready(handle, timeout=60, token=TOKEN)
@@ -313,7 +318,7 @@ def test_stop_removes_the_container_its_directory_and_its_socket(docker_engine, 
     import docker
 
     launcher = DockerLauncher(image=IMAGE)
-    spec = LaunchSpec('docker-stop', TOKEN, str(makeDataset(tmp_path)))
+    spec = LaunchSpec(f'docker-stop-{RUN}', TOKEN, str(makeDataset(tmp_path)))
     handle = launcher.start(spec)
     launcher.wait_ready(handle, token=TOKEN)
 
@@ -325,7 +330,7 @@ def test_stop_removes_the_container_its_directory_and_its_socket(docker_engine, 
     with socket.socket(socket.AF_UNIX) as sock, pytest.raises(OSError):
         sock.connect(handle['socket'])
     assert not launcher.poll(handle)
-    assert all(h['notebookId'] != 'docker-stop' for h in launcher.list_running())
+    assert all(h['notebookId'] != f'docker-stop-{RUN}' for h in launcher.list_running())
     assert sorted(os.listdir(spec.data_path)) == ['readme.txt', 'tables']
     launcher.stop(handle)  # a second stop is harmless
 
@@ -333,11 +338,11 @@ def test_stop_removes_the_container_its_directory_and_its_socket(docker_engine, 
 def test_a_missing_image_is_a_launch_error(docker_engine, tmp_path):
     launcher = DockerLauncher(image='localhost/datadns-no-such-image:latest')
     with pytest.raises(LaunchError, match='not available'):
-        launcher.start(LaunchSpec('docker-noimage', TOKEN, str(makeDataset(tmp_path))))
+        launcher.start(LaunchSpec(f'docker-noimage-{RUN}', TOKEN, str(makeDataset(tmp_path))))
 
 
 def test_a_missing_dataset_directory_is_a_launch_error(docker_engine, tmp_path):
-    spec = LaunchSpec('docker-missing', TOKEN, str(makeDataset(tmp_path)))
+    spec = LaunchSpec(f'docker-missing-{RUN}', TOKEN, str(makeDataset(tmp_path)))
     os.rename(spec.data_path, spec.data_path + '-moved')
     with pytest.raises(LaunchError, match='does not exist'):
         DockerLauncher(image=IMAGE).start(spec)
