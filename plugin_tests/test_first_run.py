@@ -38,8 +38,13 @@ LINK = re.compile(r'(http://127\.0\.0\.1:\d+/api/v1/resolve\?id=\S+)')
 
 def _freeBlock():
     """A base port with it, the next two, and base+100 free (the ports `datadns up` takes)."""
+    # Below the kernel's ephemeral range: `make run` binds these minutes after they are
+    # chosen (it installs first), and meanwhile any outgoing connection on this machine
+    # may be given a port from that range.
+    with open('/proc/sys/net/ipv4/ip_local_port_range') as ports:
+        ephemeral = int(ports.read().split()[0])
     for _ in range(200):
-        base = random.randrange(30000, 60000)
+        base = random.randrange(10000, ephemeral - 200)
         try:
             for port in (base, base + 1, base + 2, base + 100):
                 with socket.socket() as s:
@@ -143,7 +148,10 @@ class MakeRun:
 
     def interrupt(self, timeout=120):
         """Ctrl-C: SIGINT to the foreground process group (make and what it runs)."""
-        os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        except ProcessLookupError:  # it has ended already (say, it failed to start)
+            pass
         return self.proc.wait(timeout)
 
 
