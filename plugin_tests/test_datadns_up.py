@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -19,7 +20,12 @@ PASSWORD = 'readme-test-password'
 
 def _freeBlock():
     """A base port with it, the next two, and base+100 free."""
-    for base in range(21000, 40000, 317):
+    # Chosen at random below the kernel's ephemeral range, so that two test sessions on
+    # one machine do not pick the same block, nor an outgoing connection take one.
+    with open('/proc/sys/net/ipv4/ip_local_port_range') as ports:
+        ephemeral = int(ports.read().split()[0])
+    for _ in range(200):
+        base = random.randrange(10000, ephemeral - 200)
         try:
             for port in (base, base + 1, base + 2, base + 100):
                 with socket.socket() as s:
