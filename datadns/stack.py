@@ -6,6 +6,7 @@ process, waits until it answers, and stops it (and only it) on exit.
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,6 +23,27 @@ def freePort():
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def freePortBlock():
+    """A base port free with the next two and base+100: the ports `datadns up --port` takes.
+
+    Chosen at random below the kernel's ephemeral range, so that an outgoing connection
+    made before the ports are bound (`make run` installs first) cannot take one, nor two
+    test sessions on one machine pick the same block.
+    """
+    with open('/proc/sys/net/ipv4/ip_local_port_range') as ports:
+        ephemeral = int(ports.read().split()[0])
+    for _ in range(200):
+        base = random.randrange(10000, ephemeral - 200)
+        try:
+            for port in (base, base + 1, base + 2, base + 100):
+                with contextlib.closing(socket.socket()) as s:
+                    s.bind(('127.0.0.1', port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError('No free block of ports below the ephemeral range.')
 
 
 def waitFor(check, timeout, what, interval=0.1, proc=None, log=None):

@@ -2,10 +2,8 @@
 
 import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,26 +12,10 @@ import time
 import pytest
 import requests
 
+from datadns import stack
+
 pytestmark = pytest.mark.slow
 PASSWORD = 'readme-test-password'
-
-
-def _freeBlock():
-    """A base port with it, the next two, and base+100 free."""
-    # Chosen at random below the kernel's ephemeral range, so that two test sessions on
-    # one machine do not pick the same block, nor an outgoing connection take one.
-    with open('/proc/sys/net/ipv4/ip_local_port_range') as ports:
-        ephemeral = int(ports.read().split()[0])
-    for _ in range(200):
-        base = random.randrange(10000, ephemeral - 200)
-        try:
-            for port in (base, base + 1, base + 2, base + 100):
-                with socket.socket() as s:
-                    s.bind(('127.0.0.1', port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError('no free ports')
 
 
 class Up:
@@ -87,7 +69,7 @@ def home(tmp_path):
 
 
 def testDatadnsUpResolvesLaunchesStopsCleanlyAndReusesItsData(home):
-    port = _freeBlock()
+    port = stack.freePortBlock()
     up = Up(home, port)
     try:
         up.waitUp()
@@ -160,7 +142,7 @@ def status(home):
 
 
 def testUnderDatadnsUpAKilledSiteGirderComesBackWhileTheCentralKeepsResolving(home):
-    port = _freeBlock()
+    port = stack.freePortBlock()
     up = Up(home, port)
     shared = f'http://127.0.0.1:{port}/api/v1/resolve?id=doi:10.5072/datadns.turbulence'
     try:

@@ -13,10 +13,8 @@ world.
 """
 
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +24,8 @@ import psutil
 import pytest
 import requests
 
+from datadns import stack
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,25 +34,6 @@ PASSWORD = 'first-run-password'
 FIRST_UP_TIMEOUT = 900
 UP_TIMEOUT = 300
 LINK = re.compile(r'(http://127\.0\.0\.1:\d+/api/v1/resolve\?id=\S+)')
-
-
-def _freeBlock():
-    """A base port with it, the next two, and base+100 free (the ports `datadns up` takes)."""
-    # Below the kernel's ephemeral range: `make run` binds these minutes after they are
-    # chosen (it installs first), and meanwhile any outgoing connection on this machine
-    # may be given a port from that range.
-    with open('/proc/sys/net/ipv4/ip_local_port_range') as ports:
-        ephemeral = int(ports.read().split()[0])
-    for _ in range(200):
-        base = random.randrange(10000, ephemeral - 200)
-        try:
-            for port in (base, base + 1, base + 2, base + 100):
-                with socket.socket() as s:
-                    s.bind(('127.0.0.1', port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError('no free ports')
 
 
 def _freshClone(dest):
@@ -192,7 +173,7 @@ def _stopsCleanly(run, clone, home):
 def testMakeRunFromAFreshCloneResolvesStopsOnCtrlCAndReusesItsData(tmp_path):
     clone, home = tmp_path / 'datadns', tmp_path / 'home'
     _freshClone(clone)
-    port = _freeBlock()
+    port = stack.freePortBlock()
     env = _userEnvironment(home, port)
 
     first = MakeRun(clone, env)
