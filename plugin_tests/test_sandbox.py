@@ -24,8 +24,10 @@ SECRETS = {
     'FEDER8_CENTRAL_KEY': 'feder8-very-secret',
 }
 
+# Skipped only off CI: there, a machine where bubblewrap cannot run fails these tests.
 pytestmark = pytest.mark.skipif(
-    not sandboxModule.probe()[0], reason='bubblewrap cannot run here: ' + sandboxModule.probe()[1]
+    not sandboxModule.probe()[0] and os.environ.get('CI') != 'true',
+    reason='bubblewrap cannot run here: ' + sandboxModule.probe()[1],
 )
 
 
