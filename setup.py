@@ -34,6 +34,8 @@ setup(
         'click>=8',
         'requests>=2.28',
         'tenacity>=8',
+        'psutil>=5.9',
+        'cachetools>=5',
         'prometheus-client>=0.17',
         'docker>=7',
         # The embedded database `datadns up` (`make run`) starts; production points Girder
@@ -47,7 +49,6 @@ setup(
     extras_require={
         'test': [
             'pytest>=8',
-            'psutil',
             'pytest-girder>=5.0,<6',
             'pytest-timeout',
             'hypothesis',
