@@ -255,12 +255,6 @@ def _portFree(port):
             return False
 
 
-def _json(value):
-    import json
-
-    return json.dumps([{'key': k, 'value': v} for k, v in value.items()])
-
-
 def _printWelcome(girders, datasets, login, password, home):
     central = girders['central']
     click.echo()

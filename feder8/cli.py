@@ -162,25 +162,41 @@ def run(**kw):
         sys.exit(2)
 
 
+#: Seconds ``sync`` and ``rotate`` keep retrying before they give up.
+ONCE_SECONDS = 60
+#: The longest wait between two tries of ``sync`` and ``rotate``, in seconds.
+ONCE_MAX_BACKOFF = 5.0
+
+
+def _once(kw, command, work):
+    """``work(sidecar)`` once, retrying for at most ONCE_SECONDS; exit non-zero on failure."""
+    config = _config(kw)
+    config.maxBackoff = ONCE_MAX_BACKOFF
+    stop = threading.Event()
+    # One command gives up after a short while rather than retrying for ever.
+    timer = threading.Timer(ONCE_SECONDS, stop.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        return work(Sidecar(config, stop))
+    except Stopped:
+        click.echo(
+            f'feder8 {command}: gave up after {ONCE_SECONDS}s; see the retries logged above',
+            err=True,
+        )
+        sys.exit(1)
+    except PermanentError as exc:
+        click.echo(f'feder8 {command}: {exc}', err=True)
+        sys.exit(2)
+    finally:
+        timer.cancel()
+
+
 @main.command()
 @_options
 def sync(**kw):
     """One full registration, then exit (non-zero with a message on failure)."""
-    config = _config(kw)
-    config.maxBackoff = 5.0
-    stop = threading.Event()
-    # One sync gives up after a short while rather than retrying for ever.
-    timer = threading.Timer(60, stop.set)
-    timer.daemon = True
-    timer.start()
-    try:
-        result = Sidecar(config, stop).syncOnce()
-    except Stopped:
-        click.echo('feder8 sync: gave up after 60s; see the retries logged above', err=True)
-        sys.exit(1)
-    except PermanentError as exc:
-        click.echo(f'feder8 sync: {exc}', err=True)
-        sys.exit(2)
+    result = _once(kw, 'sync', Sidecar.syncOnce)
     click.echo(
         f'registered {result["total"]} datasets for site "{result["site"]}" '
         f'(added {result["added"]}, updated {result["updated"]}, removed '
@@ -192,20 +208,7 @@ def sync(**kw):
 @_options
 def rotate(**kw):
     """Replace the launch credential: make a new key, register it, revoke the old ones."""
-    config = _config(kw)
-    config.maxBackoff = 5.0
-    stop = threading.Event()
-    timer = threading.Timer(60, stop.set)
-    timer.daemon = True
-    timer.start()
-    try:
-        result = Sidecar(config, stop).rotate()
-    except Stopped:
-        click.echo('feder8 rotate: gave up after 60s; see the retries logged above', err=True)
-        sys.exit(1)
-    except PermanentError as exc:
-        click.echo(f'feder8 rotate: {exc}', err=True)
-        sys.exit(2)
+    result = _once(kw, 'rotate', Sidecar.rotate)
     click.echo(
         f'rotated the launch credential of site "{result["site"]}" '
         f'({result["total"]} datasets registered)'

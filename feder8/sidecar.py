@@ -21,15 +21,15 @@ Before registering it settles two things at the site:
 
 import json
 import logging
-import random
 import secrets
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import girder_client
 import requests
+import tenacity
 
 logger = logging.getLogger('feder8')
 
@@ -72,21 +72,15 @@ class Config:
     frontDoorUrl: str | None = None
 
 
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter, capped."""
+#: The first retry waits up to this many seconds; each next one up to twice as long.
+FIRST_BACKOFF = 0.5
+#: The shortest wait between two tries, in seconds.
+MIN_BACKOFF = 0.05
 
-    base: float = 0.5
-    cap: float = 60.0
-    attempt: int = field(default=0)
 
-    def next(self):
-        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
-        self.attempt += 1
-        return max(delay, 0.05)
-
-    def reset(self):
-        self.attempt = 0
+def backoff(cap):
+    """Exponential backoff with full jitter: a random wait up to 0.5 s, 1 s, 2 s ... ``cap``."""
+    return tenacity.wait_random_exponential(multiplier=FIRST_BACKOFF, max=cap, min=MIN_BACKOFF)
 
 
 def _describe(exc):
@@ -161,21 +155,34 @@ class Sidecar:
             raise Stopped()
 
     def retry(self, what, fn):
-        """Call ``fn`` until it succeeds, backing off on failures worth retrying."""
-        backoff = Backoff(cap=self.config.maxBackoff)
-        while True:
-            try:
-                return fn()
-            except PermanentError:
-                raise
-            except Exception as exc:
-                if not _retryable(exc):
-                    if isinstance(exc, girder_client.HttpError) and exc.status in (401, 403):
-                        raise PermanentError(f'{what}: {_describe(exc)}')
-                    raise
-                delay = backoff.next()
-                logger.warning('%s failed (%s); retrying in %.1fs', what, _describe(exc), delay)
-                self.sleep(delay)
+        """Call ``fn`` until it succeeds, backing off on failures worth retrying.
+
+        A failure not worth retrying is raised at once; a refused key (401, 403)
+        as a :class:`PermanentError`. Waits end early, with :class:`Stopped`, when
+        the sidecar is asked to stop.
+        """
+
+        def logRetry(state):
+            logger.warning(
+                '%s failed (%s); retrying in %.1fs',
+                what,
+                _describe(state.outcome.exception()),
+                state.next_action.sleep,
+            )
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_retryable),
+            wait=backoff(self.config.maxBackoff),
+            sleep=self.sleep,
+            before_sleep=logRetry,
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except girder_client.HttpError as exc:
+            if exc.status in (401, 403):
+                raise PermanentError(f'{what}: {_describe(exc)}') from exc
+            raise
 
     # The work ---------------------------------------------------------------------------
 
@@ -374,9 +381,7 @@ class Sidecar:
 
     def rotate(self):
         """Replace the launch credential: a new key registered, then the old ones revoked."""
-        self.waitForGirder()
-        self.retry('settling the site name', self.settleSiteName)
-        self.retry("reading where the site's notebooks are", self.learnNotebookPlaces)
+        self.prepare()
         user = self._serviceUser = self.retry('the federation service account', self.serviceAccount)
         self.credential = self.retry('creating a new launch credential', lambda: self._newKey(user))
         snapshot = self.retry("reading the site's datasets", self.snapshot)
@@ -500,11 +505,15 @@ class Sidecar:
             logger.debug('could not count running notebooks: %s', _describe(exc))
             return None
 
-    def syncOnce(self):
-        """One full registration (what ``feder8 sync`` does)."""
+    def prepare(self):
+        """What comes before any registration: the local Girder up, one name, notebook places."""
         self.waitForGirder()
         self.retry('settling the site name', self.settleSiteName)
         self.retry("reading where the site's notebooks are", self.learnNotebookPlaces)
+
+    def syncOnce(self):
+        """One full registration (what ``feder8 sync`` does)."""
+        self.prepare()
         self.credential = self.retry('creating the launch credential', self.ensureCredential)
         snapshot = self.retry("reading the site's datasets", self.snapshot)
         return self.registerFull(snapshot)

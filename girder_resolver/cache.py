@@ -19,59 +19,67 @@ memory. Access to local folders is never cached: it is checked on every request.
 import threading
 import time
 
+import cachetools
+
 #: Seconds a setting read is reused when ``resolver.cache_seconds`` itself is being read.
 SETTINGS_SECONDS = 2.0
+#: No read is reused longer than this (the bound of ``resolver.cache_seconds``), so memory
+#: holds nothing older.
+LONGEST_SECONDS = 60.0
 
 
 class Recent:
     """A bounded map of recent reads, each valid for a given number of seconds.
 
+    The reads live in a :class:`cachetools.TTLCache` (least recently used go first
+    when it is full; none outlives :data:`LONGEST_SECONDS`); each :meth:`get` says
+    how old a read it accepts, as the setting that decides it may change at any time.
     A read that started before a :meth:`clear` or :meth:`discard` is not stored,
     so a slow read can never put back a value that a write in this process has
     just made stale.
     """
 
     def __init__(self, size):
-        self.size = size
-        self._data = {}  # key -> (monotonic time of the read, value)
+        # key -> (monotonic time of the read, value)
+        self._data = cachetools.TTLCache(maxsize=size, ttl=LONGEST_SECONDS, timer=time.monotonic)
         self._generation = 0
         self._lock = threading.Lock()
 
     def get(self, key, load, seconds, keep=lambda value: True):
-        """The value for ``key``: from memory if younger than ``seconds``, else ``load()``."""
+        """The value for ``key``: from memory if younger than ``seconds``, else ``load()``.
+
+        Only values for which ``keep(value)`` is true are remembered.
+        """
         if seconds <= 0:
             return load()
         now = time.monotonic()
-        hit = self._data.get(key)
+        with self._lock:
+            hit = self._data.get(key)
+            generation = self._generation
         if hit is not None and now - hit[0] < seconds:
             return hit[1]
-        generation = self._generation
         value = load()
         if keep(value):
-            self.put(key, value, now, generation)
+            with self._lock:
+                if generation == self._generation:
+                    self._data[key] = (now, value)
         return value
 
-    def put(self, key, value, when=None, generation=None):
-        with self._lock:
-            if generation is not None and generation != self._generation:
-                return
-            self._data.pop(key, None)
-            while len(self._data) >= self.size:
-                self._data.pop(next(iter(self._data)))  # the oldest read
-            self._data[key] = (time.monotonic() if when is None else when, value)
-
     def discard(self, key):
+        """Forget ``key``, and any read of anything still in flight."""
         with self._lock:
             self._data.pop(key, None)
             self._generation += 1
 
     def clear(self):
+        """Forget everything, and any read still in flight."""
         with self._lock:
             self._data.clear()
             self._generation += 1
 
     def __len__(self):
-        return len(self._data)
+        with self._lock:
+            return len(self._data)
 
 
 #: Plugin setting values, by key.
@@ -83,5 +91,6 @@ entries = Recent(size=20_000)
 
 
 def clearAll():
+    """Forget every read (the plugin starting in this process)."""
     for cache in (settings, sites, entries):
         cache.clear()
