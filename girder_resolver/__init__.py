@@ -58,6 +58,7 @@ class ResolverPlugin(GirderPlugin):
         from .rest.frontdoor import StoppedNotebookPages
         from .rest.notebook import NotebookResource
         from .rest.resolve import Resolve
+        from .rest.settings import SettingResource
 
         # First of the plugin's handlers: the others must read settings just saved.
         cache.clearAll()
@@ -68,6 +69,7 @@ class ResolverPlugin(GirderPlugin):
 
         info['apiRoot'].resolve = Resolve()
         info['apiRoot'].resolver = Resolver()
+        SettingResource().mountOn(info['apiRoot'].resolver)
         info['apiRoot'].notebook = NotebookResource()
         # What the front door shows at /notebook/<id>/ once that notebook has stopped.
         info['serverRoot'].mount(StoppedNotebookPages(), '/notebook', {'/': {}})

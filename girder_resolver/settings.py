@@ -1,9 +1,11 @@
-"""Plugin settings: keys, defaults and validators.
+"""Plugin settings: every one declared once, with its default, kind and help text.
 
-Every setting an operator can change lives here, with its default beside it, so
-the admin page, the docs and the code agree on one list.
+:data:`SETTINGS` is the one list: the admin page renders it (through
+``GET /resolver/setting``), Girder gets the defaults from it, and the validators
+below guard each key.
 """
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -18,133 +20,398 @@ from girder.models.user import User
 from girder.utility import setting_utilities
 
 from . import cache
+from .launcher import BACKENDS
 
 
 class PluginSettings:
-    #: Folder metadata key that carries a dataset's identifier (a string or a list).
+    """The settings' keys; what each means is in :data:`SETTINGS`."""
+
     IDENTIFIER_KEY = 'resolver.identifier_key'
-    #: This site's name in the federation; local dataset entries carry it.
     SITE_NAME = 'resolver.site_name'
-    #: Public API URL of this site (what the central hands out); empty = derived from requests.
     SITE_API_URL = 'resolver.site_api_url'
-    #: Seconds after its last heartbeat that a site stops counting as healthy.
     HEARTBEAT_TTL = 'resolver.heartbeat_ttl'
-    #: Name of the Girder group whose members may register sites (admins always may).
     REGISTRAR_GROUP = 'resolver.registrar_group'
-    #: Largest number of datasets accepted in one registration request.
     MAX_REGISTRATION = 'resolver.max_registration'
-    #: Launcher backend: 'process' or 'docker'.
     BACKEND = 'resolver.backend'
-    #: Notebook image for the docker backend.
     IMAGE = 'resolver.image'
-    #: Memory limit of a notebook container, e.g. '1g'.
     MEMORY_LIMIT = 'resolver.memory_limit'
-    #: CPU limit of a notebook container, in CPUs (e.g. 1.5); 0 = no limit.
     CPU_LIMIT = 'resolver.cpu_limit'
-    #: Most processes and threads one notebook container may hold; 0 = no limit.
     PIDS_LIMIT = 'resolver.pids_limit'
-    #: Host name or address put in notebook URLs handed to browsers.
     NOTEBOOK_HOST = 'resolver.notebook_host'
-    #: Seconds of inactivity after which the culler stops a notebook.
     IDLE_TIMEOUT = 'resolver.idle_timeout'
-    #: Seconds after which a notebook is stopped whatever its activity (0 = never).
     MAX_AGE = 'resolver.max_age'
-    #: Seconds between two rounds of the notebook culler.
     CULL_INTERVAL = 'resolver.cull_interval'
-    #: How many live notebooks one person may hold at a site.
     USER_CAP = 'resolver.user_cap'
-    #: Number of warm, unclaimed notebooks kept ready (0 = no pool).
     POOL_SIZE = 'resolver.pool_size'
-    #: JSON object mapping a folder id to a dataset path on disk, for folders not imported
-    #: from a filesystem assetstore.
     DATA_PATHS = 'resolver.data_paths'
-    #: Sustained requests per second one client address may make without logging in to
-    #: the routes that query the index (/resolve, /resolver/dataset); 0 = no limit.
     ANONYMOUS_RATE = 'resolver.anonymous_rate'
-    #: How many of those requests one address may make at once before the rate applies.
     ANONYMOUS_BURST = 'resolver.anonymous_burst'
-    #: Bearer secret that lets a Prometheus scraper read /resolver/metrics (empty = admins only).
     METRICS_TOKEN = 'resolver.metrics_token'
-    #: Seconds a Girder process reuses the index entries and site records it read for
-    #: /resolve (0 = read them on every request); see girder_resolver.cache.
     CACHE_SECONDS = 'resolver.cache_seconds'
-    #: JSON list of host names and CIDR ranges this resolver may talk to although they are
-    #: plain http or loopback/private/link-local (see girder_resolver.federation).
     ALLOWED_SITE_HOSTS = 'resolver.allowed_site_hosts'
-    #: This site's federation service account: {"userId": <id>, "central": <central name>}.
-    #: Only that (non-admin) account's launch-scoped keys may launch on someone's behalf,
-    #: and only for identities of that central. Written by feder8; empty = no delegation.
     FEDERATION_SERVICE = 'resolver.federation_service'
-    #: Seconds a site has to take a call: to accept the connection, and for a launch to
-    #: answer it (a site records a launch and answers at once). A launch that gets no
-    #: answer in this time moves on to the next site that holds the dataset.
     SITE_CONNECT_TIMEOUT = 'resolver.site_connect_timeout'
-    #: Seconds to wait for a site's answer to any other call (status, stop, token).
     SITE_READ_TIMEOUT = 'resolver.site_read_timeout'
-    #: Seconds within which a launch tries the sites holding a dataset, one after the other.
     LAUNCH_DEADLINE = 'resolver.launch_deadline'
-    #: Failed calls in a row after which a site is suspect (one failed launch is enough).
     SUSPECT_AFTER = 'resolver.suspect_after'
-    #: Seconds a suspect site is passed over before it is tried again (a heartbeat from a
-    #: site whose Girder answers its sidecar ends it sooner).
     SUSPECT_SECONDS = 'resolver.suspect_seconds'
-    #: Most live notebooks this site runs at once, everyone's together (0 = no cap).
     SITE_CAP = 'resolver.site_cap'
-    #: Where bubblewrap cannot run, start process-backend notebooks unsandboxed rather
-    #: than refuse (trusted users only: see docs/security.md).
     ALLOW_UNSANDBOXED = 'resolver.allow_unsandboxed'
-    #: Whether this Girder starts and supervises the front door (configurable-http-proxy).
     FRONTDOOR_MANAGED = 'resolver.frontdoor_managed'
-    #: The front door's public URL, what browsers open ('' = http://<notebook_host>:<port>).
     FRONTDOOR_URL = 'resolver.frontdoor_url'
-    #: Port of the managed front door (0 = a free port chosen when it starts).
     FRONTDOOR_PORT = 'resolver.frontdoor_port'
-    #: Address the managed front door listens on ('' = loopback when notebook_host is).
     FRONTDOOR_IP = 'resolver.frontdoor_ip'
-    #: REST API URL of a front door run as a service of its own (frontdoor_managed false).
     FRONTDOOR_API_URL = 'resolver.frontdoor_api_url'
-    #: The configurable-http-proxy executable ('' = the one scripts/setup.sh installed).
     FRONTDOOR_COMMAND = 'resolver.frontdoor_command'
 
 
-_DEFAULTS = {
-    PluginSettings.IDENTIFIER_KEY: 'identifier',
-    PluginSettings.SITE_API_URL: '',
-    PluginSettings.HEARTBEAT_TTL: 90,
-    PluginSettings.REGISTRAR_GROUP: '',
-    PluginSettings.MAX_REGISTRATION: 200000,
-    PluginSettings.BACKEND: 'process',
-    PluginSettings.IMAGE: 'localhost/datadns-notebook:latest',
-    PluginSettings.MEMORY_LIMIT: '1g',
-    PluginSettings.CPU_LIMIT: 1.0,
-    PluginSettings.PIDS_LIMIT: 512,
-    PluginSettings.NOTEBOOK_HOST: '127.0.0.1',
-    PluginSettings.IDLE_TIMEOUT: 3600,
-    PluginSettings.MAX_AGE: 0,
-    PluginSettings.CULL_INTERVAL: 60,
-    PluginSettings.USER_CAP: 2,
-    PluginSettings.POOL_SIZE: 0,
-    PluginSettings.DATA_PATHS: {},
-    PluginSettings.ANONYMOUS_RATE: 10,
-    PluginSettings.ANONYMOUS_BURST: 100,
-    PluginSettings.METRICS_TOKEN: '',
-    PluginSettings.CACHE_SECONDS: 2,
-    PluginSettings.ALLOWED_SITE_HOSTS: [],
-    PluginSettings.FEDERATION_SERVICE: {},
-    PluginSettings.SITE_CONNECT_TIMEOUT: 2,
-    PluginSettings.SITE_READ_TIMEOUT: 5,
-    PluginSettings.LAUNCH_DEADLINE: 15,
-    PluginSettings.SUSPECT_AFTER: 3,
-    PluginSettings.SUSPECT_SECONDS: 30,
-    PluginSettings.SITE_CAP: 50,
-    PluginSettings.ALLOW_UNSANDBOXED: False,
-    PluginSettings.FRONTDOOR_MANAGED: True,
-    PluginSettings.FRONTDOOR_URL: '',
-    PluginSettings.FRONTDOOR_PORT: 0,
-    PluginSettings.FRONTDOOR_IP: '',
-    PluginSettings.FRONTDOOR_API_URL: '',
-    PluginSettings.FRONTDOOR_COMMAND: '',
-}
+#: The kinds of value a setting holds (how the admin page edits it).
+KINDS = ('text', 'number', 'boolean', 'choice', 'json', 'secret')
+#: Marks a default that is worked out per installation (see :func:`defaultSiteName`).
+COMPUTED = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """One setting: its key, default, kind, label and help text, and the admin page's group.
+
+    ``choices`` (kind ``choice``) is a function answering ``[(value, label), ...]``;
+    ``editable`` is false for a setting that a program writes (the page shows it only);
+    a ``secret`` is never shown, only whether it is set.
+    """
+
+    key: str
+    default: object
+    kind: str
+    label: str
+    help: str
+    choices: object = None
+    editable: bool = True
+    group: str = ''
+
+
+def section(group, *settings):
+    """``settings``, shown together on the admin page under the title ``group``."""
+    return tuple(dataclasses.replace(declared, group=group) for declared in settings)
+
+
+def backendChoices():
+    """The launcher backends, each as (name, 'name: what it does')."""
+    out = []
+    for name, backend in BACKENDS.items():
+        summary = (backend.__doc__ or '').strip().split('\n\n')[0]
+        out.append((name, f'{name}: {" ".join(summary.replace("``", "").split())}'))
+    return out
+
+
+_S = PluginSettings
+#: Every setting an operator can change, in the order the admin page shows them.
+SETTINGS = (
+    *section(
+        'This site',
+        Declared(
+            _S.SITE_NAME,
+            COMPUTED,
+            'text',
+            label='Site name',
+            help="This site's name in the federation (1-64 letters, digits, '.', '_' or '-'); its "
+            'own datasets carry it. Default: its host name and a random id.',
+        ),
+        Declared(
+            _S.SITE_API_URL,
+            '',
+            'text',
+            label='Public API URL',
+            help='The API URL the central resolver hands out for this site, e.g. '
+            'https://data.example.org/api/v1. Empty: derived from requests.',
+        ),
+        Declared(
+            _S.IDENTIFIER_KEY,
+            'identifier',
+            'text',
+            label='Identifier metadata key',
+            help="Folder metadata key that carries a dataset's identifier (a string or a list).",
+        ),
+        Declared(
+            _S.DATA_PATHS,
+            {},
+            'json',
+            label='Data paths',
+            help='A JSON object mapping a folder id to its dataset directory on disk, for folders '
+            'not imported from a filesystem assetstore.',
+        ),
+    ),
+    *section(
+        'Federation',
+        Declared(
+            _S.HEARTBEAT_TTL,
+            90,
+            'number',
+            label='Heartbeat lifetime (seconds)',
+            help='A site stops counting as healthy this long after its last heartbeat.',
+        ),
+        Declared(
+            _S.REGISTRAR_GROUP,
+            '',
+            'text',
+            label='Registrar group',
+            help='Members of this Girder group may register sites (admins always may). '
+            'Empty: admins only.',
+        ),
+        Declared(
+            _S.MAX_REGISTRATION,
+            200000,
+            'number',
+            label='Largest registration',
+            help='Most datasets accepted in one registration request.',
+        ),
+        Declared(
+            _S.ALLOWED_SITE_HOSTS,
+            [],
+            'json',
+            label='Allowed site hosts',
+            help='JSON list of host names and CIDR ranges this resolver may talk to although they '
+            'are plain http or loopback, private or link-local, e.g. ["10.0.0.0/8"].',
+        ),
+        Declared(
+            _S.SITE_CONNECT_TIMEOUT,
+            2,
+            'number',
+            label='Site connect timeout (seconds)',
+            help='A site has this long to accept a call, and a launch there to be answered; a '
+            'launch that is not moves on to the next site holding the dataset.',
+        ),
+        Declared(
+            _S.SITE_READ_TIMEOUT,
+            5,
+            'number',
+            label='Site read timeout (seconds)',
+            help="How long to wait for a site's answer to any other call (status, stop, token).",
+        ),
+        Declared(
+            _S.LAUNCH_DEADLINE,
+            15,
+            'number',
+            label='Launch deadline (seconds)',
+            help='A launch tries the sites holding a dataset, one after the other, within this '
+            'time.',
+        ),
+        Declared(
+            _S.SUSPECT_AFTER,
+            3,
+            'number',
+            label='Suspect after (failed calls)',
+            help='Failed calls in a row after which a site is suspect (one failed launch is '
+            'enough).',
+        ),
+        Declared(
+            _S.SUSPECT_SECONDS,
+            30,
+            'number',
+            label='Suspect for (seconds)',
+            help='A suspect site is passed over this long before it is tried again (sooner when a '
+            'heartbeat shows that it answers).',
+        ),
+        Declared(
+            _S.FEDERATION_SERVICE,
+            {},
+            'json',
+            label='Federation service account',
+            help='The non-admin account whose launch-scoped keys let one central launch here on '
+            'its users\' behalf: {"userId": ..., "central": ...}. Written by feder8; '
+            'empty: no delegation.',
+            editable=False,
+        ),
+    ),
+    *section(
+        'Notebooks',
+        Declared(
+            _S.BACKEND,
+            'process',
+            'choice',
+            label='Launcher backend',
+            help='How notebooks are started at this site.',
+            choices=backendChoices,
+        ),
+        Declared(
+            _S.ALLOW_UNSANDBOXED,
+            False,
+            'boolean',
+            label='Allow unsandboxed',
+            help='Where bubblewrap cannot run, start process-backend notebooks unsandboxed rather '
+            'than refuse (trusted users only: see docs/security.md).',
+        ),
+        Declared(
+            _S.IMAGE,
+            'localhost/datadns-notebook:latest',
+            'text',
+            label='Notebook image',
+            help='Container image of the docker backend.',
+        ),
+        Declared(
+            _S.MEMORY_LIMIT,
+            '1g',
+            'text',
+            label='Memory limit',
+            help='Memory of one notebook container, e.g. 1g; its scratch home counts against it.',
+        ),
+        Declared(
+            _S.CPU_LIMIT,
+            1.0,
+            'number',
+            label='CPU limit',
+            help='CPUs one notebook container may use, e.g. 1.5. 0: no limit.',
+        ),
+        Declared(
+            _S.PIDS_LIMIT,
+            512,
+            'number',
+            label='Process limit',
+            help='Processes and threads one notebook container may hold (at least 32); bounds a '
+            'fork bomb. 0: no limit.',
+        ),
+        Declared(
+            _S.NOTEBOOK_HOST,
+            '127.0.0.1',
+            'text',
+            label='Notebook host',
+            help="Host name or address of the front door's default URL, handed to browsers.",
+        ),
+        Declared(
+            _S.IDLE_TIMEOUT,
+            3600,
+            'number',
+            label='Idle timeout (seconds)',
+            help='A notebook idle this long is stopped.',
+        ),
+        Declared(
+            _S.MAX_AGE,
+            0,
+            'number',
+            label='Maximum age (seconds)',
+            help='A notebook is stopped this long after it started, whatever its activity. '
+            '0: never.',
+        ),
+        Declared(
+            _S.CULL_INTERVAL,
+            60,
+            'number',
+            label='Cull interval (seconds)',
+            help='Time between two rounds of the notebook culler.',
+        ),
+        Declared(
+            _S.USER_CAP,
+            2,
+            'number',
+            label='Notebooks per person',
+            help='How many live notebooks one person may hold at this site.',
+        ),
+        Declared(
+            _S.SITE_CAP,
+            50,
+            'number',
+            label='Notebooks at this site',
+            help="Most live notebooks this site runs at once, everyone's together. 0: no cap.",
+        ),
+        Declared(
+            _S.POOL_SIZE,
+            0,
+            'number',
+            label='Warm pool size',
+            help='Unclaimed notebooks kept ready so a launch is near instant (process '
+            'backend). 0: no pool.',
+        ),
+    ),
+    *section(
+        'Front door',
+        Declared(
+            _S.FRONTDOOR_MANAGED,
+            True,
+            'boolean',
+            label='Managed front door',
+            help='This Girder starts and supervises the front door (configurable-http-proxy); '
+            'false when it runs as a service of its own.',
+        ),
+        Declared(
+            _S.FRONTDOOR_URL,
+            '',
+            'text',
+            label='Front door URL',
+            help='The public URL browsers open notebooks at, e.g. https://notebooks.example.org. '
+            'Empty: http://<notebook host>:<port>.',
+        ),
+        Declared(
+            _S.FRONTDOOR_PORT,
+            0,
+            'number',
+            label='Front door port',
+            help='Port of the managed front door. 0: a free port chosen when it first starts.',
+        ),
+        Declared(
+            _S.FRONTDOOR_IP,
+            '',
+            'text',
+            label='Front door address',
+            help='Address the managed front door listens on. Empty: loopback when the notebook '
+            'host is, else all.',
+        ),
+        Declared(
+            _S.FRONTDOOR_API_URL,
+            '',
+            'text',
+            label='Front door API URL',
+            help='REST API URL of a front door run as a service of its own (managed front '
+            'door off).',
+        ),
+        Declared(
+            _S.FRONTDOOR_COMMAND,
+            '',
+            'text',
+            label='Front door command',
+            help='The configurable-http-proxy executable. Empty: the one scripts/setup.sh '
+            'installed.',
+        ),
+    ),
+    *section(
+        'Resolution',
+        Declared(
+            _S.ANONYMOUS_RATE,
+            10,
+            'number',
+            label='Anonymous rate (per second)',
+            help='Sustained requests per second one client address may make without logging in '
+            'to /resolve and /resolver/dataset. 0: no limit.',
+        ),
+        Declared(
+            _S.ANONYMOUS_BURST,
+            100,
+            'number',
+            label='Anonymous burst',
+            help='How many of those requests one address may make at once before the rate applies.',
+        ),
+        Declared(
+            _S.CACHE_SECONDS,
+            2,
+            'number',
+            label='Reuse reads for (seconds)',
+            help='How long a Girder process reuses the index entries and site records it read for '
+            '/resolve (at most 60). 0: read them on every request.',
+        ),
+        Declared(
+            _S.METRICS_TOKEN,
+            '',
+            'secret',
+            label='Metrics secret',
+            help='Bearer secret that lets a Prometheus scraper read /resolver/metrics (at least 16 '
+            'characters). Not set: admins only.',
+        ),
+    ),
+)
+del _S
+
+#: Each setting's declaration, by key.
+DECLARED = {declared.key: declared for declared in SETTINGS}
+_DEFAULTS = {d.key: d.default for d in SETTINGS if d.default is not COMPUTED}
 # Not a setting an operator changes: a random id per database (see instanceId).
 INSTANCE_KEY = 'resolver.instance_id'
 
@@ -265,8 +532,6 @@ def _validateRegistrarGroup(doc):
 
 @setting_utilities.validator(PluginSettings.BACKEND)
 def _validateBackend(doc):
-    from .launcher import BACKENDS
-
     if doc['value'] not in BACKENDS:
         raise ValidationException(
             f'The backend must be one of: {", ".join(sorted(BACKENDS))}.', 'value'
@@ -382,8 +647,6 @@ def _validateSuspectAfter(doc):
 def _validateDataPaths(doc):
     value = doc['value']
     if isinstance(value, str):
-        import json
-
         try:
             value = json.loads(value or '{}')
         except ValueError:

@@ -304,6 +304,48 @@ def testAdminChangesASettingOnTheSettingsPage(page, liveSite):
     )
 
 
+def testTheSettingsPageShowsEverySettingTheServerDeclaresAndNeverASecret(page, liveSite):
+    secret = 'page-secret-0123456789abcdef'
+    declared = liveSite.admin.get('resolver/setting')
+    openApp(page, liveSite, 'plugins/resolver/config')
+    logIn(page, ADMIN)
+    form = page.locator('.g-resolver-settings-form')
+    expect(form.locator('.g-resolver-setting')).to_have_count(len(declared))
+    hosts = form.locator('.g-resolver-setting[data-key="resolver.allowed_site_hosts"]')
+    expect(hosts.locator('.g-resolver-setting-help')).to_contain_text('CIDR ranges')
+    expect(form.locator('#g-resolver-federation-service')).to_be_disabled()
+
+    # A secret is typed, saved, never shown back; a JSON list the server refuses says why.
+    form.locator('#g-resolver-metrics-token').fill(secret)
+    form.locator('#g-resolver-allowed-site-hosts').fill('["not a host!"]')
+    form.locator('#g-resolver-allow-unsandboxed').select_option('true')
+    form.locator('.g-resolver-settings-save').click()
+    expect(hosts.locator('.g-resolver-setting-error')).to_contain_text('neither a host name')
+    expect(form.locator('.g-resolver-settings-error')).to_contain_text('Allowed site hosts')
+    token = form.locator('.g-resolver-setting[data-key="resolver.metrics_token"]')
+    expect(token.locator('.g-resolver-secret-clear')).to_have_count(1)
+    page.screenshots('1-secret-saved')
+    assert secret not in page.content()
+    stored = liveSite.admin.get(
+        'system/setting',
+        parameters={'list': '["resolver.metrics_token", "resolver.allow_unsandboxed"]'},
+    )
+    assert stored == {'resolver.metrics_token': secret, 'resolver.allow_unsandboxed': True}
+
+    # Removed from the page: admins only again.
+    form.locator('#g-resolver-allowed-site-hosts').fill('[]')
+    form.locator('#g-resolver-allow-unsandboxed').select_option('false')
+    token.locator('.g-resolver-secret-clear').check()
+    form.locator('.g-resolver-settings-save').click()
+    expect(page.locator('#g-alerts-container')).to_contain_text('Settings saved')
+    expect(token.locator('.g-resolver-secret-clear')).to_have_count(0)
+    stored = liveSite.admin.get(
+        'system/setting',
+        parameters={'list': '["resolver.metrics_token", "resolver.allow_unsandboxed"]'},
+    )
+    assert stored == {'resolver.metrics_token': '', 'resolver.allow_unsandboxed': False}
+
+
 def testFederationPageListsTheSitesWithTheirHealth(page, liveSite, federation):
     openApp(page, liveSite)
     logIn(page, ADMIN)

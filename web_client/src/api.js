@@ -88,8 +88,9 @@ export function stopNotebook(id) {
 
 // Settings and sites ------------------------------------------------------------------
 
-export function getSettings(keys) {
-    return request({ url: 'system/setting', params: { list: JSON.stringify(keys) } });
+/** Every setting of the plugin (admins): what it is, its help text, its current value. */
+export function listPluginSettings() {
+    return request({ url: 'resolver/setting' });
 }
 
 export function putSettings(list) {

@@ -50,31 +50,19 @@ export function targetKey(target) {
  * LaunchError (status ``error``, stopped, timeout) or an api.RestError.
  */
 export async function launchNotebook(target, { onUpdate = () => {}, interval = POLL_INTERVAL_MS } = {}) {
-    const start = target.local
-        ? () => api.startLocalNotebook(target.folderId)
+    const started = target.local
+        ? api.startLocalNotebook(target.folderId)
         // Only a site the person chose is named: otherwise the resolver may fail over to
         // another site holding the data when its first choice does not answer.
-        : () => api.startRemoteNotebook(target.identifier, target.explicit ? target.site : null);
-    const poll = async (nb) => {
-        try {
-            return await api.getNotebook(nb._id);
-        } catch (err) {
-            // A resolver that does not keep remote notebooks answers a repeat launch instead.
-            if (!target.local && err.status === 404) {
-                return start();
-            }
-            throw err;
-        }
-    };
-    return follow(await start(), poll, onUpdate, interval);
+        : api.startRemoteNotebook(target.identifier, target.explicit ? target.site : null);
+    return followNotebook(await started, { onUpdate, interval });
 }
 
-/** Follow a notebook that is already launching (found on page load). */
-export function followNotebook(notebook, { onUpdate = () => {}, interval = POLL_INTERVAL_MS } = {}) {
-    return follow(notebook, (nb) => api.getNotebook(nb._id), onUpdate, interval);
-}
-
-async function follow(notebook, poll, onUpdate, interval) {
+/**
+ * Follow a launching notebook (just launched, or found launching on page load) with
+ * GET /notebook/{id} until it runs; resolves and rejects as launchNotebook().
+ */
+export async function followNotebook(notebook, { onUpdate = () => {}, interval = POLL_INTERVAL_MS } = {}) {
     const deadline = Date.now() + LAUNCH_TIMEOUT_MS;
     let nb = notebook;
     for (;;) {
@@ -92,7 +80,7 @@ async function follow(notebook, poll, onUpdate, interval) {
             throw new LaunchError('The notebook is taking too long to start; try again later.', nb);
         }
         await sleep(interval);
-        nb = await poll(nb);
+        nb = await api.getNotebook(nb._id);
     }
 }
 
@@ -138,7 +126,7 @@ class NotebookStore {
                 userId: user.id, limit: 200, sort: 'created', sortdir: -1,
             });
         } catch (err) {
-            return; // No notebook support (yet) at this server: keep showing Launch.
+            return; // Not readable just now: keep showing Launch.
         }
         const newest = new Map();
         (notebooks || []).forEach((nb) => {
@@ -202,9 +190,7 @@ class NotebookStore {
         }
         this.set(key, { busy: true, error: null, notebook: { ...notebook, status: 'stopping', message: 'Stopping the notebook' } });
         try {
-            const answer = await api.stopNotebook(notebook._id);
-            const stopping = answer && answer._id ? answer : { ...notebook, status: 'stopping' };
-            await this._watchStop(key, stopping);
+            await this._watchStop(key, await api.stopNotebook(notebook._id));
         } catch (err) {
             this.set(key, { busy: false, error: err.message, notebook });
         }

@@ -1,4 +1,6 @@
 // The plugin's settings page (#plugins/resolver/config), linked from Girder's plugin list.
+// Which settings there are, their labels, help texts, groups and choices all come from the
+// server (GET /resolver/setting, declared once in girder_resolver/settings.py).
 
 import * as api from '../api';
 import { html } from '../html';
@@ -7,96 +9,101 @@ const View = girder.views.View;
 const PluginConfigBreadcrumbWidget = girder.views.widgets.PluginConfigBreadcrumbWidget;
 const events = girder.events;
 
-/** Every setting the page edits, grouped as the page shows them; help beside each. */
-export const SETTING_GROUPS = [
-    {
-        title: 'This site',
-        fields: [
-            { key: 'resolver.site_name', label: 'Site name', type: 'text',
-              help: 'This site\'s name in the federation; its own datasets carry it.' },
-            { key: 'resolver.site_api_url', label: 'Public API URL', type: 'text',
-              help: 'The API URL the central resolver hands out for this site, e.g. https://data.example.org/api/v1. Empty: derived from requests.' },
-            { key: 'resolver.identifier_key', label: 'Identifier metadata key', type: 'text',
-              help: 'Folder metadata key that carries a dataset\'s identifier (a string or a list).' },
-        ],
-    },
-    {
-        title: 'Federation',
-        fields: [
-            { key: 'resolver.heartbeat_ttl', label: 'Heartbeat lifetime (seconds)', type: 'number',
-              help: 'A site stops counting as healthy this long after its last heartbeat.' },
-            { key: 'resolver.registrar_group', label: 'Registrar group', type: 'text',
-              help: 'Members of this Girder group may register sites (admins always may). Empty: admins only.' },
-        ],
-    },
-    {
-        title: 'Notebooks',
-        fields: [
-            { key: 'resolver.backend', label: 'Launcher backend', type: 'select',
-              options: [
-                  ['process', 'process: a jupyter_server process on this machine'],
-                  ['docker', 'docker: a container through the Docker API'],
-              ],
-              help: 'How notebooks are started at this site.' },
-            { key: 'resolver.image', label: 'Notebook image', type: 'text',
-              help: 'Container image of the docker backend.' },
-            { key: 'resolver.memory_limit', label: 'Memory limit', type: 'text',
-              help: 'Memory of one notebook container, e.g. 1g; its scratch home counts against it.' },
-            { key: 'resolver.cpu_limit', label: 'CPU limit', type: 'text',
-              help: 'CPUs one notebook container may use, e.g. 1.5. 0: no limit.' },
-            { key: 'resolver.pids_limit', label: 'Process limit', type: 'number',
-              help: 'Processes and threads one notebook container may hold (at least 32); bounds a fork bomb. 0: no limit.' },
-            { key: 'resolver.notebook_host', label: 'Notebook host', type: 'text',
-              help: 'Host name or address put in the notebook URLs handed to browsers.' },
-            { key: 'resolver.idle_timeout', label: 'Idle timeout (seconds)', type: 'number',
-              help: 'A notebook idle this long is stopped.' },
-            { key: 'resolver.max_age', label: 'Maximum age (seconds)', type: 'number',
-              help: 'A notebook is stopped this long after it started, whatever its activity. 0: never.' },
-            { key: 'resolver.user_cap', label: 'Notebooks per person', type: 'number',
-              help: 'How many live notebooks one person may hold at this site.' },
-            { key: 'resolver.pool_size', label: 'Warm pool size', type: 'number',
-              help: 'Unclaimed notebooks kept ready so a launch is near instant. 0: no pool.' },
-        ],
-    },
-];
-
-export const SETTING_KEYS = SETTING_GROUPS.flatMap((g) => g.fields.map((f) => f.key));
-
 function fieldId(key) {
     return `g-${key.replace(/[._]/g, '-')}`;
 }
 
-function fieldHtml(field, value) {
-    const id = fieldId(field.key);
-    let input;
-    if (field.type === 'select') {
-        const options = field.options.slice();
-        if (value && !options.some(([v]) => v === value)) {
-            options.push([value, value]);
-        }
-        input = html`
-          <select id="${id}" class="form-control input-sm" data-key="${field.key}">
-            ${options.map(([v, label]) => html`<option value="${v}"${v === value ? ' selected' : ''}>${label}</option>`)}
-          </select>`;
-    } else {
-        input = html`<input id="${id}" class="form-control input-sm" data-key="${field.key}"
-            type="${field.type === 'number' ? 'number' : 'text'}" value="${value ?? ''}">`;
+/** What the form shows for a setting's value. */
+function shownValue(setting) {
+    if (setting.kind === 'json') {
+        return JSON.stringify(setting.value ?? null);
     }
+    return setting.value === null || setting.value === undefined ? '' : String(setting.value);
+}
+
+function inputHtml(setting) {
+    const id = fieldId(setting.key);
+    const disabled = setting.editable ? '' : ' disabled';
+    const value = shownValue(setting);
+    if (setting.kind === 'choice' || setting.kind === 'boolean') {
+        const options = setting.kind === 'boolean'
+            ? [{ value: 'true', label: 'true' }, { value: 'false', label: 'false' }]
+            : setting.choices.slice();
+        if (value && !options.some((o) => o.value === value)) {
+            options.push({ value, label: value });
+        }
+        return html`
+          <select id="${id}" class="form-control input-sm" data-key="${setting.key}"${disabled}>
+            ${options.map((o) => html`<option value="${o.value}"${o.value === value ? ' selected' : ''}>${o.label}</option>`)}
+          </select>`;
+    }
+    if (setting.kind === 'json') {
+        return html`<textarea id="${id}" class="form-control input-sm" data-key="${setting.key}"
+            rows="2" spellcheck="false"${disabled}>${value}</textarea>`;
+    }
+    if (setting.kind === 'secret') {
+        return html`<input id="${id}" class="form-control input-sm" data-key="${setting.key}"
+            type="password" autocomplete="new-password" value=""
+            placeholder="${setting.set ? 'Set; type a new one to replace it' : 'Not set'}"${disabled}>
+          ${setting.set ? html`<label class="checkbox-inline"><input type="checkbox" class="g-resolver-secret-clear"
+            data-key="${setting.key}"> Remove it</label>` : ''}`;
+    }
+    return html`<input id="${id}" class="form-control input-sm" data-key="${setting.key}"
+        type="${setting.kind === 'number' ? 'number' : 'text'}"${setting.kind === 'number' ? ' step="any"' : ''}
+        value="${value}"${disabled}>`;
+}
+
+function fieldHtml(setting) {
     return html`
-      <div class="form-group g-resolver-setting" data-key="${field.key}">
-        <label class="control-label" for="${id}">${field.label}</label>
-        ${input}
+      <div class="form-group g-resolver-setting" data-key="${setting.key}">
+        <label class="control-label" for="${fieldId(setting.key)}">${setting.label}</label>
+        ${inputHtml(setting)}
         <p class="help-block g-resolver-setting-error" role="alert"></p>
-        <p class="help-block g-resolver-setting-help">${field.help} <code>${field.key}</code></p>
+        <p class="help-block g-resolver-setting-help">${setting.help} <code>${setting.key}</code></p>
       </div>`;
 }
 
-/** The value to send for what the form holds: whole numbers as numbers. */
-function typedValue(field, text) {
-    if (field.type === 'number' && /^\s*-?\d+\s*$/.test(text)) {
-        return parseInt(text, 10);
+/** The settings in their groups, in the server's order. */
+function grouped(settings) {
+    const groups = new Map();
+    settings.forEach((setting) => {
+        if (!groups.has(setting.group)) {
+            groups.set(setting.group, []);
+        }
+        groups.get(setting.group).push(setting);
+    });
+    return [...groups.entries()];
+}
+
+/**
+ * What to send for what the form holds, or undefined when it is what the server has.
+ * Text the server would refuse is sent as it is, so that the refusal is shown in its words.
+ */
+function changedValue(setting, text, clear) {
+    switch (setting.kind) {
+    case 'secret':
+        if (clear) {
+            return '';
+        }
+        return text ? text : undefined;
+    case 'number': {
+        const value = /^\s*-?(\d+\.?\d*|\.\d+)\s*$/.test(text) ? Number(text) : text;
+        return String(value) === shownValue(setting) ? undefined : value;
     }
-    return text;
+    case 'boolean':
+        return text === shownValue(setting) ? undefined : text === 'true';
+    case 'json': {
+        let value = text;
+        try {
+            value = JSON.parse(text);
+        } catch (err) {
+            // Sent as text: the server says what is wrong with it.
+        }
+        return JSON.stringify(value) === shownValue(setting) ? undefined : value;
+    }
+    default:
+        return text === shownValue(setting) ? undefined : text;
+    }
 }
 
 const ConfigView = View.extend({
@@ -108,10 +115,10 @@ const ConfigView = View.extend({
     },
 
     initialize() {
-        this.values = null;
+        this.settings = null;
         this.loadError = null;
-        api.getSettings(SETTING_KEYS).then((values) => {
-            this.values = values;
+        api.listPluginSettings().then((settings) => {
+            this.settings = settings;
         }, (err) => {
             this.loadError = err;
         }).then(() => this.render());
@@ -123,15 +130,15 @@ const ConfigView = View.extend({
         if (this.loadError) {
             body = html`<div class="alert alert-danger g-resolver-settings-load-error">
                 Could not read the settings: ${this.loadError.message}</div>`;
-        } else if (!this.values) {
+        } else if (!this.settings) {
             body = html`<p><i class="icon-spin3 animate-spin"></i> Loading settings…</p>`;
         } else {
             body = html`
               <form class="g-resolver-settings-form" role="form" novalidate>
-                ${SETTING_GROUPS.map((group) => html`
+                ${grouped(this.settings).map(([title, settings]) => html`
                   <div class="g-settings-form-container">
-                    <h4>${group.title}</h4>
-                    ${group.fields.map((field) => fieldHtml(field, this.values[field.key]))}
+                    <h4>${title}</h4>
+                    ${settings.map(fieldHtml)}
                   </div>`)}
                 <p class="g-validation-failed-message g-resolver-settings-error" role="alert"></p>
                 <button type="submit" class="btn btn-sm btn-primary g-resolver-settings-save">
@@ -162,13 +169,13 @@ const ConfigView = View.extend({
      * shown beside its own field while the others are kept.
      */
     async save() {
-        const fields = SETTING_GROUPS.flatMap((g) => g.fields);
         const changed = [];
-        fields.forEach((field) => {
-            const text = String(this.$(`[data-key="${field.key}"].form-control`).val() ?? '');
-            const value = typedValue(field, text);
-            if (String(value) !== String(this.values[field.key] ?? '')) {
-                changed.push({ field, value });
+        this.settings.filter((s) => s.editable).forEach((setting) => {
+            const text = String(this.$(`[data-key="${setting.key}"].form-control`).val() ?? '');
+            const clear = this.$(`.g-resolver-secret-clear[data-key="${setting.key}"]`).is(':checked');
+            const value = changedValue(setting, text, clear);
+            if (value !== undefined) {
+                changed.push({ setting, value });
             }
         });
         this.$('.g-resolver-setting').removeClass('has-error');
@@ -180,13 +187,12 @@ const ConfigView = View.extend({
         }
         const button = this.$('.g-resolver-settings-save').girderEnable(false);
         const failed = [];
-        for (const { field, value } of changed) {
+        for (const { setting, value } of changed) {
             try {
-                await api.putSettings([{ key: field.key, value }]);
-                this.values[field.key] = value;
+                await api.putSettings([{ key: setting.key, value }]);
             } catch (err) {
-                failed.push(field);
-                const group = this.$(`.g-resolver-setting[data-key="${field.key}"]`).addClass('has-error');
+                failed.push(setting);
+                const group = this.$(`.g-resolver-setting[data-key="${setting.key}"]`).addClass('has-error');
                 group.find('.g-resolver-setting-error').text(err.message);
             }
         }
@@ -194,17 +200,26 @@ const ConfigView = View.extend({
         if (failed.length) {
             const saved = changed.length - failed.length;
             this.$('.g-resolver-settings-error').text(
-                `${failed.map((f) => f.label).join(', ')}: not saved, see above.` +
+                `${failed.map((s) => s.label).join(', ')}: not saved, see above.` +
                 (saved ? ` ${saved} other setting${saved > 1 ? 's were' : ' was'} saved.` : ''));
         } else {
             events.trigger('g:alert', { icon: 'ok', text: 'Settings saved.', type: 'success', timeout: 4000 });
         }
-        // Show what the server keeps (validators normalise values).
-        api.getSettings(changed.map((c) => c.field.key)).then((values) => {
-            Object.assign(this.values, values);
-            Object.entries(values).forEach(([key, value]) => {
-                if (!failed.some((f) => f.key === key)) {
-                    this.$(`[data-key="${key}"].form-control`).val(value ?? '');
+        // Show what the server keeps (validators normalise values); a refused field keeps
+        // what was typed, to be corrected.
+        api.listPluginSettings().then((settings) => {
+            const refused = new Set(failed.map((s) => s.key));
+            const fresh = new Map(settings.map((s) => [s.key, s]));
+            changed.forEach(({ setting }) => {
+                const now = fresh.get(setting.key);
+                if (!now || refused.has(setting.key)) {
+                    return;
+                }
+                this.settings = this.settings.map((s) => (s.key === now.key ? now : s));
+                if (now.kind === 'secret') {
+                    this.$(`.g-resolver-setting[data-key="${now.key}"]`).replaceWith(fieldHtml(now).toString());
+                } else {
+                    this.$(`[data-key="${now.key}"].form-control`).val(shownValue(now));
                 }
             });
         }, () => {});
