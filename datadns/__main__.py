@@ -1,3 +1,5 @@
+"""``python -m datadns``: the datadns command line (datadns.cli)."""
+
 from .cli import main
 
 main()

@@ -241,18 +241,7 @@ def _stopNotebooks(fed):
 
 
 def _free(port):
-    return port if _portFree(port) else stack.freePort()
-
-
-def _portFree(port):
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(('127.0.0.1', port))
-            return True
-        except OSError:
-            return False
+    return port if stack.portFree(port) else stack.freePort()
 
 
 def _printWelcome(girders, datasets, login, password, home):

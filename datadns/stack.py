@@ -25,6 +25,16 @@ def freePort():
         return s.getsockname()[1]
 
 
+def portFree(port):
+    """True when ``port`` on 127.0.0.1 can be bound now."""
+    with contextlib.closing(socket.socket()) as s:
+        try:
+            s.bind(('127.0.0.1', port))
+            return True
+        except OSError:
+            return False
+
+
 def freePortBlock():
     """A base port free with the next two and base+100: the ports `datadns up --port` takes.
 
@@ -36,13 +46,8 @@ def freePortBlock():
         ephemeral = int(ports.read().split()[0])
     for _ in range(200):
         base = random.randrange(10000, ephemeral - 200)
-        try:
-            for port in (base, base + 1, base + 2, base + 100):
-                with contextlib.closing(socket.socket()) as s:
-                    s.bind(('127.0.0.1', port))
+        if all(portFree(port) for port in (base, base + 1, base + 2, base + 100)):
             return base
-        except OSError:
-            continue
     raise RuntimeError('No free block of ports below the ephemeral range.')
 
 

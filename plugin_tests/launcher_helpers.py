@@ -12,16 +12,6 @@ def makeDataset(root):
     return data
 
 
-def contentsUrl(launcher, handle, path):
-    return launcher.api_url(handle, f'contents/{path}')
-
-
-def connectRefused(host, port):
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        return sock.connect_ex((host, port)) != 0
-
-
 def socketRefused(path):
     """True when nothing answers on the Unix socket ``path`` (or it is gone)."""
     with socket.socket(socket.AF_UNIX) as sock:
