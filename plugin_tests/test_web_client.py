@@ -314,6 +314,9 @@ def testTheSettingsPageShowsEverySettingTheServerDeclaresAndNeverASecret(page, l
     hosts = form.locator('.g-resolver-setting[data-key="resolver.allowed_site_hosts"]')
     expect(hosts.locator('.g-resolver-setting-help')).to_contain_text('CIDR ranges')
     expect(form.locator('#g-resolver-federation-service')).to_be_disabled()
+    # Every value round-trips through its field unchanged: an untouched form saves nothing.
+    form.locator('.g-resolver-settings-save').click()
+    expect(page.locator('#g-alerts-container')).to_contain_text('Nothing to save')
 
     # A secret is typed, saved, never shown back; a JSON list the server refuses says why.
     form.locator('#g-resolver-metrics-token').fill(secret)
