@@ -22,6 +22,7 @@ import logging
 import threading
 
 from . import metrics, settings
+from .errors import InvalidTransition
 from .launcher import BACKENDS, LaunchError
 from .models.notebook import (
     INSTANCE_LABEL,
@@ -75,7 +76,7 @@ def _endGone(doc, message):
     if claimed.get('handle'):
         model.release(claimed, message)
     else:
-        model._finishStopping(claimed, message)
+        model.finishStopping(claimed, message)
     return True
 
 
@@ -94,7 +95,7 @@ def _settleDangling(doc, grace, now):
         if claimed.get('handle'):
             model.release(claimed, 'Stopped')
         else:
-            model._finishStopping(claimed, 'Stopped')
+            model.finishStopping(claimed, 'Stopped')
         return 'stopped'
     # A launch: adopt it if its server answers, else end it with an error.
     alive = _alive(doc)
@@ -105,15 +106,16 @@ def _settleDangling(doc, grace, now):
         try:
             backend.wait_ready(doc['handle'], timeout=2, token=doc.get('token'))
             url = model.publish(doc, backend, doc['handle'])
-            if model._set(
+            model.transition(
                 doc,
-                {'status': 'launching'},
-                status='running',
+                'running',
+                fromStatus=('launching',),
                 url=url,
                 message='Running',
                 lastActivity=now,
-            ):
-                return 'adopted'
+            )
+            return 'adopted'
+        except InvalidTransition:
             return None
         except LaunchError:
             pass
@@ -125,14 +127,17 @@ def _settleDangling(doc, grace, now):
             backend.stop(claimed['handle'])
         except LaunchError:
             return None
-    model._set(
-        claimed,
-        {'status': 'stopping'},
-        status='error',
-        url=None,
-        message='The launch was interrupted (the server restarted or crashed); launch again.',
-        unset=('token',),
-    )
+    try:
+        model.transition(
+            claimed,
+            'error',
+            fromStatus=('stopping',),
+            url=None,
+            message='The launch was interrupted (the server restarted or crashed); launch again.',
+            unset=('token',),
+        )
+    except InvalidTransition:
+        pass
     return 'error'
 
 
@@ -159,7 +164,10 @@ def cullOnce(now=None):
         times = (_aware(activity), _aware(doc.get('lastActivity')), _aware(doc['created']))
         last = max(t for t in times if t)
         if activity is not None:
-            model._set(doc, {'status': 'running'}, lastActivity=last)
+            try:
+                model.transition(doc, 'running', fromStatus=('running',), lastActivity=last)
+            except InvalidTransition:
+                pass  # stopped meanwhile: the claim below misses too
         reason = None
         if (now - last).total_seconds() > idle:
             reason = f'Stopped after {idle} s without activity.'

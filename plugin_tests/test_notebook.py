@@ -562,7 +562,7 @@ def testAnEventStreamOfThisProcessIsWokenByEachWriteNotByItsPoll(server, admin):
     woken = []
     waiter = threading.Thread(target=lambda: woken.append(waitForChange(since, 60)))
     waiter.start()
-    Notebook()._set(doc, {'status': 'launching'}, status='error', message='Failed')
+    Notebook().transition(doc, 'error', message='Failed')
     waiter.join(30)  # far less than the 60 s it would otherwise wait
     assert woken == [True]
     # A claim to stop is a change too; a write that matched nothing is not.

@@ -47,6 +47,7 @@ from girder.models.model_base import Model
 from girder.models.setting import Setting
 
 from .. import breaker, frontdoor, metrics, settings
+from ..errors import InvalidTransition
 from ..federation import SiteClient, SiteError, UnsafeUrl, checkNotebookUrl, sanitize
 from ..launcher import LaunchError, LaunchSpec, get_configured_launcher
 from ..settings import PluginSettings
@@ -57,6 +58,23 @@ logger = logging.getLogger(__name__)
 
 LIVE = ('launching', 'running', 'stopping')
 FINAL = ('stopped', 'error')
+STATUSES = LIVE + FINAL
+#: The one table of notebook status changes: for each status, the statuses it may be
+#: entered from. :meth:`Notebook.transition` applies it to every status write, guarded
+#: by the allowed previous statuses (a new notebook is inserted ``launching``, or
+#: ``running`` from the warm pool, and enters no status). A status may be entered from
+#: itself where a write keeps it (a launch's progress, activity, a stop claimed again).
+#: A caller may narrow the allowed previous statuses (``fromStatus``): a local
+#: notebook is marked stopped only once claimed ``stopping``; the wider rows are for a
+#: central's records of notebooks at other sites, which follow what their site says.
+TRANSITIONS = {
+    'launching': ('launching',),
+    'running': ('launching', 'running'),
+    'stopping': ('launching', 'running', 'stopping'),
+    # From error: a remote record that ended in error is stopped at its site on request.
+    'stopped': ('launching', 'running', 'stopping', 'error'),
+    'error': ('launching', 'running', 'stopping'),
+}
 #: Fields of a notebook that its owner (or an admin) sees.
 PUBLIC_FIELDS = (
     '_id',
@@ -612,19 +630,44 @@ class Notebook(Model):
         logger.info('Notebook %s (warm pool) is running for %s', doc['_id'], identity)
         return doc
 
-    def _set(self, doc, query=None, unset=(), **fields):
-        """Update fields of ``doc``; with ``query``, only if it still matches. True if it did."""
-        fields['updated'] = _now()
-        if 'status' in fields:
-            fields['live'] = fields['status'] in LIVE
+    def transition(self, doc, to, fromStatus=None, guard=None, unset=(), **fields):
+        """Move ``doc`` to status ``to`` and write ``fields``, atomically; the stored result.
+
+        Guarded by the statuses ``to`` may be entered from (:data:`TRANSITIONS`),
+        narrowed to ``fromStatus`` if given, and by the extra query fields ``guard``.
+        :class:`InvalidTransition` when the guard misses (the notebook moved on, or is
+        gone). ``doc`` itself gets the fields written, as a caller holding it expects.
+        """
+        allowed = TRANSITIONS[to]
+        if fromStatus is not None:
+            if not set(fromStatus) <= set(allowed):
+                raise ValueError(f'A notebook never becomes {to} from {fromStatus}.')
+            allowed = tuple(fromStatus)
+        fields.update(status=to, live=to in LIVE, updated=_now())
         update = {'$set': fields}
         if unset:
             update['$unset'] = {field: '' for field in unset}
-        result = self.collection.update_one({'_id': doc['_id'], **(query or {})}, update)
+        query = {**(guard or {}), '_id': doc['_id'], 'status': {'$in': list(allowed)}}
+        stored = self.collection.find_one_and_update(
+            query, update, return_document=pymongo.ReturnDocument.AFTER
+        )
+        if stored is None:
+            current = self.collection.find_one({'_id': doc['_id']}, {'status': True})
+            raise InvalidTransition((current or {}).get('status'), to)
+        doc.update(fields)
+        for field in unset:
+            doc.pop(field, None)
+        _changed()
+        return stored
+
+    def setFields(self, doc, **fields):
+        """Write fields of ``doc`` that are not its status (a message, a failover note)."""
+        if 'status' in fields or 'live' in fields:
+            raise ValueError('A notebook status changes only through transition().')
+        fields['updated'] = _now()
+        result = self.collection.update_one({'_id': doc['_id']}, {'$set': fields})
         if result.matched_count:
             doc.update(fields)
-            for field in unset:
-                doc.pop(field, None)
             _changed()
         return bool(result.matched_count)
 
@@ -644,8 +687,10 @@ class Notebook(Model):
     def _launch(self, doc):
         notebookId = str(doc['_id'])
         backend = _launcherOf(doc)
-        if not self._set(doc, {'status': 'launching'}, message='Starting the notebook server'):
-            return self._finishStopping(doc)
+        try:
+            self.transition(doc, 'launching', message='Starting the notebook server')
+        except InvalidTransition:
+            return self.finishStopping(doc)
         try:
             spec = LaunchSpec(
                 notebookId,
@@ -657,27 +702,31 @@ class Notebook(Model):
             handle = backend.start(spec)
         except LaunchError as exc:
             return self._fail(doc, str(exc))
-        if not self._set(
-            doc, {'status': 'launching'}, handle=handle, message='Waiting for Jupyter to answer'
-        ):
+        try:
+            self.transition(
+                doc, 'launching', handle=handle, message='Waiting for Jupyter to answer'
+            )
+        except InvalidTransition:
             # Stopped while starting: the stop found no handle, so it is ours to release.
             backend.stop(handle)
             doc['handle'] = handle
-            return self._finishStopping(doc)
+            return self.finishStopping(doc)
         try:
             self._waitReady(backend, handle, doc['token'])
             url = self.publish(doc, backend, handle)
         except LaunchError as exc:
             backend.stop(handle)
             return self._fail(doc, str(exc))
-        if not self._set(
-            doc,
-            {'status': 'launching'},
-            status='running',
-            url=url,
-            message='Running',
-            lastActivity=_now(),
-        ):
+        try:
+            self.transition(
+                doc,
+                'running',
+                fromStatus=('launching',),
+                url=url,
+                message='Running',
+                lastActivity=_now(),
+            )
+        except InvalidTransition:
             # Stopped while waiting: whoever stopped it released the handle (and may have
             # removed the route before it was added).
             self.unpublish(doc)
@@ -693,38 +742,36 @@ class Notebook(Model):
         backend.wait_ready(handle, token=token)
 
     def _fail(self, doc, reason):
-        self._set(doc, {'live': True}, status='error', message=reason, url=None, unset=('token',))
+        try:
+            self.transition(doc, 'error', message=reason, url=None, unset=('token',))
+        except InvalidTransition:
+            pass  # stopped meanwhile: the stop's outcome stands
 
-    def _finishStopping(self, doc, message='Stopped'):
-        self._set(
-            doc,
-            {'status': 'stopping'},
-            status='stopped',
-            message=message,
-            url=None,
-            unset=('token',),
-        )
+    def finishStopping(self, doc, message='Stopped'):
+        """Mark a notebook claimed ``stopping`` stopped (its server is released); ``doc``."""
+        try:
+            self.transition(
+                doc,
+                'stopped',
+                fromStatus=('stopping',),
+                message=message,
+                url=None,
+                unset=('token',),
+            )
+        except InvalidTransition:
+            pass  # not claimed for stopping (ended otherwise): nothing to finish
         return doc
 
     # -- stopping ----------------------------------------------------------------
 
     def claimForStop(self, doc, fromStatus=('launching', 'running'), message='Stopping'):
         """Move ``doc`` to ``stopping`` atomically; the claimed document, or None if taken."""
-        claimed = self.collection.find_one_and_update(
-            {'_id': doc['_id'], 'status': {'$in': list(fromStatus)}},
-            {
-                '$set': {
-                    'status': 'stopping',
-                    'message': message,
-                    'updated': _now(),
-                    'worker': workerStamp(),
-                }
-            },
-            return_document=pymongo.ReturnDocument.AFTER,
-        )
-        if claimed is not None:
-            _changed()
-        return claimed
+        try:
+            return self.transition(
+                dict(doc), 'stopping', fromStatus=fromStatus, message=message, worker=workerStamp()
+            )
+        except InvalidTransition:
+            return None
 
     def stop(self, doc, reason='Stopped'):
         """Stop a local notebook and release its process or container and port.
@@ -747,9 +794,9 @@ class Notebook(Model):
                 _launcherOf(claimed).stop(handle)
             except LaunchError as exc:
                 # The engine is down: keep the claim, so the culler retries later.
-                self._set(claimed, message=f'Could not stop yet: {exc}')
+                self.setFields(claimed, message=f'Could not stop yet: {exc}')
                 return claimed
-            return self._finishStopping(claimed, reason)
+            return self.finishStopping(claimed, reason)
         # Still starting, with no handle yet: its launch thread releases it.
         return claimed
 
@@ -783,9 +830,15 @@ class Notebook(Model):
         try:
             fields = self._remoteFields(doc, remote, site)
         except UnsafeUrl as exc:
-            self._set(doc, status='error', url=None, message=_refusedUrl(site, exc))
-            return doc
-        self._set(doc, **fields)
+            return self._moveRemote(doc, 'error', url=None, message=_refusedUrl(site, exc))
+        return self._moveRemote(doc, fields.pop('status'), **fields)
+
+    def _moveRemote(self, doc, to, **fields):
+        """A remote record's transition; one that moved on meanwhile is handed back as it is."""
+        try:
+            self.transition(doc, to, **fields)
+        except InvalidTransition:
+            return self.load(doc['_id']) or doc
         return doc
 
     def launchRemote(self, site, folderId, user, failover=None):
@@ -854,7 +907,7 @@ class Notebook(Model):
                 logger.warning('Could not stop notebook %s at site %s', remoteId, site['name'])
             raise RestException(_refusedUrl(site, exc), code=502)
         breaker.succeeded(_sites(), site)
-        self._set(doc, remoteId=remoteId, **fields)
+        self.transition(doc, fields.pop('status'), remoteId=remoteId, **fields)
         return doc
 
     @staticmethod
@@ -938,7 +991,7 @@ class Notebook(Model):
                 continue
             if note and not doc.get('failover'):
                 # The person's notebook already lived there: say why this site all the same.
-                self._set(doc, failover=note)
+                self.setFields(doc, failover=note)
             return doc
         reasons = ' '.join(str(exc) for _, exc in passed)
         raise RestException(
@@ -975,16 +1028,19 @@ class Notebook(Model):
             return self.stopRemote(doc)  # a stop the site missed: try it again
         site = site or _siteNamed(doc['site'])
         if site is None:
-            self._set(doc, status='error', message=f'Site "{doc["site"]}" is no longer registered.')
-            return doc
+            return self._moveRemote(
+                doc, 'error', message=f'Site "{doc["site"]}" is no longer registered.'
+            )
         try:
             remote = SiteClient(site).get(doc['remoteId'], doc['identity'])
         except SiteError as exc:
             if breaker.unavailable(exc):
                 breaker.failed(_sites(), site, str(exc))
             if exc.status == 404:
-                self._set(doc, status='stopped', message='The site no longer has this notebook.')
-            elif self._siteIsDown(doc, site, exc):
+                return self._moveRemote(
+                    doc, 'stopped', message='The site no longer has this notebook.'
+                )
+            if self._siteIsDown(doc, site, exc):
                 # Nothing would ever finish this record: end it, so that it neither holds
                 # the person's slot nor shows a launch that is not happening.
                 what = (
@@ -992,9 +1048,9 @@ class Notebook(Model):
                     if doc['status'] == 'launching'
                     else 'Nor has it sent a heartbeat lately.'
                 )
-                self._set(
+                return self._moveRemote(
                     doc,
-                    status='error',
+                    'error',
                     url=None,
                     message=(
                         f'{exc} {what} Launch again: you get this notebook back if the site '
@@ -1002,8 +1058,7 @@ class Notebook(Model):
                         'does not answer.'
                     ),
                 )
-            else:
-                doc['message'] = f'Could not reach the site: {exc}'
+            doc['message'] = f'Could not reach the site: {exc}'
             return doc
         breaker.succeeded(_sites(), site)
         return self._applyRemote(doc, remote, site)
@@ -1037,9 +1092,11 @@ class Notebook(Model):
             except SiteError as exc:
                 if breaker.unavailable(exc):
                     breaker.failed(_sites(), site, str(exc))
-                    self._set(
+                    if doc.get('status') in FINAL:
+                        return doc  # it ended here already; nothing is left to retry
+                    return self._moveRemote(
                         doc,
-                        status='stopping',
+                        'stopping',
                         stopPending=True,
                         url=None,
                         message=(
@@ -1047,15 +1104,15 @@ class Notebook(Model):
                             'answers.'
                         ),
                     )
-                    return doc
                 if exc.status != 404:
                     raise RestException(
                         f'Site "{doc["site"]}" could not stop the notebook: {exc}', code=502
                     )
             else:
                 breaker.succeeded(_sites(), site)
-        self._set(doc, status='stopped', message='Stopped', url=None, unset=('stopPending',))
-        return doc
+        if doc.get('status') == 'stopped':
+            return doc
+        return self._moveRemote(doc, 'stopped', message='Stopped', url=None, unset=('stopPending',))
 
     # -- loading -----------------------------------------------------------------
 
