@@ -15,6 +15,10 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
+_CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+
 
 def _print(message, error=False):
     print(message, file=sys.stderr if error else sys.stdout, flush=True)
@@ -56,6 +60,7 @@ class Supervised:
         return {
             'name': self.label,
             'pid': proc.pid if proc is not None else None,
+            'pidStart': _started(proc.pid) if proc is not None else None,
             'status': self.status,
             'restarts': self.restarts,
             'lastExit': self.lastExit,
@@ -164,6 +169,7 @@ class Supervisor:
         with self._lock:
             return {
                 'pid': os.getpid(),
+                'pidStart': _started(os.getpid()),
                 'started': self.started,
                 'services': [entry.describe() for entry in self.entries],
             }
@@ -181,31 +187,47 @@ def readState(stateFile):
     """What ``datadns up`` last wrote, with each process checked: None if there is no file.
 
     ``running`` says whether that ``datadns up`` still runs; each service gains
-    ``alive`` (its process exists).
+    ``alive`` (its process runs: the same pid, started at the same time).
     """
     path = Path(stateFile)
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    state['running'] = _alive(state.get('pid'))
+    state['running'] = _alive(state.get('pid'), state.get('pidStart'))
     for service in state.get('services', []):
-        service['alive'] = _alive(service.get('pid'))
+        service['alive'] = _alive(service.get('pid'), service.get('pidStart'))
     return state
 
 
-def _alive(pid):
+def _startOf(process):
+    """When a ``psutil`` process started, in clock ticks since boot.
+
+    Unlike ``create_time()`` alone, this does not move when the system clock is set.
+    """
+    return round((process.create_time() - psutil.boot_time()) * _CLOCK_TICKS)
+
+
+def _started(pid):
+    """When process ``pid`` started (see :func:`_startOf`), or None if it is gone."""
+    try:
+        return _startOf(psutil.Process(pid))
+    except psutil.Error:
+        return None
+
+
+def _alive(pid, started=None):
+    """Whether ``pid`` runs (a zombie does not) and, when ``started`` is known, is the process
+    that started then rather than a later one that reuses its pid."""
     if not isinstance(pid, int):
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return started is None or _startOf(process) == started
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) is not running.
-    try:
-        with open(f'/proc/{pid}/stat') as stat:
-            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
+    except psutil.AccessDenied:
         return True

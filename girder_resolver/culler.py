@@ -202,7 +202,7 @@ def recover(now=None):
     now = now or _now()
     model = Notebook()
     # Unclaimed warm servers first: the orphan check below must know which are pooled.
-    report = pool.recover(now)
+    report = pool.recover(STARTUP_GRACE, now)
     for doc in _localLive(['running']):
         alive = _alive(doc)
         if alive is None:

@@ -1,7 +1,8 @@
 """The warm pool: notebook servers started ahead of time and bound to a person at launch.
 
 tmpnb kept a pool of containers so that a launch is near instant; this is the
-same idea for the process backend. With ``resolver.pool_size`` = N > 0, a daemon
+same idea for a backend that can bind a running server to a dataset (the
+launcher's ``can_bind_later()``: the process backend). With ``resolver.pool_size`` = N > 0, a daemon
 thread in every Girder process (started by ``load()``, like the culler) keeps N
 ``jupyter_server`` processes running that belong to nobody yet. A launch claims
 one (``ready → claimed`` with ``find_one_and_update``, so exactly one launch gets
@@ -11,14 +12,15 @@ normal cold launch.
 
 **Binding at claim time.** Each pooled server starts with a token of its own,
 made then and handed to the one person who claims it (a claimed server never
-goes back to the pool), and with an empty placeholder as its dataset ``data``;
-the read-only contents manager is told that ``data`` is read-only. At claim the
-launcher binds the dataset without widening the sandbox
-(``ProcessLauncher.bind_data``): for a bubblewrap sandbox, the dataset is
+goes back to the pool), and with an empty placeholder as its dataset ``data``
+(the launcher's ``start_unbound()``; the placeholder is the launcher's); the
+read-only contents manager is told that ``data`` is read-only. At claim the
+launcher binds the dataset without widening the sandbox (its ``bind_data()``;
+for the process backend: for a bubblewrap sandbox, the dataset is
 mounted read-only onto the server's ``data/`` directory, a shared mount point
 whose copy inside the sandbox receives the mount (this needs Girder to run as
 root; elsewhere the pool stays empty and launches are cold); unsandboxed, the
-dataset symlink is swapped atomically. The price: in a pooled notebook the
+dataset symlink is swapped atomically). The price: in a pooled notebook the
 dataset appears as ``data``, not under its folder's name, since that name is
 fixed when the server starts.
 
@@ -29,23 +31,21 @@ nothing); a claim adds it only if the proxy restarted since. Discarding an
 unclaimed server removes its route.
 
 **Docker.** A container's bind mounts are fixed when it is created, so a running
-container cannot be handed a dataset: with the docker backend the pool stays
-empty and every launch is a cold start.
+container cannot be handed a dataset (its ``can_bind_later()`` is False): with
+the docker backend the pool stays empty and every launch is a cold start.
 
 Unclaimed servers live in their own collection, so they are never listed, never
 count to anyone's cap and are never culled for idleness. They are stopped when
-the pool shrinks (their slot ≥ N) or the backend changes, when the Girder
+the pool shrinks (their slot ≥ N) or the backend changes (each by the backend
+that started it), when the Girder
 process that started them shuts down, and when found dead or half-made by a
 round or by :func:`recover` at start-up. Slots 0..N-1 carry a unique index, so
 several Girder processes refilling at once never overshoot N.
 """
 
 import atexit
-import datetime
 import logging
-import os
 import secrets
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,14 +55,13 @@ from girder.exceptions import ValidationException
 from girder.models.model_base import Model
 
 from . import frontdoor, settings
-from .launcher import LaunchError, LaunchSpec
-from .models.notebook import IDENTITY_LABEL, INSTANCE_LABEL, _aware, instanceId, launcher
+from .launcher import LaunchError
+from .models.notebook import IDENTITY_LABEL, INSTANCE_LABEL, Notebook, instanceId, launcher
+from .primitives import aware, hostId, now, processGone, processStamp
 from .settings import PluginSettings
 
 logger = logging.getLogger(__name__)
 
-#: The only backend that can bind a running server to a dataset.
-BACKEND = 'process'
 #: Name under which the dataset appears in a pooled notebook's file tree.
 DATA_NAME = 'data'
 #: Identity label of a server that nobody has claimed yet.
@@ -85,26 +84,15 @@ _startedAny = False
 _atexitRegistered = False
 
 
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
 def owner():
-    """This Girder process, as recorded on the servers it starts: ``<host>:<pid>``."""
-    return f'{socket.gethostname()}:{os.getpid()}'
+    """This Girder process, as recorded on the servers it starts (``primitives.processStamp``)."""
+    return processStamp()
 
 
-def _ownerAlive(name):
-    host, _, pid = str(name or '').rpartition(':')
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+def _ownerAlive(stamp):
+    """Whether the Girder process that ``stamp`` names runs on this machine (a reused pid
+    does not count)."""
+    return isinstance(stamp, dict) and stamp.get('host') == hostId() and not processGone(stamp)
 
 
 class PooledNotebook(Model):
@@ -136,31 +124,27 @@ _unbindableLogged = False
 def targetSize():
     """How many unclaimed servers the pool should hold now.
 
-    0 unless the backend is process and its servers can be bound to a dataset
-    after they start (see the module's notes).
+    0 unless the configured backend's servers can be bound to a dataset after
+    they start (see the module's notes).
     """
     global _unbindableLogged
-    if settings.get(PluginSettings.BACKEND) != BACKEND:
-        return 0
     size = settings.get(PluginSettings.POOL_SIZE)
-    if size and not launcher(BACKEND).can_bind_later():
+    if size and not launcher().can_bind_later():
         if not _unbindableLogged:
             logger.warning(
-                'Warm pool disabled: sandboxed servers can be bound to a dataset after they '
-                'start only when Girder may mount file systems (runs as root)'
+                'Warm pool disabled: the %s backend cannot bind a running server to a dataset '
+                'here (the process backend can when Girder may mount file systems, i.e. runs '
+                'as root, or runs unsandboxed); every launch is cold',
+                settings.get(PluginSettings.BACKEND),
             )
             _unbindableLogged = True
         return 0
     return size
 
 
-def _placeholder(backend):
-    """An empty directory that unclaimed servers show as their dataset."""
-    path = os.path.join(backend.work_root, 'pool-empty')
-    # The work root first, private as the launcher makes it; then the read-only placeholder.
-    os.makedirs(backend.work_root, mode=0o700, exist_ok=True)
-    os.makedirs(path, mode=0o500, exist_ok=True)
-    return path
+def _launcherOf(entry):
+    """The backend that started a pool server (the configured one may have changed since)."""
+    return launcher(entry.get('backend'))
 
 
 # -- claiming (called by the Notebook model's launch) ------------------------------
@@ -176,12 +160,12 @@ def take(identity):
     if not size:
         return None
     coll = PooledNotebook().collection
-    backend = launcher(BACKEND)
+    backend = launcher()
     try:
         while True:
             entry = coll.find_one_and_update(
-                {'status': 'ready', 'slot': {'$lt': size}},
-                {'$set': {'status': 'claimed', 'claimedBy': identity, 'updated': _now()}},
+                {'status': 'ready', 'slot': {'$lt': size}, 'backend': backend.name},
+                {'$set': {'status': 'claimed', 'claimedBy': identity, 'updated': now()}},
                 return_document=pymongo.ReturnDocument.AFTER,
             )
             if entry is None:
@@ -196,7 +180,7 @@ def take(identity):
 
 def bind(entry, dataPath):
     """Show ``dataPath`` read-only as a claimed server's dataset (``LaunchError`` if not)."""
-    launcher(BACKEND).bind_data(entry['handle'], dataPath)
+    _launcherOf(entry).bind_data(entry['handle'], dataPath)
 
 
 def settle(entry):
@@ -220,7 +204,7 @@ def discard(entry, wait=True):
             logger.warning('Warm pool: could not remove the route of %s: %s', entry['_id'], exc)
     if entry.get('handle'):
         try:
-            launcher(BACKEND).stop(entry['handle'])
+            _launcherOf(entry).stop(entry['handle'])
         except LaunchError:
             logger.exception('Could not stop pooled notebook %s', entry['_id'])
             return  # keep the record: a later round retries
@@ -230,7 +214,7 @@ def discard(entry, wait=True):
 def _claimForStop(entry, reason):
     claimed = PooledNotebook().collection.find_one_and_update(
         {'_id': entry['_id'], 'status': entry['status']},
-        {'$set': {'status': 'stopping', 'message': reason, 'updated': _now()}},
+        {'$set': {'status': 'stopping', 'message': reason, 'updated': now()}},
         return_document=pymongo.ReturnDocument.AFTER,
     )
     if claimed is None:
@@ -242,18 +226,18 @@ def _claimForStop(entry, reason):
 # -- filling -----------------------------------------------------------------------
 
 
-def _reserve(slot):
+def _reserve(slot, backend):
     """Insert a ``starting`` record in ``slot``; None if another process has the slot."""
-    now = _now()
+    at = now()
     entry = {
         'slot': slot,
         'status': 'starting',
-        'backend': BACKEND,
+        'backend': backend.name,
         'owner': owner(),
         # Made now, handed only to the person who claims this server.
         'token': secrets.token_urlsafe(24),
-        'created': now,
-        'updated': now,
+        'created': at,
+        'updated': at,
     }
     try:
         PooledNotebook().collection.insert_one(PooledNotebook().validate(entry))
@@ -265,18 +249,16 @@ def _reserve(slot):
 def _start(entry, backend):
     global _startedAny
     _startedAny = True
-    spec = LaunchSpec(
+    handle = backend.start_unbound(
         str(entry['_id']),
         entry['token'],
-        _placeholder(backend),
         DATA_NAME,
         labels={INSTANCE_LABEL: instanceId(), IDENTITY_LABEL: POOL_IDENTITY},
     )
-    handle = backend.start(spec, bind_later=True)
     entry['handle'] = handle
     result = PooledNotebook().collection.update_one(
         {'_id': entry['_id'], 'status': 'starting'},
-        {'$set': {'handle': handle, 'updated': _now()}},
+        {'$set': {'handle': handle, 'updated': now()}},
     )
     if not result.matched_count:
         # Claimed for stopping meanwhile (shutdown, recovery): the server is ours to stop.
@@ -324,18 +306,16 @@ def _waitReady(entry, backend, deadline):
     return False
 
 
-def _sweep(report, size, grace, now):
-    """Stop surplus, dead and abandoned pool servers."""
-    from .models.notebook import Notebook
-
-    backend = launcher(BACKEND)
+def _sweep(report, size, grace, at):
+    """Stop surplus, dead and abandoned pool servers (and those of another backend)."""
+    configured = settings.get(PluginSettings.BACKEND)
     for entry in list(PooledNotebook().find({})):
-        age = (now - (_aware(entry.get('updated')) or now)).total_seconds()
+        age = (at - (aware(entry.get('updated')) or at)).total_seconds()
         reason = None
         if entry['status'] == 'ready':
-            if entry['slot'] >= size:
+            if entry['slot'] >= size or entry.get('backend') != configured:
                 reason = 'shrunk'
-            elif not backend.is_alive(entry['handle']):
+            elif not _launcherOf(entry).is_alive(entry['handle']):
                 reason = 'died'
         elif age > grace:
             if entry['status'] == 'claimed' and Notebook().findOne(
@@ -350,7 +330,7 @@ def _sweep(report, size, grace, now):
             report[str(entry['_id'])] = reason
 
 
-def refillOnce(now=None):
+def refillOnce(at=None):
     """One round: stop surplus, dead and abandoned servers, then start the missing ones.
 
     Waits until the servers it started answer, so that on return they are
@@ -359,16 +339,16 @@ def refillOnce(now=None):
     report = {}
     with _roundLock:
         size = targetSize()
-        _sweep(report, size, GRACE, now or _now())
+        _sweep(report, size, GRACE, at or now())
         if _stopping.is_set() or not size:
             return report
-        backend = launcher(BACKEND)
+        backend = launcher()
         taken = set(PooledNotebook().collection.distinct('slot'))
         started = []
         for slot in range(size):
             if slot in taken:
                 continue
-            entry = _reserve(slot)
+            entry = _reserve(slot, backend)
             if entry is None:
                 continue  # another Girder process filled this slot
             try:
@@ -383,7 +363,7 @@ def refillOnce(now=None):
             ready = _waitReady(entry, backend, deadline)
             # Shrunk while starting: stop it rather than offer it.
             if ready and entry['slot'] < targetSize():
-                fields = {'status': 'ready', 'updated': _now()}
+                fields = {'status': 'ready', 'updated': now()}
                 routed = _route(entry, backend)
                 if routed is not None:
                     fields['routed'] = entry['routed'] = routed
@@ -407,19 +387,17 @@ def ready():
 # -- start-up and shutdown ---------------------------------------------------------
 
 
-def recover(now=None):
+def recover(grace, at=None):
     """Start-up: keep live unclaimed servers, clear dead and half-made ones.
 
     Live ``ready`` servers whose Girder process is gone are adopted by this one
     (so that its shutdown stops them); records left ``starting``, ``claimed`` or
-    ``stopping`` by a crash are settled after a short grace. Returns
+    ``stopping`` by a crash are settled after ``grace`` seconds. Returns
     ``{pool record id: what happened}``.
     """
-    from .culler import STARTUP_GRACE
-
     report = {}
     with _roundLock:
-        _sweep(report, targetSize(), STARTUP_GRACE, now or _now())
+        _sweep(report, targetSize(), grace, at or now())
         coll = PooledNotebook().collection
         for entry in coll.find({'status': 'ready'}):
             if not _ownerAlive(entry.get('owner')):

@@ -20,7 +20,7 @@ from pytest_girder.assertions import assertStatus, assertStatusOk
 from datadns.stack import freePort
 from girder_resolver import frontdoor
 from girder_resolver.launcher.identity import COOKIE_NAME
-from girder_resolver.launcher.process import _children_of
+from girder_resolver.launcher.process import children_of
 from girder_resolver.models.notebook import Notebook, launcher
 from plugin_tests.launcher_helpers import runInKernel
 from plugin_tests.test_notebook import FILES, http, launch, makeDataset, makeUser, waitFor
@@ -156,7 +156,7 @@ def _serverSockets(handle):
     while queue:
         pid = queue.pop()
         pids.add(pid)
-        queue.extend(child for child, _ in _children_of(pid) if child not in pids)
+        queue.extend(child for child, _ in children_of(pid) if child not in pids)
     count = 0
     for pid in pids:
         try:

@@ -225,7 +225,7 @@ def testRecoveryKeepsLiveServersSettlesHalfClaimedOnesAndLeaksNothing(
         # The Girder process that started the unclaimed server is gone.
         coll.update_one({'_id': unclaimed['_id']}, {'$set': {'owner': 'elsewhere:1'}})
         # A launch claimed a server, then crashed before making its notebook ...
-        lost = pool._reserve(7)
+        lost = pool._reserve(7, backend)
         assert pool._start(lost, backend)
         coll.update_one({'_id': lost['_id']}, {'$set': {'status': 'claimed', 'updated': old}})
         # ... and another crashed after making it, before forgetting the pool record.

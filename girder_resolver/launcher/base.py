@@ -17,6 +17,11 @@ shared code below understands:
 Readiness, status and activity are read over either. The front door (the
 site's proxy) reaches the server at :meth:`Launcher.proxy_target`, and a
 browser only ever through the front door when ``public_url`` is set.
+
+A backend may also start a server *before* its dataset is known and bind the
+dataset to it later (what the warm pool needs): :meth:`Launcher.can_bind_later`,
+:meth:`Launcher.start_unbound` and :meth:`Launcher.bind_data`. The base class
+says it cannot; the process backend can where it may mount file systems.
 """
 
 import abc
@@ -176,7 +181,9 @@ class Launcher(abc.ABC):
     Subclasses implement :meth:`start`, :meth:`stop`, :meth:`is_alive`,
     :meth:`list_running` and :meth:`logs_tail`; the base class refuses to
     instantiate one that does not. Readiness, polling, activity and URLs are
-    shared, since every backend runs the same ``jupyter_server``.
+    shared, since every backend runs the same ``jupyter_server``. A backend that
+    can bind a running server to a dataset also overrides :meth:`can_bind_later`,
+    :meth:`start_unbound` and :meth:`bind_data`.
 
     Options are declared in the class attribute ``options`` (a dict of name to
     :class:`Option`); subclasses add theirs, and the constructor takes them as
@@ -277,6 +284,41 @@ class Launcher(abc.ABC):
     @abc.abstractmethod
     def logs_tail(self, handle, lines=40):
         """The last lines of the notebook server's output, for error messages ('' if none)."""
+
+    # -- what a backend may implement: binding a running server to a dataset ------
+
+    def can_bind_later(self):
+        """Whether this backend, here and now, can start a server before its dataset is known.
+
+        True means that :meth:`start_unbound` and :meth:`bind_data` work. False in
+        the base class, and so for docker: a container's bind mounts are fixed
+        when it is created.
+        """
+        return False
+
+    def start_unbound(self, notebook_id, token, data_name='data', labels=None):
+        """Start a server whose dataset is not known yet; returns its handle, like :meth:`start`.
+
+        Until :meth:`bind_data` binds one, the server shows an empty read-only
+        placeholder that the launcher owns as its dataset, under ``data_name``
+        (fixed now: the dataset bound later appears under this name). Raises
+        :class:`LaunchError` where :meth:`can_bind_later` is False.
+        """
+        raise LaunchError(
+            f'The {self.name or type(self).__name__} launcher cannot start a notebook server '
+            'before its dataset is known.'
+        )
+
+    def bind_data(self, handle, data_path):
+        """Show ``data_path`` read-only as the dataset of a server from :meth:`start_unbound`.
+
+        Without widening what the server sees otherwise; a server is bound once.
+        Raises :class:`LaunchError` (always, in the base class).
+        """
+        raise LaunchError(
+            f'The {self.name or type(self).__name__} launcher cannot bind a running notebook '
+            'server to a dataset.'
+        )
 
     # -- shared behaviour ------------------------------------------------------
 

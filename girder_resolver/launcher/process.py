@@ -10,12 +10,15 @@ a working directory ``<work_root>/<notebook_id>/``::
     run/nb.sock                the server's socket; run/runtime/ its runtime files
     etc/                       jupyter_server_config.py (mode 0600, holds the
                                token) and the modules it loads; read-only inside
-    data/                      (warm pool only) the shared mount point that the
-                               dataset is bound onto at claim time
+    data/                      (start_unbound() only) the shared mount point that
+                               bind_data() mounts the dataset onto
     server.log                 the server's stdout and stderr
 
 and a marker ``<work_root>/<notebook_id>.json`` holding its handle, by which a
-restarted Girder finds the notebooks that still run.
+restarted Girder finds the notebooks that still run. ``<work_root>/.unbound-empty``
+is the empty placeholder dataset of servers started before their dataset is known
+(:meth:`ProcessLauncher.start_unbound`). Whether a server still runs is asked of
+``psutil``, by pid and start time, so a reused pid is not taken for it.
 
 Where bubblewrap cannot run (no user namespaces), :meth:`ProcessLauncher.start`
 refuses, unless ``allow_unsandboxed`` is set: then the server runs as Girder's
@@ -36,8 +39,10 @@ import tempfile
 import threading
 import time
 
+import psutil
+
 from . import identity, readonly, sandbox, unixclose
-from .base import Launcher, LaunchError, Option
+from .base import Launcher, LaunchError, LaunchSpec, Option
 
 logger = logging.getLogger(__name__)
 
@@ -45,35 +50,47 @@ logger = logging.getLogger(__name__)
 _SENTINEL = '.datadns-notebook'
 
 
+#: Where :meth:`ProcessLauncher.start_unbound` servers find their placeholder dataset,
+#: under the work root: a dot name, which no notebook id can take.
+_PLACEHOLDER = '.unbound-empty'
+_CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+
+
 def _utcnow_iso():
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
-def _proc_stat(pid):
-    """(state, parent pid, start time in clock ticks) from /proc, or None."""
+def _started(process):
+    """When a ``psutil`` process started, in clock ticks since boot.
+
+    The value ``/proc/<pid>/stat`` gives (and handles have always recorded as
+    ``procStart``): unlike ``create_time()`` alone, it does not move when the
+    system clock is set.
+    """
+    return round((process.create_time() - psutil.boot_time()) * _CLOCK_TICKS)
+
+
+def _process_start(pid):
+    """When process ``pid`` started (see :func:`_started`), or None if it is gone."""
     try:
-        with open(f'/proc/{pid}/stat', 'rb') as stat:
-            text = stat.read().decode('ascii', 'replace')
-    except OSError:
+        return _started(psutil.Process(pid))
+    except psutil.Error:
         return None
-    # The command name may hold spaces and parentheses; fields resume after the last ')'.
-    fields = text[text.rfind(')') + 2 :].split()
-    return fields[0], int(fields[1]), int(fields[19])
 
 
-def _children_of(pid):
-    """(pid, start time) of the direct children of ``pid``, found through /proc."""
-    children = []
+def children_of(pid):
+    """(pid, start time) of the direct children of process ``pid`` ([] once it is gone)."""
     try:
-        entries = os.listdir('/proc')
-    except OSError:
-        return children
-    for entry in entries:
-        if entry.isdigit():
-            stat = _proc_stat(int(entry))
-            if stat and stat[1] == pid:
-                children.append((int(entry), stat[2]))
-    return children
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    found = []
+    for child in children:
+        try:
+            found.append((child.pid, _started(child)))
+        except psutil.Error:
+            pass  # ended meanwhile
+    return found
 
 
 def _process_matches(pid, proc_start):
@@ -83,16 +100,15 @@ def _process_matches(pid, proc_start):
     since the handle was written, e.g. across a reboot.
     """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return proc_start is None or _started(process) == proc_start
+    except psutil.NoSuchProcess:  # a zombie's ZombieProcess included
         return False
-    except PermissionError:
-        pass
-    stat = _proc_stat(pid)
-    if stat is None:
-        # No /proc (not Linux): the pid's existence is all we can know.
-        return True
-    return stat[0] != 'Z' and (proc_start is None or stat[2] == proc_start)
+    except psutil.AccessDenied:
+        return True  # it exists; whose it is cannot be told
 
 
 class ProcessLauncher(Launcher):
@@ -176,11 +192,32 @@ class ProcessLauncher(Launcher):
         )
 
     def can_bind_later(self):
-        """Whether a running server can be bound to a dataset later (the warm pool)."""
+        """Whether a running server can be bound to a dataset later (the warm pool).
+
+        Unsandboxed always; sandboxed only where Girder may mount file systems
+        (runs as root with ``CAP_SYS_ADMIN``), since a dataset is mounted into a
+        running sandbox.
+        """
         try:
             return not self.sandboxed() or sandbox.can_mount()
         except LaunchError:
             return False
+
+    def start_unbound(self, notebook_id, token, data_name='data', labels=None):
+        """Start a server showing an empty placeholder as its dataset until :meth:`bind_data`.
+
+        The placeholder is ``<work_root>/.unbound-empty`` (read-only, shared by
+        every such server, empty).
+        """
+        placeholder = os.path.join(self.work_root, _PLACEHOLDER)
+        try:
+            # The work root first, private as start() makes it; then the read-only placeholder.
+            os.makedirs(self.work_root, mode=0o700, exist_ok=True)
+            os.makedirs(placeholder, mode=0o500, exist_ok=True)
+        except OSError as error:
+            raise LaunchError(f'Could not create the placeholder dataset: {error}') from None
+        spec = LaunchSpec(notebook_id, token, placeholder, data_name, labels=labels or {})
+        return self.start(spec, bind_later=True)
 
     # -- the interface ---------------------------------------------------------
 
@@ -234,12 +271,11 @@ class ProcessLauncher(Launcher):
             ) from None
         with self._lock:
             self._children[process.pid] = process
-        stat = _proc_stat(process.pid)
         handle = {
             'backend': self.name,
             'notebookId': spec.notebook_id,
             'pid': process.pid,
-            'procStart': stat[2] if stat else None,
+            'procStart': _process_start(process.pid),
             'socket': os.path.join(work_dir, 'run', sandbox.SOCKET_NAME),
             'baseUrl': spec.base_url,
             'workDir': work_dir,
@@ -252,7 +288,7 @@ class ProcessLauncher(Launcher):
         return handle
 
     def bind_data(self, handle, data_path):
-        """Show ``data_path`` as the dataset of a server started with ``bind_later``.
+        """Show ``data_path`` as the dataset of a server from :meth:`start_unbound`.
 
         Sandboxed: the dataset is mounted read-only onto the server's shared
         ``data/`` mount point, and the mount propagates into the sandbox.
@@ -309,7 +345,7 @@ class ProcessLauncher(Launcher):
         pid = handle.get('pid')
         if pid and self.is_alive(handle):
             # A sandbox's init, or an unsandboxed server's kernels (each in a session of its own).
-            children = _children_of(pid)
+            children = children_of(pid)
             self._signal_group(pid, signal.SIGTERM)
             if not self._wait_gone(handle, children, self.config['stop_grace']):
                 self._signal_group(pid, signal.SIGKILL)

@@ -589,7 +589,9 @@ class Notebook(Model):
             if pool.routedNow(entry):
                 url = self.frontDoorUrl(entry)  # routed when it became ready
             else:
-                url = self.publish({'_id': entry['_id']}, launcher(pool.BACKEND), entry['handle'])
+                url = self.publish(
+                    {'_id': entry['_id']}, launcher(entry['backend']), entry['handle']
+                )
             timer.step('route')
             doc, created = self._claimSlot(
                 site,
@@ -598,7 +600,7 @@ class Notebook(Model):
                 user,
                 {
                     '_id': entry['_id'],
-                    'backend': pool.BACKEND,
+                    'backend': entry['backend'],
                     'dataPath': path,
                     'dataName': pool.DATA_NAME,
                     'token': entry['token'],
@@ -624,7 +626,7 @@ class Notebook(Model):
             return doc
         pool.settle(entry)
         timer.step('settle')
-        metrics.LAUNCHES.labels(backend='process-pool', outcome='running').observe(
+        metrics.LAUNCHES.labels(backend=f'{entry["backend"]}-pool', outcome='running').observe(
             time.monotonic() - started
         )
         logger.info('Notebook %s (warm pool) is running for %s', doc['_id'], identity)
