@@ -2,7 +2,8 @@
 
 tmpnb kept a pool of containers so that a launch is near instant; this is the
 same idea for a backend that can bind a running server to a dataset (the
-launcher's ``can_bind_later()``: the process backend). With ``resolver.pool_size`` = N > 0, a daemon
+launcher's ``can_bind_later()``: the process backend). With
+``resolver.pool_size`` = N > 0, a daemon
 thread in every Girder process (started by ``load()``, like the culler) keeps N
 ``jupyter_server`` processes running that belong to nobody yet. A launch claims
 one (``ready → claimed`` with ``find_one_and_update``, so exactly one launch gets
