@@ -13,36 +13,26 @@ only when a call fails or the first success after failures, never on the happy
 path.
 """
 
-import datetime
 import threading
 
 import pymongo
 
 from . import cache, metrics, settings
 from .federation import SiteError
+from .primitives import aware, now
 from .settings import PluginSettings
 
 #: Fields a heartbeat from a site whose Girder answers its sidecar resets.
 RESET = {'$set': {'failures': 0}, '$unset': {'suspectSince': '', 'suspectReason': ''}}
 
 
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
-def _aware(value):
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=datetime.timezone.utc)
-    return value
-
-
-def suspect(site, now=None):
+def suspect(site, moment=None):
     """True while ``site`` (a site document) is suspect: failed lately, cool-down not over."""
-    since = _aware(site.get('suspectSince'))
+    since = aware(site.get('suspectSince'))
     if since is None:
         return False
     seconds = settings.get(PluginSettings.SUSPECT_SECONDS)
-    return ((now or _now()) - since).total_seconds() < seconds
+    return ((moment or now()) - since).total_seconds() < seconds
 
 
 def unavailable(exc):
@@ -64,7 +54,7 @@ def failed(collection, site, reason, launch=False):
         return
     wasSuspect = updated.get('suspectSince') is not None
     if launch or wasSuspect or updated['failures'] >= settings.get(PluginSettings.SUSPECT_AFTER):
-        fields = {'suspectSince': _now(), 'suspectReason': str(reason)[:500]}
+        fields = {'suspectSince': now(), 'suspectReason': str(reason)[:500]}
         collection.update_one({'_id': site['_id']}, {'$set': fields})
         site.update(fields)
         if not suspect(updated):

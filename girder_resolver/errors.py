@@ -8,11 +8,19 @@ of HTTP: ``rest/`` turns each into its status code in one place
 
 
 class DataDnsError(Exception):
-    """Base of the plugin's domain errors; ``message`` is shown to the person who asked."""
+    """Base of the plugin's domain errors; ``message`` is shown to the person who asked.
 
-    def __init__(self, message):
+    ``extra``, if given, is a JSON-able object answered beside the message (what a 404
+    understood the request as).
+    """
+
+    extra = None
+
+    def __init__(self, message, extra=None):
         super().__init__(message)
         self.message = message
+        if extra is not None:
+            self.extra = extra
 
 
 class InvalidRequest(DataDnsError):

@@ -21,6 +21,7 @@ from girder.utility import setting_utilities
 
 from . import cache
 from .launcher import BACKENDS
+from .primitives import validSiteName
 
 
 class PluginSettings:
@@ -415,7 +416,6 @@ _DEFAULTS = {d.key: d.default for d in SETTINGS if d.default is not COMPUTED}
 # Not a setting an operator changes: a random id per database (see instanceId).
 INSTANCE_KEY = 'resolver.instance_id'
 
-_SITE_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
 _METADATA_KEY_RE = re.compile(r'^[^.$\x00]{1,128}$')
 
 
@@ -442,11 +442,6 @@ def bind(name):
     """
     for event in ('model.setting.save', 'model.setting.save.after', 'model.setting.remove'):
         events.bind(event, name, _forget)
-
-
-def validSiteName(name):
-    """True when ``name`` may name a site: 1-64 letters, digits, '.', '_' or '-'."""
-    return isinstance(name, str) and bool(_SITE_NAME_RE.match(name))
 
 
 def _default(key):

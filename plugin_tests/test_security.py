@@ -34,6 +34,7 @@ from datadns.federation import apiKey
 from datadns.sample import ensureAdmin
 from girder_resolver.constants import LAUNCH_SCOPE
 from girder_resolver.models.site import Site
+from girder_resolver.services.registration import register as registerSite
 
 PREFIXES = ('/resolve', '/resolver', '/notebook')
 CALLERS = ('anonymous', 'user', 'other', 'siteOwner', 'otherSiteOwner', 'admin', 'credential')
@@ -88,7 +89,7 @@ class World:
         self.notebook = self.stoppedNotebook(user)
 
     def register(self, owner, name):
-        Site().register(
+        registerSite(
             owner,
             name,
             f'https://{name}.example.org/api/v1',

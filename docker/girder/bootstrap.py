@@ -125,7 +125,8 @@ def ensureRegistrars(spec):
     from girder.models.setting import Setting
     from girder.models.user import User
 
-    from girder_resolver.settings import PluginSettings, validSiteName
+    from girder_resolver.primitives import validSiteName
+    from girder_resolver.settings import PluginSettings
 
     admin = User().findOne({'admin': True})
     group = Group().findOne({'name': REGISTRAR_GROUP}) or Group().createGroup(

@@ -1,14 +1,17 @@
 """The dataset index: one document per (canonical identifier, site, folder).
 
-Local entries mirror folder metadata at this site and are kept in step by
-Girder's model events (see ``girder_resolver.events``); remote entries arrive
-through site registrations. Resolution is one indexed query on ``identifier``.
+It owns the ``resolver_dataset`` collection: its indexes, validation, the local
+entries that mirror folder metadata at this site (kept in step by Girder's model
+events, see ``girder_resolver.events``) and the atomic writes of the entries other
+sites register (what a registration decides is ``services/registration``). Ranking
+an identifier's locations is ``services/resolution``: one indexed query on
+``identifier`` here.
 """
 
-import datetime
 import logging
+import re
 
-from bson import ObjectId
+import pymongo
 from girder.constants import AccessType
 from girder.exceptions import ValidationException
 from girder.models.folder import Folder
@@ -16,12 +19,23 @@ from girder.models.model_base import Model
 
 from .. import cache, settings
 from ..identifiers import InvalidIdentifier, normalize
+from ..primitives import now, objectId
 from ..settings import PluginSettings
 
 logger = logging.getLogger(__name__)
 
 #: The most identifiers one folder may carry; more is almost surely a mistake.
 MAX_IDENTIFIERS_PER_FOLDER = 100
+#: Writes per bulk_write: one command for a whole 100,000-entry snapshot can outlast the
+#: driver's socket timeout on a slow database, and the registration would answer 500.
+WRITE_BATCH = 1000
+#: A folder id as sites name them in registrations (a Girder ObjectId is one of them).
+_FOLDER_ID_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
+
+
+def validFolderId(value):
+    """True when ``value`` may be an entry's ``folderId``: 1-64 letters, digits, '_' or '-'."""
+    return isinstance(value, str) and bool(_FOLDER_ID_RE.match(value))
 
 
 def identifiersFromMetadata(value):
@@ -46,6 +60,8 @@ def identifiersFromMetadata(value):
 
 
 class Dataset(Model):
+    """One index entry: an identifier held by a site in one of its folders."""
+
     def initialize(self):
         self.name = 'resolver_dataset'
         self.ensureIndices(
@@ -123,7 +139,7 @@ class Dataset(Model):
                 '$or': [{'identifier': {'$nin': wanted}}, {'site': {'$ne': site}}],
             }
         ).deleted_count
-        now = datetime.datetime.now(datetime.timezone.utc)
+        moment = now()
         for ident in idents:
             self.collection.update_one(
                 {'identifier': ident.canonical, 'site': site, 'folderId': folderId},
@@ -132,9 +148,9 @@ class Dataset(Model):
                         'scheme': ident.scheme,
                         'name': folder['name'],
                         'local': True,
-                        'updated': now,
+                        'updated': moment,
                     },
-                    '$setOnInsert': {'created': now},
+                    '$setOnInsert': {'created': moment},
                 },
                 upsert=True,
             )
@@ -179,12 +195,10 @@ class Dataset(Model):
 
     def readableFolder(self, doc, user):
         """The folder of a local entry if ``user`` may read it, else None."""
-        if not doc.get('local'):
+        folderId = objectId(doc['folderId']) if doc.get('local') else None
+        if folderId is None:
             return None
-        try:
-            folder = Folder().load(ObjectId(doc['folderId']), force=True)
-        except Exception:
-            return None
+        folder = Folder().load(folderId, force=True)
         if folder is None or not Folder().hasAccess(folder, user, AccessType.READ):
             return None
         return folder
@@ -202,11 +216,8 @@ class Dataset(Model):
             batch = [doc for _, doc in zip(range(batchSize), cursor, strict=False)]
             if not batch:
                 return
-            folderIds = [
-                ObjectId(d['folderId'])
-                for d in batch
-                if d.get('local') and ObjectId.is_valid(d['folderId'])
-            ]
+            folderIds = [objectId(d['folderId']) for d in batch if d.get('local')]
+            folderIds = [oid for oid in folderIds if oid is not None]
             folders = (
                 {str(f['_id']): f for f in Folder().find({'_id': {'$in': folderIds}})}
                 if folderIds
@@ -226,87 +237,109 @@ class Dataset(Model):
                 if limit and returned >= limit:
                     return
 
-    def locations(self, identifier, user, preferSite=None):
-        """Where ``identifier`` lives, as seen by ``user``, best location first.
+    # Entries other sites register ------------------------------------------------------
 
-        Healthy locations come first, then suspect ones (``girder_resolver.breaker``);
-        among them an explicit ``preferSite`` wins, then undisputed ones, then higher
-        weight, then more free capacity. Local entries the user may not read are left
-        out, so private data never leaks.
+    def remoteEntries(self, site, keys=None):
+        """``{(identifier, folderId): entry}`` of what ``site`` registered: every entry, or
+        only those of ``keys``."""
+        fields = {'identifier': 1, 'folderId': 1, 'name': 1}
+        if keys is None:
+            return {
+                (doc['identifier'], doc['folderId']): doc
+                for doc in self.collection.find({'site': site, 'local': False}, fields)
+            }
+        found = {}
+        for ident, folderId in keys:
+            doc = self.collection.find_one(
+                # Keys in the unique index's order: SecantusDB picks its index from the
+                # query's first key, and {site, ...} would scan every entry of the site.
+                {'identifier': ident, 'site': site, 'folderId': folderId, 'local': False},
+                fields,
+            )
+            if doc:
+                found[(ident, folderId)] = doc
+        return found
+
+    def writeRemote(self, site, added, renamed, gone, moment):
+        """Apply one registration to ``site``'s entries, in bulk.
+
+        ``added`` maps ``(identifier, folderId)`` to ``(scheme, name)`` of new (or
+        re-added) entries, ``renamed`` maps an entry's id to its new name, ``gone`` lists
+        the ids of entries to drop. Returns the number of writes.
         """
-        from .site import Site
-
-        siteModel = Site()
-        now = datetime.datetime.now(datetime.timezone.utc)
-        localSite = ttl = None
-        locations = []
-        # Entries and sites come from this process's recent reads when fresh enough
-        # (girder_resolver.cache); access to local folders is checked every time.
-        entries = cache.entries.get(
-            identifier,
-            lambda: tuple(self.find({'identifier': identifier})),
-            settings.get(PluginSettings.CACHE_SECONDS),
-            keep=bool,
-        )
-        for doc in entries:
-            if doc.get('local'):
-                folder = self.readableFolder(doc, user)
-                if folder is None:
-                    continue
-                if localSite is None:
-                    localSite = settings.get(PluginSettings.SITE_NAME)
-                locations.append(
-                    {
-                        'site': localSite,
-                        'apiUrl': siteModel.localApiUrl(),
-                        'folderId': doc['folderId'],
-                        'name': folder['name'],
-                        'healthy': True,
-                        'suspect': False,
-                        'lastSeen': now,
-                        'local': True,
-                        'operator': None,
-                        'disputed': False,
-                        # Locality before weight: the copy at this server needs no hop.
-                        '_rank': (float('-inf'), 0),
-                    }
-                )
-                continue
-            site = siteModel.named(doc['site'])
-            if site is None:
-                continue
-            if ttl is None:
-                ttl = siteModel.ttl()
-            locations.append(
+        ops = [
+            pymongo.UpdateOne(
+                {'identifier': ident, 'site': site, 'folderId': folderId},
                 {
-                    'site': site['name'],
-                    'apiUrl': site['apiUrl'],
-                    'folderId': doc['folderId'],
-                    'name': doc['name'],
-                    'healthy': siteModel.healthy(site, now, ttl),
-                    'suspect': siteModel.suspect(site, now),
-                    'lastSeen': site.get('lastHeartbeat'),
+                    '$set': {'scheme': scheme, 'name': name, 'local': False, 'updated': moment},
+                    '$setOnInsert': {'created': moment},
+                },
+                upsert=True,
+            )
+            for (ident, folderId), (scheme, name) in added.items()
+        ]
+        ops += [
+            pymongo.UpdateOne({'_id': entryId}, {'$set': {'name': name, 'updated': moment}})
+            for entryId, name in renamed.items()
+        ]
+        if gone:
+            ops.append(pymongo.DeleteMany({'_id': {'$in': list(gone)}}))
+        try:
+            for start in range(0, len(ops), WRITE_BATCH):
+                self.collection.bulk_write(ops[start : start + WRITE_BATCH], ordered=False)
+        finally:
+            if ops:
+                cache.entries.clear()
+        return len(ops)
+
+    def holders(self, identifiers, besides):
+        """``{identifier: [entry]}``: the undisputed entries for ``identifiers`` held by any
+        site but ``besides`` (this server's local entries included)."""
+        found = {}
+        for doc in self.collection.find(
+            # A disputed claim holds nothing: only undisputed holders count.
+            {
+                'identifier': {'$in': list(identifiers)},
+                'site': {'$ne': besides},
+                'disputed': {'$ne': True},
+            },
+            {'identifier': 1, 'site': 1, 'local': 1},
+        ):
+            found.setdefault(doc['identifier'], []).append(doc)
+        return found
+
+    def flagDisputed(self, site, identifiers):
+        """Mark ``site``'s registered entries for ``identifiers`` as disputed."""
+        identifiers = sorted(identifiers)
+        for start in range(0, len(identifiers), WRITE_BATCH):
+            self.collection.update_many(
+                {
+                    'identifier': {'$in': identifiers[start : start + WRITE_BATCH]},
+                    'site': site,
                     'local': False,
-                    # Who registered the site: a person decides whom to trust.
-                    'operator': site.get('operator'),
-                    'disputed': bool(doc.get('disputed')),
-                    '_rank': (-site.get('weight', 1), -siteModel.freeCapacity(site)),
-                }
+                },
+                {'$set': {'disputed': True}},
             )
+        if identifiers:
+            cache.entries.clear()
 
-        def rank(loc):
-            # Healthy sites first, then suspect ones (they failed calls lately), then the
-            # silent ones; an explicit choice only reorders sites of the same standing.
-            standing = 2 if not loc['healthy'] else 1 if loc['suspect'] else 0
-            return (
-                standing,
-                loc['site'] != preferSite,
-                loc['disputed'],
-                loc['_rank'],
-                loc['site'],
-            )
+    def countRemote(self, site, disputed=False):
+        """How many entries ``site`` registered (only the disputed ones with ``disputed``)."""
+        query = {'site': site, 'local': False}
+        if disputed:
+            query['disputed'] = True
+        return self.collection.count_documents(query)
 
-        locations.sort(key=rank)
-        for loc in locations:
-            del loc['_rank']
-        return locations
+    def disputedIdentifiers(self, site, limit):
+        """Up to ``limit`` identifiers of ``site``'s disputed entries."""
+        query = {'site': site, 'local': False, 'disputed': True}
+        return [
+            d['identifier'] for d in self.collection.find(query, {'identifier': 1}).limit(limit)
+        ]
+
+    def removeSite(self, site):
+        """Drop every entry ``site`` registered."""
+        try:
+            self.collection.delete_many({'site': site, 'local': False})
+        finally:
+            cache.entries.clear()

@@ -1,15 +1,14 @@
-"""Sites of the federation, and the registrations that fill the index with their datasets.
+"""Sites of the federation: their documents, health and the limits the central sets.
+
+It owns the ``resolver_site`` collection: validation, the atomic writes of a site's
+fields (a claim, a heartbeat, limits), health as read from a document (heartbeat age,
+circuit breaker) and who may change a site. What a registration decides, and the
+datasets it writes into the index, is ``services/registration``.
 
 A site's launch credential is write-only: it is kept so the central can launch
 on a user's behalf at that site, encrypted (``credentialSealed``, see
 ``girder_resolver.credentials``), never exposed by ``filter``, never returned by
-an endpoint, and never logged. A registration with a new ``apiUrl`` and no
-credential forgets the old one, so it is never sent to the new address.
-
-The central's admin bounds each site's weight and capacity (``limits``); a
-registration that claims an identifier another owner's site (or this server)
-already holds is accepted but flagged (``disputed``), and ``/resolve`` shows
-who operates each location (``operator``).
+an endpoint, and never logged.
 """
 
 import datetime
@@ -18,50 +17,26 @@ import re
 import pymongo
 from girder.api.rest import getApiUrl
 from girder.constants import AccessType
-from girder.exceptions import AccessException, RestException, ValidationException
+from girder.exceptions import AccessException, ValidationException
 from girder.models.group import Group
 from girder.models.model_base import Model
-from girder.models.user import User
 
 from .. import breaker, cache, credentials, settings
-from ..federation import UnsafeUrl, checkApiUrl
-from ..identifiers import InvalidIdentifier, normalize
+from ..primitives import aware, now, validSiteName
 from ..settings import PluginSettings
 
-_FOLDER_ID_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
 #: A host name, IPv4 address or bracketed/bare IPv6 address (no scheme, port or path).
-_HOST_RE = re.compile(r'^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.:-]{0,252})$')
-MAX_NAME_LENGTH = 512
-MAX_CREDENTIAL_LENGTH = 512
-#: How many disputed identifiers a site record lists (the count is kept in full).
-MAX_DISPUTED_LISTED = 50
-#: Upserts per bulk_write: one command for a whole 100,000-entry snapshot can outlast the
-#: driver's socket timeout on a slow database, and the registration would answer 500.
-_WRITE_BATCH = 1000
+HOST_RE = re.compile(r'^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.:-]{0,252})$')
 
 
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
-def validateEntry(entry):
-    """(identifier, folderId, name) for one registered dataset, or raise ValueError(reason)."""
-    if not isinstance(entry, dict):
-        raise ValueError('each dataset must be an object')
-    try:
-        ident = normalize(entry.get('identifier'))
-    except InvalidIdentifier as exc:
-        raise ValueError(str(exc))
-    folderId = entry.get('folderId')
-    if not isinstance(folderId, str) or not _FOLDER_ID_RE.match(folderId):
-        raise ValueError('folderId must be 1-64 letters, digits, "_" or "-"')
-    name = entry.get('name', ident.canonical)
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f'name must be a non-empty string of at most {MAX_NAME_LENGTH} characters')
-    return ident, folderId, name.strip()
+def bounded(value, limit):
+    """``value``, at most ``limit`` (no bound when ``limit`` is None)."""
+    return value if limit is None else min(value, limit)
 
 
 class Site(Model):
+    """A site of the federation: its address, owner, declared and bounded capacity, health."""
+
     def initialize(self):
         self.name = 'resolver_site'
         self.ensureIndices([([('name', 1)], {'unique': True}), 'ownerId'])
@@ -91,7 +66,7 @@ class Site(Model):
         )
 
     def validate(self, doc):
-        if not settings.validSiteName(doc.get('name')):
+        if not validSiteName(doc.get('name')):
             raise ValidationException(
                 'A site name is 1-64 letters, digits, ".", "_" or "-".', 'name'
             )
@@ -118,10 +93,7 @@ class Site(Model):
             )
         notebookHost = doc.get('notebookHost')
         if notebookHost is not None and (
-            not isinstance(notebookHost, str)
-            or not re.match(
-                r'^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.:-]{0,252}))$', notebookHost
-            )
+            not isinstance(notebookHost, str) or not HOST_RE.match(notebookHost)
         ):
             raise ValidationException(
                 'A site notebookHost is the host name (or address) browsers reach its '
@@ -135,17 +107,15 @@ class Site(Model):
     def ttl(self):
         return datetime.timedelta(seconds=settings.get(PluginSettings.HEARTBEAT_TTL))
 
-    def healthy(self, site, now=None, ttl=None):
-        last = site.get('lastHeartbeat')
+    def healthy(self, site, moment=None, ttl=None):
+        last = aware(site.get('lastHeartbeat'))
         if last is None:
             return False
-        if last.tzinfo is None:
-            last = last.replace(tzinfo=datetime.timezone.utc)
-        return (now or _now()) - last <= (ttl or self.ttl())
+        return (moment or now()) - last <= (ttl or self.ttl())
 
-    def suspect(self, site, now=None):
+    def suspect(self, site, moment=None):
         """True while the site's circuit breaker is open (``girder_resolver.breaker``)."""
-        return breaker.suspect(site, now)
+        return breaker.suspect(site, moment)
 
     def freeCapacity(self, site):
         capacity = site.get('capacity')
@@ -175,15 +145,12 @@ class Site(Model):
         limits = {k: v for k, v in (('weight', weight), ('capacity', capacity)) if v is not None}
         fields = {'limits': limits}
         declaredWeight = site.get('declaredWeight', site.get('weight', 1))
-        fields['weight'] = _bounded(declaredWeight, limits.get('weight'))
+        fields['weight'] = bounded(declaredWeight, limits.get('weight'))
         if site.get('declaredCapacity', site.get('capacity')) is not None:
-            fields['capacity'] = _bounded(
+            fields['capacity'] = bounded(
                 site.get('declaredCapacity', site.get('capacity')), limits.get('capacity')
             )
-        self.collection.update_one({'_id': site['_id']}, {'$set': fields})
-        site.update(fields)
-        cache.sites.discard(site['name'])
-        return site
+        return self.setFields(site, fields)
 
     # Credentials ----------------------------------------------------------------------
 
@@ -221,284 +188,42 @@ class Site(Model):
                 'an admin may change it.'
             )
 
-    # Registration ----------------------------------------------------------------------
+    # Atomic writes -----------------------------------------------------------------------
 
-    def _claim(self, name, user, fields):
-        """Create the site owned by ``user``, or update it if ``user`` owns it."""
-        if name == settings.get(PluginSettings.SITE_NAME):
-            raise RestException(
-                f'"{name}" is the name of this server\'s own site (its resolver.site_name); '
-                'register under another name, or change resolver.site_name at one of the '
-                'two servers.',
-                code=409,
-            )
-        site = self.findOne({'name': name})
-        if site is None:
-            site = self.validate(
-                {
-                    'name': name,
-                    'ownerId': user['_id'],
-                    'operator': user.get('login'),
-                    'created': _now(),
-                    'datasetCount': 0,
-                    'limits': {},
-                    **fields,
-                }
-            )
-            try:
-                self.collection.insert_one(site)
-                return site
-            except pymongo.errors.DuplicateKeyError:
-                # Someone registered the same name a moment ago: they own it.
-                site = self.findOne({'name': name})
-        self.requireOwner(site, user)
-        unset = {}
-        # A new address without a new credential: the old one must never go there.
-        if fields['apiUrl'] != site.get('apiUrl') and 'credentialSealed' not in fields:
-            unset['credentialSealed'] = ''
-            site.pop('credentialSealed', None)
-        limits = site.get('limits') or {}
-        if 'declaredWeight' in fields:
-            fields['weight'] = _bounded(fields['declaredWeight'], limits.get('weight'))
-        if 'operator' not in site:
-            owner = User().load(site['ownerId'], force=True) or {}
-            fields['operator'] = owner.get('login')
-        site.update(fields)
-        self.validate(site)
+    def create(self, doc):
+        """Insert the new site ``doc`` (validated); None if the name was taken meanwhile."""
+        doc = self.validate(doc)
+        try:
+            self.collection.insert_one(doc)
+        except pymongo.errors.DuplicateKeyError:
+            return None
+        return doc
+
+    def setFields(self, site, fields, unset=()):
+        """Write ``fields`` (and remove the ``unset`` ones) on ``site``, in the database and
+        in ``site``; /resolve reads the change at once."""
         update = {'$set': fields}
         if unset:
-            update['$unset'] = unset
+            update['$unset'] = {field: '' for field in unset}
         self.collection.update_one({'_id': site['_id']}, update)
-        cache.sites.discard(name)
+        site.update(fields)
+        for field in unset:
+            site.pop(field, None)
+        cache.sites.discard(site['name'])
         return site
 
-    def register(
-        self,
-        user,
-        name,
-        apiUrl,
-        datasets,
-        mode='full',
-        removed=(),
-        credential=None,
-        weight=None,
-        frontDoorUrl=None,
-        notebookHost=None,
-    ):
-        """Record a site's datasets; ``full`` replaces the site's set, ``partial`` adds to it.
-
-        Every entry is validated on its own: rejected ones are listed with their
-        reason and the valid ones are kept. Returns the counts.
-        """
-        from .dataset import Dataset
-
-        if mode not in ('full', 'partial'):
-            raise RestException('mode must be "full" or "partial".', code=400)
-        if not isinstance(datasets, list) or not isinstance(removed, list | tuple):
-            raise RestException('"datasets" and "removed" must be lists.', code=400)
-        if mode == 'full' and removed:
-            raise RestException('"removed" only makes sense with mode "partial".', code=400)
-        limit = settings.get(PluginSettings.MAX_REGISTRATION)
-        if len(datasets) + len(removed) > limit:
-            raise RestException(
-                f'A registration holds at most {limit} datasets; send the rest with '
-                'mode "partial".',
-                code=413,
-            )
-        # Decided from the URL alone, before anything is stored or sent anywhere.
-        try:
-            apiUrl = checkApiUrl(apiUrl)
-        except UnsafeUrl as exc:
-            raise RestException(str(exc), code=400)
-        if credential is not None and (
-            not isinstance(credential, str) or not 0 < len(credential) <= MAX_CREDENTIAL_LENGTH
-        ):
-            raise RestException(
-                f'"credential" is a non-empty string of at most {MAX_CREDENTIAL_LENGTH} '
-                'characters.',
-                code=400,
-            )
-        now = _now()
-        fields = {'apiUrl': apiUrl, 'lastHeartbeat': now, 'lastRegistration': now}
-        if credential is not None:
-            try:
-                fields['credentialSealed'] = credentials.seal(credential)
-            except (OSError, credentials.CredentialKeyError) as exc:
-                raise RestException(
-                    'This resolver cannot store launch credentials now: it has no key to '
-                    f'encrypt them with ({type(exc).__name__}); its admin must set '
-                    f'{credentials.KEY_ENV} or make {credentials.KEY_FILE_ENV} writable.',
-                    code=503,
-                )
-        if weight is not None:
-            if (
-                not isinstance(weight, int | float)
-                or isinstance(weight, bool)
-                or not (0 <= weight <= 1000)
-            ):
-                raise RestException('A site weight is a number from 0 to 1000.', code=400)
-            fields['declaredWeight'] = weight
-            fields['weight'] = weight
-        if frontDoorUrl is not None:
-            fields['frontDoorUrl'] = frontDoorUrl
-        if notebookHost is not None:
-            fields['notebookHost'] = notebookHost
-        try:
-            site = self._claim(name, user, fields)
-        except ValidationException as exc:
-            raise RestException(str(exc), code=400)
-
-        wanted, rejected = {}, []
-        for entry in datasets:
-            try:
-                ident, folderId, dsName = validateEntry(entry)
-            except ValueError as exc:
-                rejected.append({'identifier': _show(entry), 'reason': str(exc)})
-                continue
-            wanted[(ident.canonical, folderId)] = (ident.scheme, dsName)
-        unwanted = []
-        for entry in removed:
-            try:
-                ident, folderId, _ = validateEntry({**entry, 'name': 'x'})
-            except (ValueError, TypeError) as exc:
-                rejected.append({'identifier': _show(entry), 'reason': str(exc)})
-                continue
-            unwanted.append((ident.canonical, folderId))
-
-        coll = Dataset().collection
-        base = {'site': name, 'local': False}
-        existing = {}
-        if mode == 'full':
-            for doc in coll.find(base, {'identifier': 1, 'folderId': 1, 'name': 1}):
-                existing[(doc['identifier'], doc['folderId'])] = doc
-        else:
-            for ident, folderId in list(wanted) + unwanted:
-                doc = coll.find_one(
-                    # Keys in the unique index's order: SecantusDB picks its index from the
-                    # query's first key, and {site, ...} would scan every entry of the site.
-                    {'identifier': ident, 'site': name, 'folderId': folderId, 'local': False},
-                    {'identifier': 1, 'folderId': 1, 'name': 1},
-                )
-                if doc:
-                    existing[(ident, folderId)] = doc
-
-        ops, added, updated = [], 0, 0
-        for (ident, folderId), (scheme, dsName) in wanted.items():
-            old = existing.get((ident, folderId))
-            if old is None:
-                added += 1
-                ops.append(
-                    pymongo.UpdateOne(
-                        {'identifier': ident, 'site': name, 'folderId': folderId},
-                        {
-                            '$set': {
-                                'scheme': scheme,
-                                'name': dsName,
-                                'local': False,
-                                'updated': now,
-                            },
-                            '$setOnInsert': {'created': now},
-                        },
-                        upsert=True,
-                    )
-                )
-            elif old.get('name') != dsName:
-                updated += 1
-                ops.append(
-                    pymongo.UpdateOne(
-                        {'_id': old['_id']}, {'$set': {'name': dsName, 'updated': now}}
-                    )
-                )
-        if mode == 'full':
-            gone = [doc['_id'] for key, doc in existing.items() if key not in wanted]
-        else:
-            gone = [existing[key]['_id'] for key in unwanted if key in existing]
-        if gone:
-            ops.append(pymongo.DeleteMany({'_id': {'$in': gone}}))
-        for start in range(0, len(ops), _WRITE_BATCH):
-            coll.bulk_write(ops[start : start + _WRITE_BATCH], ordered=False)
-        newKeys = [key for key in wanted if key not in existing]
-        disputed = self._flagDisputed(site, user, newKeys)
-        if ops:
-            cache.entries.clear()
-        total = coll.count_documents(base)
-        siteFields = {'datasetCount': total}
-        if disputed or gone or site.get('disputedCount'):
-            query = {**base, 'disputed': True}
-            siteFields['disputedCount'] = coll.count_documents(query)
-            siteFields['disputed'] = [
-                d['identifier']
-                for d in coll.find(query, {'identifier': 1}).limit(MAX_DISPUTED_LISTED)
-            ]
-        self.collection.update_one({'_id': site['_id']}, {'$set': siteFields})
-        cache.sites.discard(name)
-        return {
-            'site': name,
-            'mode': mode,
-            'added': added,
-            'updated': updated,
-            'removed': len(gone),
-            'total': total,
-            'rejected': rejected,
-            'disputed': disputed,
-        }
-
-    def _flagDisputed(self, site, user, keys):
-        """Flag new entries whose identifier another owner's site (or this server) holds.
-
-        The claim is kept — the same dataset may well be mirrored — but marked, so
-        that /resolve ranks it after undisputed copies and shows who operates it.
-        Returns ``[{identifier, heldBy}]`` for the answer.
-        """
-        from .dataset import Dataset
-
-        coll = Dataset().collection
-        flagged = {}
-        idents = sorted({ident for ident, _ in keys})
-        for start in range(0, len(idents), _WRITE_BATCH):
-            batch = idents[start : start + _WRITE_BATCH]
-            holders = {}
-            for doc in coll.find(
-                # A disputed claim holds nothing: only undisputed holders count.
-                {
-                    'identifier': {'$in': batch},
-                    'site': {'$ne': site['name']},
-                    'disputed': {'$ne': True},
-                },
-                {'identifier': 1, 'site': 1, 'local': 1},
-            ):
-                holders.setdefault(doc['identifier'], []).append(doc)
-            owners = {}
-            names = {d['site'] for docs in holders.values() for d in docs if not d.get('local')}
-            if names:
-                query = {'name': {'$in': sorted(names)}}
-                for other in self.find(query, fields=['name', 'ownerId']):
-                    owners[other['name']] = other.get('ownerId')
-            for ident, docs in holders.items():
-                for doc in docs:
-                    if doc.get('local'):
-                        foreign = not user.get('admin')
-                    else:
-                        foreign = owners.get(doc['site']) not in (None, site['ownerId'])
-                    if foreign:
-                        flagged[ident] = doc['site']
-                        break
-        if flagged:
-            for start in range(0, len(flagged), _WRITE_BATCH):
-                batch = sorted(flagged)[start : start + _WRITE_BATCH]
-                coll.update_many(
-                    {'identifier': {'$in': batch}, 'site': site['name'], 'local': False},
-                    {'$set': {'disputed': True}},
-                )
-        return [{'identifier': i, 'heldBy': flagged[i]} for i in sorted(flagged)]
+    def owners(self, names):
+        """``{name: ownerId}`` of the sites called ``names``."""
+        query = {'name': {'$in': sorted(names)}}
+        return {s['name']: s.get('ownerId') for s in self.find(query, fields=['name', 'ownerId'])}
 
     def heartbeat(self, site, running=None, capacity=None):
-        fields = {'lastHeartbeat': _now()}
+        fields = {'lastHeartbeat': now()}
         if running is not None:
             fields['running'] = running
         if capacity is not None:
             fields['declaredCapacity'] = capacity
-            fields['capacity'] = _bounded(capacity, (site.get('limits') or {}).get('capacity'))
+            fields['capacity'] = bounded(capacity, (site.get('limits') or {}).get('capacity'))
         update = {'$set': fields}
         if running is not None and (site.get('failures') or site.get('suspectSince')):
             # Its sidecar counted its notebooks, so the site's Girder answers: whatever
@@ -515,10 +240,8 @@ class Site(Model):
         return site
 
     def remove(self, site, **kwargs):
-        from .dataset import Dataset
-
-        Dataset().collection.delete_many({'site': site['name'], 'local': False})
-        cache.entries.clear()
+        """Remove the site's document only; ``services.registration.withdraw`` also removes
+        the datasets it registered."""
         try:
             return super().remove(site, **kwargs)
         finally:
@@ -545,13 +268,3 @@ class Site(Model):
             settings.get(PluginSettings.CACHE_SECONDS),
             keep=lambda site: site is not None,
         )
-
-
-def _bounded(value, limit):
-    return value if limit is None else min(value, limit)
-
-
-def _show(entry):
-    """What to call a rejected entry in the response: its identifier text, cut short."""
-    value = entry.get('identifier') if isinstance(entry, dict) else entry
-    return str(value)[:200]

@@ -1,8 +1,13 @@
-"""REST resources: thin wrappers that validate input and hand off to the models."""
+"""REST resources: thin wrappers that validate input and hand off to the services.
 
-from girder.exceptions import RestException
+This module holds the checks several resources share (an identifier parameter,
+paging values); they raise :mod:`girder_resolver.errors`, which
+:mod:`girder_resolver.rest.errors` turns into HTTP answers.
+"""
 
+from .. import errors
 from ..identifiers import InvalidIdentifier, normalize
+from ..primitives import checkSort
 
 
 def parseIdentifier(value, param='id'):
@@ -12,16 +17,24 @@ def parseIdentifier(value, param='id'):
     as ``id[$ne]``) is refused before it can reach a Mongo query.
     """
     if not isinstance(value, str):
-        raise RestException(f'Give exactly one "{param}" parameter, as plain text.', code=400)
+        raise errors.InvalidRequest(f'Give exactly one "{param}" parameter, as plain text.')
     try:
         return normalize(value)
     except InvalidIdentifier as exc:
-        raise RestException(str(exc), code=400)
+        raise errors.InvalidRequest(str(exc))
 
 
 def checkPaging(limit, offset):
     """Refuse paging values that would reach Mongo as an error (a negative skip is a 500)."""
     if limit is not None and limit < 0:
-        raise RestException('"limit" must be 0 (no limit) or more.', code=400)
+        raise errors.InvalidRequest('"limit" must be 0 (no limit) or more.')
     if offset is not None and offset < 0:
-        raise RestException('"offset" must be 0 or more.', code=400)
+        raise errors.InvalidRequest('"offset" must be 0 or more.')
+
+
+def checkSorting(sort, fields):
+    """Refuse a sort by anything but ``fields`` (a sort by "$where" reached Mongo: a 500)."""
+    try:
+        checkSort(sort, fields)
+    except ValueError as exc:
+        raise errors.InvalidRequest(str(exc))

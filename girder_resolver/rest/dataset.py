@@ -1,34 +1,37 @@
-"""``/resolver/dataset``: the dataset index, paged and filtered by access."""
+"""``/resolver``: the dataset index (paged and filtered by access), the sites, the metrics.
+
+It owns the ``/resolver`` resource: ``/resolver/dataset`` and ``/resolver/metrics``
+here, the site routes mixed in from :mod:`.site`.
+"""
 
 import hmac
-import re
 
 import cherrypy
-from bson import ObjectId
 from girder.api import access
 from girder.api.describe import Description, autoDescribeRoute
-from girder.api.rest import Resource, getCurrentUser, setRawResponse, setResponseHeader
-from girder.exceptions import AccessException, RestException
+from girder.api.rest import getCurrentUser, setRawResponse, setResponseHeader
+from girder.exceptions import AccessException
 from girder.models.folder import Folder
 
-from .. import metrics, ratelimit, settings
-from ..models.dataset import Dataset
+from .. import errors, metrics, ratelimit, settings
+from ..models.dataset import Dataset, validFolderId
+from ..primitives import objectId, validSiteName
 from ..settings import PluginSettings
-from . import checkPaging, parseIdentifier
+from . import checkPaging, checkSorting, parseIdentifier
+from .errors import DomainResource
 from .site import SiteRoutes
 
 SORT_FIELDS = {'identifier', 'site', 'name', 'updated'}
-FOLDER_ID_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
 
 
-class Resolver(Resource, SiteRoutes):
+class Resolver(DomainResource, SiteRoutes):
     """Routes under ``/resolver``: the dataset index and the federation's sites."""
 
     def __init__(self):
         super().__init__()
         self.resourceName = 'resolver'
         self.route('GET', ('dataset',), self.listDatasets)
-        self._addSiteRoutes()
+        self.addSiteRoutes()
         self.route('GET', ('metrics',), self.metrics)
 
     @access.public
@@ -58,22 +61,20 @@ class Resolver(Resource, SiteRoutes):
         checkPaging(limit, offset)
         query = {}
         if site is not None:
-            if not settings.validSiteName(site):
-                raise RestException('"site" must be a site name.', code=400)
+            if not validSiteName(site):
+                raise errors.InvalidRequest('"site" must be a site name.')
             query['site'] = site
         if identifier is not None:
             query['identifier'] = parseIdentifier(identifier, 'identifier').canonical
         if local is not None:
             query['local'] = bool(local)
-        for field, _direction in sort:
-            if field not in SORT_FIELDS:
-                raise RestException(f'Sort by one of: {", ".join(sorted(SORT_FIELDS))}.', code=400)
+        checkSorting(sort, SORT_FIELDS)
         if collectionId is not None:
             query['local'] = True
             query['folderId'] = {'$in': self._taggedFolders(collectionId)}
         if folderId is not None:
-            if not isinstance(folderId, str) or not FOLDER_ID_RE.match(folderId):
-                raise RestException('"folderId" must be a folder id.', code=400)
+            if not validFolderId(folderId):
+                raise errors.InvalidRequest('"folderId" must be a folder id.')
             inCollection = query.get('folderId', {}).get('$in')
             query['folderId'] = (
                 folderId if inCollection is None or folderId in inCollection else {'$in': []}
@@ -94,13 +95,14 @@ class Resolver(Resource, SiteRoutes):
         return out
 
     def _taggedFolders(self, collectionId):
-        if not ObjectId.is_valid(collectionId):
-            raise RestException('"collectionId" must be a collection id.', code=400)
+        collection = objectId(collectionId)
+        if collection is None:
+            raise errors.InvalidRequest('"collectionId" must be a collection id.')
         key = settings.get(PluginSettings.IDENTIFIER_KEY)
         folders = Folder().find(
             {
                 'baseParentType': 'collection',
-                'baseParentId': ObjectId(collectionId),
+                'baseParentId': collection,
                 f'meta.{key}': {'$exists': True},
             },
             fields={'_id': True},

@@ -43,7 +43,7 @@ def answering(handler):
         try:
             return handler(*args, **kwargs)
         except errors.DataDnsError as exc:
-            raise RestException(exc.message, code=httpStatus(exc)) from exc
+            raise RestException(exc.message, code=httpStatus(exc), extra=exc.extra) from exc
 
     return wrapped
 

@@ -1,17 +1,22 @@
-"""``/resolve``: from a persistent identifier to the places that hold the data."""
+"""``/resolve``: from a persistent identifier to the places that hold the data.
+
+It owns the HTTP side of resolution: content negotiation (a browser goes to the web
+client), CORS for anonymous answers, the rate limit and the 404 a person can act on.
+The ranking is ``services/resolution``.
+"""
 
 import urllib.parse
 
 import cherrypy
 from girder.api import access
 from girder.api.describe import Description, autoDescribeRoute
-from girder.api.rest import Resource, getApiUrl, getCurrentUser
-from girder.exceptions import RestException
+from girder.api.rest import getApiUrl, getCurrentUser
 
-from .. import metrics, ratelimit
-from ..models.dataset import Dataset
+from .. import errors, metrics, ratelimit
 from ..models.notebook import Notebook
+from ..services import resolution
 from . import parseIdentifier
+from .errors import DomainResource
 
 
 def _quality(accept, mediaType):
@@ -67,7 +72,7 @@ def _allowAnyOrigin():
         cherrypy.response.headers['Access-Control-Allow-Origin'] = '*'
 
 
-class Resolve(Resource):
+class Resolve(DomainResource):
     def __init__(self):
         super().__init__()
         self.resourceName = 'resolve'
@@ -112,17 +117,16 @@ class Resolve(Resource):
         try:
             identifier = parseIdentifier(id)
             if site is not None and not isinstance(site, str):
-                raise RestException('Give at most one "site" parameter.', code=400)
-        except RestException:
+                raise errors.InvalidRequest('Give at most one "site" parameter.')
+        except errors.InvalidRequest:
             metrics.RESOLUTIONS.labels(outcome='invalid').inc()
             raise
-        locations = Dataset().locations(identifier.canonical, getCurrentUser(), preferSite=site)
+        locations = resolution.locations(identifier.canonical, getCurrentUser(), preferSite=site)
         if not locations:
             metrics.RESOLUTIONS.labels(outcome='not_found').inc()
-            raise RestException(
+            raise errors.NotFound(
                 f'No site holds {identifier.canonical}, or you may not read it. Check the '
                 'identifier, or log in if the dataset is private.',
-                code=404,
                 # What the text was understood as: the bookmarklet tells a repository page's
                 # identifier that no site holds from a page that carries none.
                 extra={'identifier': identifier.canonical, 'scheme': identifier.scheme},
@@ -159,12 +163,10 @@ class Resolve(Resource):
     def launch(self, id, site):
         identifier = parseIdentifier(id)
         if site is not None and not isinstance(site, str):
-            raise RestException('Give at most one "site" parameter.', code=400)
+            raise errors.InvalidRequest('Give at most one "site" parameter.')
         user = getCurrentUser()
-        locations = Dataset().locations(identifier.canonical, user, preferSite=site)
+        locations = resolution.locations(identifier.canonical, user, preferSite=site)
         if not locations:
-            raise RestException(
-                f'No site holds {identifier.canonical}, or you may not read it.', code=404
-            )
+            raise errors.NotFound(f'No site holds {identifier.canonical}, or you may not read it.')
         model = Notebook()
         return model.serialize(model.launchFirst(locations, user, site=site))

@@ -1,4 +1,9 @@
-"""``/resolver/site``: registration, heartbeats and health of the federation's sites."""
+"""``/resolver/site`` and ``/resolver/server``: the HTTP side of the federation's sites.
+
+It owns the routes for registration, heartbeats, limits and removal (mixed into the
+``/resolver`` resource), the checks of their parameters and of a registration's body
+size. What a registration decides is ``services/registration``.
+"""
 
 import functools
 
@@ -6,12 +11,14 @@ import cherrypy
 from girder.api import access
 from girder.api.describe import Description, autoDescribeRoute
 from girder.api.rest import getCurrentUser
-from girder.exceptions import AccessException, RestException
+from girder.exceptions import AccessException
 
-from .. import metrics, settings
+from .. import errors, metrics, settings
 from ..models.site import Site
+from ..primitives import validSiteName
+from ..services import registration
 from ..settings import PluginSettings
-from . import checkPaging
+from . import checkPaging, checkSorting
 
 #: Fields GET /resolver/site may sort by (anything else reached Mongo: a 500 for "$where").
 SORT_FIELDS = {'name', 'created', 'lastHeartbeat', 'lastRegistration', 'datasetCount', 'weight'}
@@ -20,11 +27,12 @@ _BYTES_PER_ENTRY = 1024
 
 
 def loadSite(name):
-    if not settings.validSiteName(name):
-        raise RestException('A site name is 1-64 letters, digits, ".", "_" or "-".', code=400)
+    """The site called ``name``, or an error saying why there is none."""
+    if not validSiteName(name):
+        raise errors.InvalidRequest('A site name is 1-64 letters, digits, ".", "_" or "-".')
     site = Site().findOne({'name': name})
     if site is None:
-        raise RestException(f'No site named "{name}" is registered.', code=404)
+        raise errors.NotFound(f'No site named "{name}" is registered.')
     return site
 
 
@@ -32,10 +40,9 @@ def _checkBodySize():
     limit = settings.get(PluginSettings.MAX_REGISTRATION) * _BYTES_PER_ENTRY + 65536
     length = cherrypy.request.headers.get('Content-Length')
     if length and length.isdigit() and int(length) > limit:
-        raise RestException(
+        raise errors.TooLarge(
             f'The registration body is {int(length)} bytes; at most {limit} are accepted. '
-            'Send the datasets in several "partial" registrations.',
-            code=413,
+            'Send the datasets in several "partial" registrations.'
         )
 
 
@@ -53,7 +60,7 @@ def checkedBody(fun):
         try:
             return fun(*args, **kwargs)
         except RecursionError:
-            raise RestException('The registration is nested too deeply to be read.', code=400)
+            raise errors.InvalidRequest('The registration is nested too deeply to be read.')
 
     return wrapper
 
@@ -61,7 +68,7 @@ def checkedBody(fun):
 class SiteRoutes:
     """Mixed into the ``/resolver`` resource."""
 
-    def _addSiteRoutes(self):
+    def addSiteRoutes(self):
         self.route('GET', ('site',), self.listSites)
         self.route('POST', ('site',), self.registerSite)
         self.route('PUT', ('site', ':name', 'heartbeat'), self.heartbeat)
@@ -92,9 +99,7 @@ class SiteRoutes:
         .pagingParams(defaultSort='name')
     )
     def listSites(self, limit, offset, sort):
-        for field, _direction in sort:
-            if field not in SORT_FIELDS:
-                raise RestException(f'Sort by one of: {", ".join(sorted(SORT_FIELDS))}.', code=400)
+        checkSorting(sort, SORT_FIELDS)
         checkPaging(limit, offset)
         user = getCurrentUser()
         return [
@@ -144,16 +149,16 @@ class SiteRoutes:
             'removed',
         }
         if unknown:
-            raise RestException(f'Unknown fields: {", ".join(sorted(unknown))}.', code=400)
+            raise errors.InvalidRequest(f'Unknown fields: {", ".join(sorted(unknown))}.')
         name = body.get('name')
-        if not settings.validSiteName(name):
-            raise RestException('"name" must be 1-64 letters, digits, ".", "_" or "-".', code=400)
+        if not validSiteName(name):
+            raise errors.InvalidRequest('"name" must be 1-64 letters, digits, ".", "_" or "-".')
         apiUrl = body.get('apiUrl')
         if not isinstance(apiUrl, str):
-            raise RestException('"apiUrl" must be the site\'s public API URL.', code=400)
+            raise errors.InvalidRequest('"apiUrl" must be the site\'s public API URL.')
         mode = body.get('mode', 'full')
         metrics.REGISTRATIONS.labels(mode=mode if mode in ('full', 'partial') else 'invalid').inc()
-        return Site().register(
+        return registration.register(
             user,
             name,
             apiUrl,
@@ -180,7 +185,7 @@ class SiteRoutes:
         Site().requireOwner(site, getCurrentUser())
         for label, value in (('running', running), ('capacity', capacity)):
             if value is not None and not 0 <= value <= 10**6:
-                raise RestException(f'"{label}" must be between 0 and 1000000.', code=400)
+                raise errors.InvalidRequest(f'"{label}" must be between 0 and 1000000.')
         site = Site().heartbeat(site, running=running, capacity=capacity)
         return Site().publicView(site, getCurrentUser())
 
@@ -202,9 +207,9 @@ class SiteRoutes:
     def setLimits(self, name, weight, capacity):
         site = loadSite(name)
         if weight is not None and not 0 <= weight <= 1000:
-            raise RestException('"weight" must be between 0 and 1000.', code=400)
+            raise errors.InvalidRequest('"weight" must be between 0 and 1000.')
         if capacity is not None and not 0 <= capacity <= 10**6:
-            raise RestException('"capacity" must be between 0 and 1000000.', code=400)
+            raise errors.InvalidRequest('"capacity" must be between 0 and 1000000.')
         site = Site().setLimits(site, weight=weight, capacity=capacity)
         return Site().publicView(site, getCurrentUser())
 
@@ -218,5 +223,5 @@ class SiteRoutes:
     def deleteSite(self, name):
         site = loadSite(name)
         Site().requireOwner(site, getCurrentUser())
-        Site().remove(site)
+        registration.withdraw(site)
         return {'message': f'Site "{name}" and its datasets were removed.'}
