@@ -5,7 +5,7 @@ paging values); they raise :mod:`girder_resolver.errors`, which
 :mod:`girder_resolver.rest.errors` turns into HTTP answers.
 """
 
-from .. import errors
+from ..errors import InvalidRequest
 from ..identifiers import InvalidIdentifier, normalize
 from ..primitives import checkSort
 
@@ -17,19 +17,19 @@ def parseIdentifier(value, param='id'):
     as ``id[$ne]``) is refused before it can reach a Mongo query.
     """
     if not isinstance(value, str):
-        raise errors.InvalidRequest(f'Give exactly one "{param}" parameter, as plain text.')
+        raise InvalidRequest(f'Give exactly one "{param}" parameter, as plain text.')
     try:
         return normalize(value)
     except InvalidIdentifier as exc:
-        raise errors.InvalidRequest(str(exc))
+        raise InvalidRequest(str(exc))
 
 
 def checkPaging(limit, offset):
     """Refuse paging values that would reach Mongo as an error (a negative skip is a 500)."""
     if limit is not None and limit < 0:
-        raise errors.InvalidRequest('"limit" must be 0 (no limit) or more.')
+        raise InvalidRequest('"limit" must be 0 (no limit) or more.')
     if offset is not None and offset < 0:
-        raise errors.InvalidRequest('"offset" must be 0 or more.')
+        raise InvalidRequest('"offset" must be 0 or more.')
 
 
 def checkSorting(sort, fields):
@@ -37,4 +37,4 @@ def checkSorting(sort, fields):
     try:
         checkSort(sort, fields)
     except ValueError as exc:
-        raise errors.InvalidRequest(str(exc))
+        raise InvalidRequest(str(exc))
