@@ -29,6 +29,8 @@ class KernelRun:
 
     stdout: str = ''
     stderr: str = ''
+    #: stdout and stderr as they came, interleaved.
+    output: str = ''
     error: dict = field(default_factory=dict)
 
     def json(self):
@@ -55,6 +57,45 @@ def _message(msg_type, session, content):
     }
 
 
+def execute(ws, code, timeout=60):
+    """Run ``code`` over an open kernel websocket (the Jupyter protocol); returns a KernelRun."""
+    request = _message(
+        'execute_request',
+        uuid.uuid4().hex,
+        {
+            'code': code,
+            'silent': False,
+            'store_history': False,
+            'user_expressions': {},
+            'allow_stdin': False,
+            'stop_on_error': True,
+        },
+    )
+    ws.send(json.dumps(request))
+    return _collect(ws, request['header']['msg_id'], timeout)
+
+
+def runInKernel(wsUrl, code, headers=(), sock=None, timeout=60, origin=None):
+    """Run ``code`` in a kernel over its websocket; returns what it printed.
+
+    ``wsUrl`` is ``ws://host/…/api/kernels/<id>/channels``; ``sock`` a connected
+    socket to use instead of opening one (a server on a Unix socket); ``origin``
+    the Origin header a browser would send. A Python
+    exception in the kernel raises AssertionError with its traceback.
+    """
+    options = {'origin': origin} if origin else {}
+    ws = websocket.create_connection(
+        wsUrl, header=list(headers), socket=sock, timeout=timeout, **options
+    )
+    try:
+        run = execute(ws, code, timeout)
+    finally:
+        ws.close()
+    if run.error:
+        raise AssertionError('\n'.join(run.error['traceback'] or [str(run.error)]))
+    return run.output
+
+
 def executeInNewKernel(launcher, handle, token, code, timeout=60):
     """Run ``code`` in a new kernel of a notebook server, as a browser does; returns a KernelRun.
 
@@ -75,20 +116,7 @@ def executeInNewKernel(launcher, handle, token, code, timeout=60):
             timeout=timeout,
         )
         try:
-            request = _message(
-                'execute_request',
-                uuid.uuid4().hex,
-                {
-                    'code': code,
-                    'silent': False,
-                    'store_history': False,
-                    'user_expressions': {},
-                    'allow_stdin': False,
-                    'stop_on_error': True,
-                },
-            )
-            ws.send(json.dumps(request))
-            return _collect(ws, request['header']['msg_id'], timeout)
+            return execute(ws, code, timeout)
         finally:
             ws.close()
     finally:
@@ -106,6 +134,7 @@ def _collect(ws, msg_id, timeout):
             continue
         kind, content = message['msg_type'], message['content']
         if kind == 'stream':
+            run.output += content['text']
             if content['name'] == 'stdout':
                 run.stdout += content['text']
             else:

@@ -2,6 +2,9 @@
 
 import socket
 
+# test_datapaths and test_frontdoor import it from here; it lives with the kernel protocol.
+from plugin_tests.kernel_helpers import runInKernel as runInKernel
+
 
 def makeDataset(root):
     """A small dataset directory: a file and a subfolder with a table."""
@@ -17,66 +20,6 @@ def socketRefused(path):
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(2)
         return sock.connect_ex(path) != 0
-
-
-def runInKernel(wsUrl, code, headers=(), sock=None, timeout=60, origin=None):
-    """Run ``code`` in a kernel over its websocket (the Jupyter protocol); returns stdout.
-
-    ``wsUrl`` is ``ws://host/…/api/kernels/<id>/channels``; ``sock`` a connected
-    socket to use instead of opening one (a server on a Unix socket); ``origin``
-    the Origin header a browser would send. A Python
-    exception in the kernel raises AssertionError with its traceback.
-    """
-    import json
-    import uuid
-
-    import websocket
-
-    options = {'origin': origin} if origin else {}
-    ws = websocket.create_connection(
-        wsUrl, header=list(headers), socket=sock, timeout=timeout, **options
-    )
-    try:
-        msgId = uuid.uuid4().hex
-        ws.send(
-            json.dumps(
-                {
-                    'header': {
-                        'msg_id': msgId,
-                        'username': 'test',
-                        'session': uuid.uuid4().hex,
-                        'msg_type': 'execute_request',
-                        'version': '5.3',
-                    },
-                    'parent_header': {},
-                    'metadata': {},
-                    'content': {
-                        'code': code,
-                        'silent': False,
-                        'store_history': False,
-                        'user_expressions': {},
-                        'allow_stdin': False,
-                        'stop_on_error': True,
-                    },
-                    'channel': 'shell',
-                    'buffers': [],
-                }
-            )
-        )
-        out = []
-        while True:
-            message = json.loads(ws.recv())
-            if message.get('parent_header', {}).get('msg_id') != msgId:
-                continue
-            kind = message['header']['msg_type']
-            if kind == 'stream':
-                out.append(message['content']['text'])
-            elif kind == 'error':
-                raise AssertionError('\n'.join(message['content']['traceback']))
-            elif kind == 'status' and message['content']['execution_state'] == 'idle':
-                return ''.join(out)
-    finally:
-        ws.close()
 
 
 def unixSocket(path):

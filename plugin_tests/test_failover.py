@@ -5,17 +5,27 @@ A central, ``site-a`` and ``site-b`` (both hold the shared sample dataset), a fe
 each; notebooks run at the sites with the process backend.
 """
 
+import contextlib
 import os
 import re
 import signal
 import time
 
 import pytest
-import requests
 
-from datadns import stack
 from datadns.federation import Federation
 from datadns.sample import SHARED_DATASET
+from plugin_tests.federation_helpers import (
+    allHealthy,
+    centralUrl,
+    eventually,
+    getAtCentral,
+    http,
+    personSession,
+    sites,
+    stopFederation,
+    waitSettled,
+)
 
 CONNECT_TIMEOUT = 2
 SHARED = SHARED_DATASET[1]
@@ -52,73 +62,15 @@ def fed(mongoUri, tmp_path_factory):
         for name in federation.siteNames:
             girder = federation.girders.get(name)
             if girder is not None and girder.proc is not None:
-                with_suppressed(os.kill, girder.proc.pid, signal.SIGCONT)
-        for name in federation.siteNames:
-            with_suppressed(stopEverything, federation, name)
-        federation.stop()
-
-
-def with_suppressed(fn, *args):
-    try:
-        fn(*args)
-    except Exception:  # noqa: BLE001 - cleaning up
-        pass
-
-
-def stopEverything(fed, site):
-    gc = fed.clients[site]
-    for nb in gc.get('notebook', parameters={'live': 'true', 'limit': 0}):
-        gc.delete(f'notebook/{nb["_id"]}')
-
-
-def eventually(check, timeout, what):
-    return stack.waitFor(check, timeout, what, interval=0.2)
-
-
-def http():
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
-
-def central(fed):
-    return fed.girders['central'].apiUrl
-
-
-def sites(fed):
-    return {s['name']: s for s in http().get(f'{central(fed)}/resolver/site', timeout=10).json()}
-
-
-def allHealthy(fed):
-    listed = sites(fed)
-    return all(listed.get(n, {}).get('healthy') for n in fed.siteNames)
+                with contextlib.suppress(Exception):
+                    os.kill(girder.proc.pid, signal.SIGCONT)
+        stopFederation(federation)
 
 
 def locations(fed):
-    resp = http().get(f'{central(fed)}/resolve', params={'id': SHARED}, timeout=10)
+    resp = getAtCentral(fed, 'resolve', id=SHARED)
     assert resp.status_code == 200, resp.text
     return resp.json()['locations']
-
-
-def person(fed, login):
-    password = f'{login}-password'
-    fed.clients['central'].post(
-        'user',
-        parameters={
-            'login': login,
-            'password': password,
-            'email': f'{login}@example.invalid',
-            'firstName': login,
-            'lastName': 'Tester',
-        },
-    )
-    session = http()
-    token = session.get(
-        f'{central(fed)}/user/authentication', auth=(login, password), timeout=10
-    ).json()['authToken']['token']
-    session.headers['Girder-Token'] = token
-    session.api = central(fed)
-    return session
 
 
 def launch(session, **params):
@@ -128,11 +80,7 @@ def launch(session, **params):
 
 
 def waitRunning(session, notebookId, timeout=60):
-    def settled():
-        nb = session.get(f'{session.api}/notebook/{notebookId}', timeout=30).json()
-        return nb if nb['status'] != 'launching' else None
-
-    nb = eventually(settled, timeout, f'notebook {notebookId} to finish launching')
+    nb = waitSettled(session, notebookId, timeout)
     assert nb['status'] == 'running', nb
     return nb
 
@@ -147,7 +95,7 @@ def metric(fed, name, site):
     text = (
         http()
         .get(
-            f'{central(fed)}/resolver/metrics',
+            f'{centralUrl(fed)}/resolver/metrics',
             headers={'Girder-Token': fed.clients['central'].token},
             timeout=10,
         )
@@ -164,7 +112,7 @@ def backToHealthy(fed, site='site-a'):
 
 
 def testAFrozenSiteIsPassedOverWithinSecondsAndChosenAgainOnceItHeartbeats(fed):
-    dora = person(fed, 'dora')
+    dora = personSession(fed, 'dora')
     assert [loc['site'] for loc in locations(fed)] == ['site-a', 'site-b']
     failovers = metric(fed, 'datadns_failovers_total', 'site-a')
     frozen = fed.girders['site-a'].proc.pid
@@ -214,7 +162,7 @@ def testAFrozenSiteIsPassedOverWithinSecondsAndChosenAgainOnceItHeartbeats(fed):
 
 
 def testAKilledSiteIsPassedOverAndNamingItExplicitlyIsAnErrorNamingTheAlternatives(fed):
-    erin = person(fed, 'erin')
+    erin = personSession(fed, 'erin')
     backToHealthy(fed)
     fed.girders['site-a'].kill()
     started = time.monotonic()
@@ -247,7 +195,7 @@ def testAKilledSiteIsPassedOverAndNamingItExplicitlyIsAnErrorNamingTheAlternativ
 
 
 def testAStopAtADeadSiteIsRecordedAndRetriedUntilTheSiteAnswers(fed):
-    finn = person(fed, 'finn')
+    finn = personSession(fed, 'finn')
     backToHealthy(fed)
     nb = launch(finn, site='site-a').json()
     assert nb['site'] == 'site-a', nb
@@ -279,7 +227,7 @@ def testAStopAtADeadSiteIsRecordedAndRetriedUntilTheSiteAnswers(fed):
 def testALaunchTheFrozenSiteAnswersLateIsStoppedThere(fed):
     """The site resumes within the read timeout and answers the launch the central gave
     up on: the central stops that notebook, so nobody's notebook is left behind."""
-    gail = person(fed, 'gail')
+    gail = personSession(fed, 'gail')
     backToHealthy(fed)
     siteA = fed.clients['site-a']
     before = len(siteA.get('notebook', parameters={'limit': 0}))

@@ -16,6 +16,15 @@ import requests
 from datadns import stack
 from datadns.federation import Federation
 from datadns.sample import SHARED_DATASET, datasetsFor
+from plugin_tests.federation_helpers import (
+    allHealthy,
+    eventually,
+    getAtCentral,
+    liveAt,
+    personSession,
+    sites,
+    waitSettled,
+)
 
 TTL = 4
 INTERVAL = 0.5
@@ -55,32 +64,13 @@ def fed(db, tmp_path_factory):
         federation.stop()
 
 
-def eventually(check, timeout, what):
-    return stack.waitFor(check, timeout, what, interval=0.2)
-
-
-def get(fed, path, timeout=10, **params):
-    session = requests.Session()
-    session.trust_env = False
-    return session.get(f'{fed.girders["central"].apiUrl}/{path}', params=params, timeout=timeout)
-
-
-def sites(fed):
-    return {s['name']: s for s in get(fed, 'resolver/site').json()}
-
-
-def allHealthy(fed):
-    listed = sites(fed)
-    return all(listed.get(n, {}).get('healthy') for n in fed.siteNames)
-
-
 def expectedEntries(fed):
     """{(site, identifier)} the central must hold: every sample dataset of every site."""
     return {(site, ident) for site in fed.siteNames for _name, ident, _ in datasetsFor(site)}
 
 
 def centralEntries(fed):
-    entries = get(fed, 'resolver/dataset', limit=0, local='false').json()
+    entries = getAtCentral(fed, 'resolver/dataset', limit=0, local='false').json()
     return [(e['site'], e['identifier'], e['folderId']) for e in entries]
 
 
@@ -94,7 +84,7 @@ def assertNothingLostOrDuplicated(fed):
 
 
 def resolvesEverywhere(fed):
-    resp = get(fed, 'resolve', id=SHARED_DATASET[1])
+    resp = getAtCentral(fed, 'resolve', id=SHARED_DATASET[1])
     if resp.status_code != 200:
         return False
     locations = resp.json()['locations']
@@ -117,7 +107,9 @@ class Resolvers:
         while not self.stop.is_set():
             start = time.monotonic()
             try:
-                status = get(self.fed, 'resolve', timeout=30, id=SHARED_DATASET[1]).status_code
+                status = getAtCentral(
+                    self.fed, 'resolve', timeout=30, id=SHARED_DATASET[1]
+                ).status_code
             except requests.RequestException as exc:
                 status = type(exc).__name__
                 time.sleep(0.2)
@@ -169,13 +161,13 @@ def testTheDatabaseRestartedUnderLoadLosesNothingAndServiceResumesByItself(fed, 
     assert all(status == 200 for status in load.after(steady)), load.after(steady)
     assert recovered - up < 30, 'Girder took too long to reconnect to the database'
     eventually(
-        lambda: get(fed, 'resolve', id='doi:10.5072/after.outage').status_code == 200,
+        lambda: getAtCentral(fed, 'resolve', id='doi:10.5072/after.outage').status_code == 200,
         30,
         'the dataset tagged after the restart at the central',
     )
     gc.sendRestRequest('DELETE', f'folder/{folder["_id"]}')
     eventually(
-        lambda: get(fed, 'resolve', id='doi:10.5072/after.outage').status_code == 404,
+        lambda: getAtCentral(fed, 'resolve', id='doi:10.5072/after.outage').status_code == 404,
         30,
         'the deleted dataset gone from the central',
     )
@@ -237,47 +229,9 @@ def testACentralThatLostItsDatabaseIsRefilledByTheSites(fed, db):
     assert resolvesEverywhere(fed)
 
 
-def person(fed, login):
-    """A session logged in at the central as a (new) person."""
-    password = f'{login}-password'
-    fed.clients['central'].post(
-        'user',
-        parameters={
-            'login': login,
-            'password': password,
-            'email': f'{login}@example.invalid',
-            'firstName': login,
-            'lastName': 'Tester',
-        },
-    )
-    session = requests.Session()
-    session.trust_env = False
-    token = session.get(
-        f'{fed.girders["central"].apiUrl}/user/authentication', auth=(login, password), timeout=10
-    ).json()['authToken']['token']
-    session.headers['Girder-Token'] = token
-    session.api = fed.girders['central'].apiUrl
-    return session
-
-
-def waitSettled(session, notebookId, timeout=90):
-    """The central's notebook once it is no longer launching (polled as its web page does)."""
-
-    def settled():
-        nb = session.get(f'{session.api}/notebook/{notebookId}', timeout=40).json()
-        return nb if nb['status'] != 'launching' else None
-
-    return eventually(settled, timeout, f'notebook {notebookId} to finish launching')
-
-
-def siteLaunches(fed, site):
-    """The live notebooks a site's own database holds (its admin sees every one)."""
-    return fed.clients[site].get('notebook', parameters={'live': 'true', 'limit': 0})
-
-
 def testASiteGirderKilledMidLaunchEndsTheLaunchClearlyAndLeavesNothingLive(fed):
     eventually(lambda: allHealthy(fed), 60, 'both sites healthy')
-    carol = person(fed, 'carol')
+    carol = personSession(fed, 'carol')
     shared = SHARED_DATASET[1]
 
     def launch(**params):
@@ -324,9 +278,9 @@ def testASiteGirderKilledMidLaunchEndsTheLaunchClearlyAndLeavesNothingLive(fed):
     # once (the server it had started is adopted, or ended), never left "launching".
     fed.startGirder('site-a')
     eventually(lambda: allHealthy(fed), 60, 'site-a healthy again')
-    leftovers = siteLaunches(fed, 'site-a')
+    leftovers = liveAt(fed, 'site-a')
     assert all(n['status'] == 'running' for n in leftovers), leftovers
     # ... and launching there again works: the adopted notebook, or a new one.
     runsAt(launch(site='site-a'), 'site-a')
     assert liveAtCentral() == []
-    assert siteLaunches(fed, 'site-a') == []
+    assert liveAt(fed, 'site-a') == []

@@ -9,9 +9,9 @@ import time
 import pytest
 import requests
 
-from datadns import stack
 from datadns.federation import Federation
 from datadns.sample import SHARED_DATASET
+from plugin_tests.federation_helpers import eventually, getAtCentral, sites
 
 TTL = 3
 INTERVAL = 0.5
@@ -31,18 +31,6 @@ def fed(mongoUri, tmp_path_factory):
         yield federation
     finally:
         federation.stop()
-
-
-def central(fed, path, **params):
-    return requests.get(f'{fed.girders["central"].apiUrl}/{path}', params=params, timeout=10)
-
-
-def sites(fed):
-    return {s['name']: s for s in central(fed, 'resolver/site').json()}
-
-
-def eventually(check, timeout=20, what='condition'):
-    return stack.waitFor(check, timeout, what, interval=0.2)
 
 
 @pytest.fixture(scope='module')
@@ -70,7 +58,7 @@ def testEachSiteRegistersItsDatasetsOnStartup(running):
 
 
 def testTheReplicatedDatasetListsBothLocations(running):
-    resp = central(running, 'resolve', id=SHARED_DATASET[1].upper())
+    resp = getAtCentral(running, 'resolve', id=SHARED_DATASET[1].upper())
     assert resp.status_code == 200
     locations = resp.json()['locations']
     assert sorted(loc['site'] for loc in locations) == ['site-a', 'site-b']
@@ -87,16 +75,16 @@ def testATaggedDatasetIsResolvableAtTheCentralWithinAnIntervalAndUntaggingRemove
     folder = gc.createFolder(coll['_id'], 'Fresh data', parentType='collection', public=True)
     gc.addMetadataToFolder(folder['_id'], {'identifier': 'doi:10.5072/fresh'})
     eventually(
-        lambda: central(running, 'resolve', id='10.5072/FRESH').status_code == 200,
+        lambda: getAtCentral(running, 'resolve', id='10.5072/FRESH').status_code == 200,
         timeout=INTERVAL * 10,
         what='the new dataset at the central',
     )
-    [location] = central(running, 'resolve', id='10.5072/FRESH').json()['locations']
+    [location] = getAtCentral(running, 'resolve', id='10.5072/FRESH').json()['locations']
     assert (location['site'], location['folderId']) == ('site-a', folder['_id'])
     assert 'sent changes' in running.feder8s['site-a'].logText()
     gc.sendRestRequest('DELETE', f'folder/{folder["_id"]}/metadata', json=['identifier'])
     eventually(
-        lambda: central(running, 'resolve', id='10.5072/FRESH').status_code == 404,
+        lambda: getAtCentral(running, 'resolve', id='10.5072/FRESH').status_code == 404,
         timeout=INTERVAL * 10,
         what='the untagged dataset gone from the central',
     )
@@ -113,11 +101,13 @@ def testAPrivateDatasetIsNotPublishedToTheCentral(running):
     witness = gc.createFolder(coll['_id'], 'Published after', parentType='collection', public=True)
     gc.addMetadataToFolder(witness['_id'], {'identifier': 'doi:10.5072/published.after'})
     eventually(
-        lambda: central(running, 'resolve', id='doi:10.5072/published.after').status_code == 200,
+        lambda: (
+            getAtCentral(running, 'resolve', id='doi:10.5072/published.after').status_code == 200
+        ),
         INTERVAL * 10 + 20,
         'the dataset tagged afterwards at the central',
     )
-    assert central(running, 'resolve', id='doi:10.5072/embargoed').status_code == 404
+    assert getAtCentral(running, 'resolve', id='doi:10.5072/embargoed').status_code == 404
 
 
 def testAStoppedFeder8TurnsItsSiteUnhealthyAfterTheTtlAndARestartHealsIt(running):
@@ -125,7 +115,7 @@ def testAStoppedFeder8TurnsItsSiteUnhealthyAfterTheTtlAndARestartHealsIt(running
     eventually(
         lambda: not sites(running)['site-b']['healthy'], timeout=TTL * 4, what='site-b unhealthy'
     )
-    resp = central(running, 'resolve', id=SHARED_DATASET[1])
+    resp = getAtCentral(running, 'resolve', id=SHARED_DATASET[1])
     assert [(loc['site'], loc['healthy']) for loc in resp.json()['locations']] == [
         ('site-a', True),
         ('site-b', False),

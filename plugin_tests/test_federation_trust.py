@@ -16,15 +16,21 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import girder_client
 import pymongo
 import pytest
-import requests
 
-from datadns import stack
-from datadns.federation import Federation, apiKey
+from datadns.federation import apiKey
 from feder8.sidecar import Config, Sidecar
 from girder_resolver.constants import LAUNCH_SCOPE
+from plugin_tests.federation_helpers import (
+    eventually,
+    http,
+    liveAt,
+    person,
+    registerSite,
+    siteBehindCentral,
+    stopLiveAt,
+)
 
 SITE = 'site-a'
 GALAXIES = 'doi:10.5072/datadns.galaxies'
@@ -32,80 +38,12 @@ OCEAN = 'hdl:20.500.12345/ocean-temps'
 SOMEONE = 'central:' + 'a' * 24
 
 
-def http():
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
-
 @pytest.fixture(scope='module')
 def fed(mongoUri, tmp_path_factory):
-    federation = Federation(
-        mongoUri,
-        tmp_path_factory.mktemp('federation-trust'),
-        sites=(SITE,),
-        dbPrefix='fedtrust',
-        env={'GIRDER_SERVER_MODE': 'production'},
-        centralSettings={'resolver.heartbeat_ttl': 3600},
-        siteSettings={'resolver.backend': 'process', 'resolver.user_cap': 2},
-    )
-    try:
-        federation.start()
-        federation.launchKey = federation.launchCredential(SITE)
-        register(federation, SITE, federation.girders[SITE].apiUrl, federation.launchKey)
+    with siteBehindCentral(
+        mongoUri, tmp_path_factory.mktemp('federation-trust'), 'fedtrust', SITE
+    ) as federation:
         yield federation
-    finally:
-        try:
-            site = federation.clients.get(SITE)
-            if site is not None:
-                for nb in site.get('notebook', parameters={'live': 'true', 'limit': 0}):
-                    site.delete(f'notebook/{nb["_id"]}')
-        finally:
-            # Even when the site cannot list its notebooks, every process stops.
-            federation.stop()
-
-
-def register(fed, name, apiUrl, credential=None, datasets=None):
-    body = {
-        'name': name,
-        'apiUrl': apiUrl,
-        'mode': 'full',
-        'datasets': datasets
-        if datasets is not None
-        else [
-            {'identifier': ident, 'folderId': folder['_id'], 'name': dsName}
-            for dsName, ident, folder in fed.datasets[SITE]
-        ],
-    }
-    if credential is not None:
-        body['credential'] = credential
-    return http().post(
-        f'{fed.girders["central"].apiUrl}/resolver/site',
-        json=body,
-        headers={'Girder-Token': fed.clients['central'].token},
-        timeout=30,
-    )
-
-
-def person(fed, server, login):
-    """A client logged in as a (new) ordinary person of ``server``."""
-    admin = fed.clients[server]
-    try:
-        admin.post(
-            'user',
-            parameters={
-                'login': login,
-                'password': f'{login}-password',
-                'email': f'{login}@example.invalid',
-                'firstName': login,
-                'lastName': 'Tester',
-            },
-        )
-    except girder_client.HttpError as exc:
-        assert 'already' in exc.responseText, exc.responseText
-    gc = girder_client.GirderClient(apiUrl=fed.girders[server].apiUrl)
-    gc.authenticate(login, f'{login}-password')
-    return gc
 
 
 def tokenOf(apiUrl, key):
@@ -130,19 +68,14 @@ def siteLaunch(fed, token, folderId, onBehalfOf=None):
     )
 
 
-def liveAtSite(fed):
-    return fed.clients[SITE].get('notebook', parameters={'live': 'true', 'limit': 0})
-
-
 def stopAllAtSite(fed):
     """Stop every live notebook at the site and wait until none is live.
 
     A notebook stopped while it still starts stays 'stopping' until its launch
     thread has released what it started.
     """
-    for nb in liveAtSite(fed):
-        fed.clients[SITE].delete(f'notebook/{nb["_id"]}')
-    stack.waitFor(lambda: liveAtSite(fed) == [], 60, 'no live notebook at the site', interval=0.2)
+    stopLiveAt(fed, SITE)
+    eventually(lambda: liveAt(fed, SITE) == [], 60, 'no live notebook at the site')
 
 
 # Delegation ------------------------------------------------------------------------------
@@ -151,7 +84,7 @@ def stopAllAtSite(fed):
 def testAKeyMadeByAnOrdinaryUserWithAnyScopeCannotLaunchOnAnyonesBehalf(fed):
     mallory = person(fed, SITE, 'mallory')
     folderId = folderOf(fed, GALAXIES)['_id']
-    before = len(liveAtSite(fed))
+    before = len(liveAt(fed, SITE))
     for scope in ([LAUNCH_SCOPE], None, [LAUNCH_SCOPE, 'core.data.read']):
         key = apiKey(mallory, f'my launch key {scope}', scope=scope)
         token = tokenOf(fed.girders[SITE].apiUrl, key)
@@ -159,7 +92,7 @@ def testAKeyMadeByAnOrdinaryUserWithAnyScopeCannotLaunchOnAnyonesBehalf(fed):
             resp = siteLaunch(fed, token, folderId, onBehalfOf=identity)
             assert resp.status_code == 403, (scope, resp.text)
             assert 'behalf' in resp.json()['message']
-    assert len(liveAtSite(fed)) == before
+    assert len(liveAt(fed, SITE)) == before
 
 
 def testTheSiteCredentialLaunchesOnlyOnTheDatasetsTheSitePublished(fed):
@@ -179,7 +112,7 @@ def testTheSiteCredentialLaunchesOnlyOnTheDatasetsTheSitePublished(fed):
     site.addMetadataToFolder(private['_id'], {'identifier': 'doi:10.5072/embargoed.trust'})
     resp = siteLaunch(fed, token, private['_id'], onBehalfOf=SOMEONE)
     assert resp.status_code == 403
-    assert liveAtSite(fed) == []
+    assert liveAt(fed, SITE) == []
     # A published one works.
     resp = siteLaunch(fed, token, folderOf(fed, OCEAN)['_id'], onBehalfOf=SOMEONE)
     assert resp.status_code == 200, resp.text
@@ -197,7 +130,7 @@ def testAnIdentityOfAnotherCentralIsRefusedWithThisCentralsCredential(fed):
     resp = siteLaunch(fed, token, folderId, onBehalfOf=f'{SITE}:' + 'c' * 24)
     assert resp.status_code == 403
     assert 'resolver.site_name' in resp.json()['message']
-    assert liveAtSite(fed) == []
+    assert liveAt(fed, SITE) == []
 
 
 def testTwoPeoplesLaunchesAtTheSameSiteAndFolderNeverReturnEachOthersNotebook(fed):
@@ -346,7 +279,7 @@ def testASiteAnsweringWithAnUnsafeNotebookUrlStoresNothingAndSaysSo(fed, mongoUr
     name = 'fake-' + str(abs(hash(url)) % 10**6)
     ident = f'doi:10.5072/fake.{name}'
     try:
-        resp = register(
+        resp = registerSite(
             fed,
             name,
             fake.apiUrl,
@@ -375,7 +308,7 @@ def testASitesRedirectIsNotFollowed(fed):
     fake = FakeSite(redirect=f'http://127.0.0.1:{target.port}/api/v1/notebook')
     ident = 'doi:10.5072/fake.redirect'
     try:
-        register(
+        registerSite(
             fed,
             'redirecting',
             fake.apiUrl,
@@ -399,7 +332,7 @@ def testASitesErrorBodyIsNotEchoedBeyondAShortSanitizedMessage(fed):
     fake = FakeSite(error=(400, {'message': hostile, 'trace': 'secret stack trace'}))
     ident = 'doi:10.5072/fake.noisy'
     try:
-        register(
+        registerSite(
             fed,
             'noisy',
             fake.apiUrl,
@@ -453,15 +386,15 @@ def testApiUrlsOnAddressesNobodyAllowedAreRefusedBeforeAnyConnection(fed):
             'https://user:pw@site.example.org/api/v1',
         ]
         for url in refused:
-            resp = register(fed, 'sneaky', url, 'a-credential', datasets=[])
+            resp = registerSite(fed, 'sneaky', url, 'a-credential', datasets=[])
             assert resp.status_code == 400, (url, resp.text)
         assert 'sneaky' not in {s['name'] for s in fed.clients['central'].get('resolver/site')}
         # Allowed by name or range, the same addresses are accepted.
         setCentral(fed, 'resolver.allowed_site_hosts', ['127.0.0.0/8'])
-        resp = register(fed, 'sneaky', f'http://127.0.0.1:{listener.port}/api/v1', datasets=[])
+        resp = registerSite(fed, 'sneaky', f'http://127.0.0.1:{listener.port}/api/v1', datasets=[])
         assert resp.status_code == 200, resp.text
         # A host allowed when it registered but not any more: refused at launch, unreached.
-        register(
+        registerSite(
             fed,
             'sneaky',
             f'http://127.0.0.1:{listener.port}/api/v1',
@@ -506,10 +439,10 @@ def testAReRegistrationWithANewApiUrlAndNoCredentialSendsNothingThere(fed):
     ident = 'doi:10.5072/fake.moving'
     datasets = [{'identifier': ident, 'folderId': 'f' * 24, 'name': 'Moving'}]
     try:
-        register(fed, 'moving', first.apiUrl, 'moving-credential', datasets=datasets)
+        registerSite(fed, 'moving', first.apiUrl, 'moving-credential', datasets=datasets)
         [site] = [s for s in fed.clients['central'].get('resolver/site') if s['name'] == 'moving']
         assert site['hasCredential'] is True
-        register(fed, 'moving', f'http://127.0.0.1:{moved.port}/api/v1', datasets=datasets)
+        registerSite(fed, 'moving', f'http://127.0.0.1:{moved.port}/api/v1', datasets=datasets)
         [site] = [s for s in fed.clients['central'].get('resolver/site') if s['name'] == 'moving']
         assert site['hasCredential'] is False
         alice = person(fed, 'central', 'alice')

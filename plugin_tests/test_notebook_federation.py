@@ -12,12 +12,10 @@ import socket
 import time
 import urllib.parse
 
-import girder_client
 import pymongo
 import pytest
-import requests
 
-from datadns.federation import Federation
+from plugin_tests.federation_helpers import http, person, siteBehindCentral
 
 SITE = 'site-a'
 GALAXIES = 'doi:10.5072/datadns.galaxies'
@@ -25,75 +23,13 @@ OCEAN = 'hdl:20.500.12345/ocean-temps'
 TURBULENCE = 'doi:10.5072/datadns.turbulence'
 
 
-def http():
-    session = requests.Session()
-    session.trust_env = False
-    return session
-
-
 @pytest.fixture(scope='module')
 def fed(mongoUri, tmp_path_factory):
-    home = tmp_path_factory.mktemp('notebook-federation')
-    federation = Federation(
-        mongoUri,
-        home,
-        sites=(SITE,),
-        dbPrefix='nbfed',
-        # Production mode: no auto-reload when someone edits the source meanwhile.
-        env={'GIRDER_SERVER_MODE': 'production'},
-        centralSettings={'resolver.heartbeat_ttl': 3600},
-        siteSettings={'resolver.backend': 'process', 'resolver.user_cap': 2},
-    )
-    try:
-        federation.start()
-        site = federation.clients[SITE]
-        federation.launchKey = federation.launchCredential(SITE)
-        datasets = [
-            {'identifier': ident, 'folderId': folder['_id'], 'name': name}
-            for name, ident, folder in federation.datasets[SITE]
-        ]
-        federation.clients['central'].post(
-            'resolver/site',
-            json={
-                'name': SITE,
-                'apiUrl': federation.girders[SITE].apiUrl,
-                'credential': federation.launchKey,
-                'mode': 'full',
-                'datasets': datasets,
-            },
-        )
+    with siteBehindCentral(
+        mongoUri, tmp_path_factory.mktemp('notebook-federation'), 'nbfed', SITE
+    ) as federation:
         federation.responses = []
         yield federation
-    finally:
-        try:
-            site = federation.clients.get(SITE)
-            if site is not None:
-                for nb in site.get('notebook', parameters={'live': 'true', 'limit': 0}):
-                    site.delete(f'notebook/{nb["_id"]}')
-        finally:
-            # Even when the site cannot list its notebooks, every process stops.
-            federation.stop()
-
-
-def person(fed, login):
-    """A client logged in as a (new) person of the central."""
-    try:
-        fed.clients['central'].post(
-            'user',
-            parameters={
-                'login': login,
-                'password': f'{login}-password',
-                'email': f'{login}@example.invalid',
-                'firstName': login,
-                'lastName': 'Tester',
-            },
-        )
-    except girder_client.HttpError as exc:
-        # Made by an earlier test of this module.
-        assert 'already' in exc.responseText, exc.responseText
-    gc = girder_client.GirderClient(apiUrl=fed.girders['central'].apiUrl)
-    gc.authenticate(login, f'{login}-password')
-    return gc
 
 
 def call(fed, gc, method, path, **params):
@@ -142,8 +78,8 @@ def stoppedAtTheFrontDoor(nb):
 
 
 def testALaunchAtTheCentralRunsEachPersonsOwnNotebookAtTheSite(fed):
-    alice = person(fed, 'alice')
-    bob = person(fed, 'bobby')
+    alice = person(fed, 'central', 'alice')
+    bob = person(fed, 'central', 'bobby')
     aliceId = alice.get('user/me')['_id']
 
     resp = call(fed, alice, 'POST', 'resolve/launch', id=GALAXIES)
@@ -222,7 +158,7 @@ def testTheLaunchCredentialDoesNothingElseAtTheSite(fed):
 
 
 def testNoHealthySiteIsA503AndAFailingSiteA502WithNothingLeftBehind(fed, mongoUri):
-    alice = person(fed, 'alice')
+    alice = person(fed, 'central', 'alice')
     central = fed.clients['central']
     central.post(
         'resolver/site',

@@ -16,19 +16,13 @@ from pathlib import Path
 
 import girder_client
 import pytest
-import requests
 
 from datadns import sample, stack
 from datadns.federation import apiKey
+from plugin_tests.federation_helpers import http
 
 README = Path(__file__).resolve().parent.parent / 'README.md'
 GALAXIES = 'doi:10.5072/datadns.galaxies'
-
-
-def http():
-    session = requests.Session()
-    session.trust_env = False
-    return session
 
 
 def recipe():

@@ -15,7 +15,8 @@ import pytest
 
 from girder_resolver.launcher import LaunchError, LaunchSpec, ProcessLauncher
 from girder_resolver.launcher import sandbox as sandboxModule
-from plugin_tests.launcher_helpers import makeDataset, runInKernel, unixSocket
+from plugin_tests.kernel_helpers import runInKernel
+from plugin_tests.launcher_helpers import makeDataset, unixSocket
 
 TOKEN = 'sandbox-test-token'
 SECRETS = {
