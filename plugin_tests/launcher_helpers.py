@@ -1,6 +1,11 @@
 """Helpers shared by the launcher backends' tests."""
 
+import os
 import socket
+
+import pytest
+
+import docker
 
 # test_datapaths and test_frontdoor import it from here; it lives with the kernel protocol.
 from plugin_tests.kernel_helpers import runInKernel as runInKernel
@@ -27,3 +32,42 @@ def unixSocket(path):
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(path)
     return sock
+
+
+def dockerUnavailable(image):
+    """Why the docker tests cannot run here, or None when they can."""
+    if not os.environ.get('DOCKER_HOST'):
+        return (
+            'DOCKER_HOST is not set; start an engine, e.g. '
+            'eval "$(scripts/podman-service.sh start)"'
+        )
+    try:
+        client = docker.from_env(version='auto', timeout=20)
+        client.ping()
+    except Exception as error:  # any failure to reach the engine means the same here
+        return f'no Docker API answers at DOCKER_HOST={os.environ["DOCKER_HOST"]}: {error}'
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return f'the notebook image {image} is missing; run scripts/build-notebook-image.sh'
+    finally:
+        client.close()
+    return None
+
+
+def requireDocker(tests, image):
+    """Skip the ``tests`` (say, 'docker launcher') without an engine or the image; in CI
+    (CI=true), fail them instead."""
+    reason = dockerUnavailable(image)
+    if reason:
+        if os.environ.get('CI') == 'true':
+            pytest.fail(f'The {tests} tests must run in CI, but {reason}', pytrace=False)
+        pytest.skip(reason)
+
+
+def dockerEngine(tests, image):
+    """A docker SDK client for DOCKER_HOST, for a fixture to ``yield from`` (see requireDocker)."""
+    requireDocker(tests, image)
+    client = docker.from_env(version='auto')
+    yield client
+    client.close()

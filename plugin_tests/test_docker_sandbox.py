@@ -23,8 +23,8 @@ from pytest_girder.assertions import assertStatus, assertStatusOk
 
 from girder_resolver.launcher import LaunchSpec, get_launcher
 from plugin_tests.kernel_helpers import executeInNewKernel
-from plugin_tests.launcher_helpers import makeDataset
-from plugin_tests.test_launcher_docker import IMAGE, RUN, _docker_unavailable
+from plugin_tests.launcher_helpers import dockerEngine, makeDataset
+from plugin_tests.test_launcher_docker import IMAGE, RUN
 
 TOKEN = 'sandbox-test-token-4d1f'
 DATA_NAME = 'survey'
@@ -59,16 +59,7 @@ ALLOWED_ENV = {
 
 @pytest.fixture(scope='module')
 def docker_engine():
-    reason = _docker_unavailable()
-    if reason:
-        if os.environ.get('CI') == 'true':
-            pytest.fail(f'The docker sandbox tests must run in CI, but {reason}', pytrace=False)
-        pytest.skip(reason)
-    import docker
-
-    client = docker.from_env(version='auto')
-    yield client
-    client.close()
+    yield from dockerEngine('docker sandbox', IMAGE)
 
 
 @pytest.fixture(scope='module')

@@ -17,7 +17,7 @@ import pytest
 
 from girder_resolver.launcher import DockerLauncher, LaunchError, LaunchSpec, get_launcher
 from plugin_tests.kernel_helpers import contents
-from plugin_tests.launcher_helpers import makeDataset
+from plugin_tests.launcher_helpers import dockerEngine, dockerUnavailable, makeDataset
 
 #: Container names are global to the engine: a test session of its own never meets another's.
 RUN = os.getpid()
@@ -31,40 +31,13 @@ IMAGE = os.environ.get('DATADNS_NOTEBOOK_IMAGE', 'localhost/datadns-notebook:lat
 
 def _docker_unavailable():
     """Why the docker tests cannot run here, or None when they can."""
-    if not os.environ.get('DOCKER_HOST'):
-        return (
-            'DOCKER_HOST is not set; start an engine, e.g. '
-            'eval "$(scripts/podman-service.sh start)"'
-        )
-    try:
-        import docker
-
-        client = docker.from_env(version='auto', timeout=20)
-        client.ping()
-    except Exception as error:  # any failure to reach the engine means the same here
-        return f'no Docker API answers at DOCKER_HOST={os.environ["DOCKER_HOST"]}: {error}'
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        return f'the notebook image {IMAGE} is missing; run scripts/build-notebook-image.sh'
-    finally:
-        client.close()
-    return None
+    return dockerUnavailable(IMAGE)
 
 
 @pytest.fixture(scope='module')
 def docker_engine():
     """A docker SDK client for DOCKER_HOST; skips (or, in CI, fails) without one."""
-    reason = _docker_unavailable()
-    if reason:
-        if os.environ.get('CI') == 'true':
-            pytest.fail(f'The docker launcher tests must run in CI, but {reason}', pytrace=False)
-        pytest.skip(reason)
-    import docker
-
-    client = docker.from_env(version='auto')
-    yield client
-    client.close()
+    yield from dockerEngine('docker launcher', IMAGE)
 
 
 @pytest.fixture(scope='module')
