@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 
 import pytest
 
@@ -18,6 +19,17 @@ def makeDataset(root):
     (data / 'readme.txt').write_text('hello\n')
     (data / 'tables' / 'values.csv').write_text('a,b\n1,2\n')
     return data
+
+
+def sharedNotebook(launcher, spec, what):
+    """Start ``spec``'s notebook and wait until it is ready, for a module's fixture to
+    ``yield from``: yields (launcher, spec, handle), and stops the notebook after."""
+    begin = time.monotonic()
+    handle = launcher.start(spec)
+    launcher.wait_ready(handle, timeout=60, token=spec.token)
+    print(f'\n{what} notebook start-to-ready: {time.monotonic() - begin:.2f} s')
+    yield launcher, spec, handle
+    launcher.stop(handle)
 
 
 def socketRefused(path):

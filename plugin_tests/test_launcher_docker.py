@@ -17,7 +17,12 @@ import pytest
 
 from girder_resolver.launcher import DockerLauncher, LaunchError, LaunchSpec, get_launcher
 from plugin_tests.kernel_helpers import contents
-from plugin_tests.launcher_helpers import dockerEngine, dockerUnavailable, makeDataset
+from plugin_tests.launcher_helpers import (
+    dockerEngine,
+    dockerUnavailable,
+    makeDataset,
+    sharedNotebook,
+)
 
 #: Container names are global to the engine: a test session of its own never meets another's.
 RUN = os.getpid()
@@ -51,12 +56,7 @@ def started(docker_engine, tmp_path_factory):
         data_path=str(makeDataset(root)),
         data_name=DATA_NAME,
     )
-    begin = time.monotonic()
-    handle = launcher.start(spec)
-    launcher.wait_ready(handle, timeout=60, token=TOKEN)
-    print(f'\ncontainer notebook start-to-ready: {time.monotonic() - begin:.2f} s')
-    yield launcher, spec, handle
-    launcher.stop(handle)
+    yield from sharedNotebook(launcher, spec, 'container')
 
 
 def test_handle_is_json_and_names_the_container(started, docker_engine):

@@ -12,7 +12,7 @@ import pytest
 
 import girder_resolver.launcher
 from girder_resolver.launcher import LaunchError, LaunchSpec, ProcessLauncher, get_launcher
-from plugin_tests.launcher_helpers import makeDataset, socketRefused
+from plugin_tests.launcher_helpers import makeDataset, sharedNotebook, socketRefused
 
 TOKEN = 'process-test-token'
 
@@ -36,12 +36,7 @@ def started(tmp_path_factory):
         data_path=str(makeDataset(root)),
         data_name=DATA_NAME,
     )
-    begin = time.monotonic()
-    handle = launcher.start(spec)
-    launcher.wait_ready(handle, timeout=60, token=TOKEN)
-    print(f'\nprocess notebook start-to-ready: {time.monotonic() - begin:.2f} s')
-    yield launcher, spec, handle
-    launcher.stop(handle)
+    yield from sharedNotebook(launcher, spec, 'process')
 
 
 def test_handle_is_json_and_names_the_process(started):
