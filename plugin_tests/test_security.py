@@ -216,6 +216,13 @@ MATRIX = {
             expect(401, 403, 403, 403, 403, OK, 401),
         ),
     ],
+    ('GET', '/resolver/setting'): [
+        (
+            "the plugin's settings with their values: admins only",
+            lambda w, c: {},
+            expect(401, 403, 403, 403, 403, OK, 401),
+        ),
+    ],
     ('GET', '/resolver/site'): [
         ('the sites', lambda w, c: {}, expect(OK, OK, OK, OK, OK, OK, OK)),
     ],
