@@ -150,8 +150,9 @@ class Supervisor:
                 return
             entry.status = 'running'
             entry.restarts += 1
-            self.report(f'{entry.label} is running again (pid {entry.service.proc.pid}).')
             self.writeState()
+            # Last: whoever waits for this message also finds the state file up to date.
+            self.report(f'{entry.label} is running again (pid {entry.service.proc.pid}).')
 
     def stop(self):
         """Stop every service, the last started first; no restart happens after this."""

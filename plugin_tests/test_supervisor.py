@@ -72,7 +72,9 @@ def testADeadProcessIsReportedAndRestartedWhileTheOthersKeepRunning(tmp_path):
         secondPid = second.proc.pid
         deadPid = first.proc.pid
         first.proc.send_signal(signal.SIGKILL)
-        watch(supervisor, lambda: supervisor.entry('first').restarts == 1)
+        # The "running again" message is the restart's last step (after the state file).
+        watch(supervisor, lambda: len(messages) >= 2)
+        assert supervisor.entry('first').restarts == 1
         assert first.proc.pid != deadPid and first.proc.poll() is None
         assert second.proc.pid == secondPid and second.proc.poll() is None
         assert messages[0].startswith('first exited (code -9); restarting it in 0.2 s')
