@@ -1,0 +1,1 @@
+"""Models: the plugin's documents, their indexes, validation and atomic writes; no behaviour."""
