@@ -47,7 +47,7 @@ class ResolverPlugin(GirderPlugin):
             culler,
             events,
             frontdoor,
-            pool,
+            metrics,
             settings,
         )
         from .constants import LAUNCH_SCOPE
@@ -59,6 +59,8 @@ class ResolverPlugin(GirderPlugin):
         from .rest.notebook import NotebookResource
         from .rest.resolve import Resolve
         from .rest.settings import SettingResource
+        from .services.notebooks import local as localNotebooks
+        from .services.notebooks import refill
 
         # First of the plugin's handlers: the others must read settings just saved.
         cache.clearAll()
@@ -99,6 +101,22 @@ class ResolverPlugin(GirderPlugin):
             logger.error('Data DNS: no key to encrypt site credentials with: %s', exc)
         girderEvents.bind('model.setting.save.after', 'resolver.siteName', _siteNameSaved)
 
+        def siteStates(moment):
+            # The site gauges of the metrics (which sit below the models).
+            model = Site()
+            fields = {'name': 1, 'lastHeartbeat': 1, 'datasetCount': 1, 'suspectSince': 1}
+            return [
+                (
+                    site['name'],
+                    model.healthy(site, moment),
+                    site.get('datasetCount', 0),
+                    model.suspect(site, moment),
+                )
+                for site in model.find({}, fields=fields)
+            ]
+
+        metrics.readSitesWith(siteStates)
+
         count = Dataset().reindexLocal()
         logger.info('Data DNS: %d tagged folders indexed', count)
 
@@ -114,13 +132,13 @@ class ResolverPlugin(GirderPlugin):
         # The warm pool refills in its own thread; a change of its size or backend
         # wakes it, and this process's unclaimed servers stop with the server.
         girderEvents.bind('model.setting.save.after', 'resolver.pool', _poolSettingSaved)
-        cherrypy.engine.subscribe('stop', pool.shutdown)
-        pool.start()
+        cherrypy.engine.subscribe('stop', refill.shutdown)
+        refill.start()
 
         # The front door starts with the server when notebooks already run (adopted after
         # a restart), else with the first route; it gets every running notebook's route,
         # and stops with the server.
-        frontdoor.setRouteSource(Notebook().frontDoorRoutes)
+        frontdoor.setRouteSource(localNotebooks.frontDoorRoutes)
         cherrypy.engine.subscribe('start', _startFrontDoor)
         cherrypy.engine.subscribe('stop', frontdoor.shutdown)
         # Girder 5 runs under uvicorn: only a request tells which port this Girder is on.
@@ -129,10 +147,10 @@ class ResolverPlugin(GirderPlugin):
 
 def _startFrontDoor():
     from . import frontdoor
-    from .models.notebook import Notebook
+    from .services.notebooks import local as localNotebooks
 
     try:
-        if Notebook().frontDoorRoutes():
+        if localNotebooks.frontDoorRoutes():
             frontdoor.ensure()
     except Exception:  # noqa: BLE001 - Girder serves its API without the front door
         logger.exception('Data DNS: the front door did not start; notebooks cannot be opened')
@@ -158,7 +176,7 @@ def _siteNameSaved(event):
 
 
 def _poolSettingSaved(event):
-    from . import pool
+    from .services.notebooks import pool
     from .settings import PluginSettings
 
     if (event.info or {}).get('key') in (PluginSettings.POOL_SIZE, PluginSettings.BACKEND):

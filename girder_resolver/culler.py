@@ -13,7 +13,7 @@ Activity comes from the notebook server itself (``/api/status`` →
 has gone are marked stopped, live ones are adopted (and culled as usual),
 launches that a crash interrupted are ended, and containers or processes
 labelled as this installation's with no notebook record are stopped; the
-warm pool's unclaimed servers are settled by ``pool.recover()`` and are not
+warm pool's unclaimed servers are settled by ``refill.recover()`` and are not
 orphans.
 """
 
@@ -24,16 +24,13 @@ import threading
 from . import metrics, settings
 from .errors import InvalidTransition
 from .launcher import BACKENDS, LaunchError
-from .models.notebook import (
-    INSTANCE_LABEL,
-    LAUNCH_GRACE,
-    Notebook,
-    _aware,
-    _launcherOf,
-    instanceId,
-    launcher,
-    workerGone,
-)
+from .models.notebook import Notebook
+from .primitives import aware as _aware
+from .primitives import processGone
+from .services.notebooks import local, pool, refill
+from .services.notebooks import remote as remoteNotebooks
+from .services.notebooks.local import INSTANCE_LABEL, LAUNCH_GRACE, instanceId, launcher
+from .services.notebooks.local import launcherOf as _launcherOf
 from .settings import PluginSettings
 
 logger = logging.getLogger(__name__)
@@ -74,7 +71,7 @@ def _endGone(doc, message):
     if claimed is None:
         return False
     if claimed.get('handle'):
-        model.release(claimed, message)
+        local.release(claimed, message)
     else:
         model.finishStopping(claimed, message)
     return True
@@ -85,7 +82,7 @@ def _settleDangling(doc, grace, now):
     updated = _aware(doc.get('updated')) or now
     # Within its grace, a launch or stop may still be under way in another process,
     # unless that process is known to be dead (a crash or kill on this machine).
-    if (now - updated).total_seconds() < grace and not workerGone(doc):
+    if (now - updated).total_seconds() < grace and not processGone(doc.get('worker')):
         return None
     model = Notebook()
     if doc['status'] == 'stopping':
@@ -93,7 +90,7 @@ def _settleDangling(doc, grace, now):
         if claimed is None:
             return None
         if claimed.get('handle'):
-            model.release(claimed, 'Stopped')
+            local.release(claimed, 'Stopped')
         else:
             model.finishStopping(claimed, 'Stopped')
         return 'stopped'
@@ -105,7 +102,7 @@ def _settleDangling(doc, grace, now):
     if alive:
         try:
             backend.wait_ready(doc['handle'], timeout=2, token=doc.get('token'))
-            url = model.publish(doc, backend, doc['handle'])
+            url = local.publish(doc, backend, doc['handle'])
             model.transition(
                 doc,
                 'running',
@@ -177,7 +174,7 @@ def cullOnce(now=None):
             continue
         claimed = model.claimForStop(doc, ('running',), 'Stopping: ' + reason)
         if claimed is not None:
-            model.release(claimed, reason)
+            local.release(claimed, reason)
             report[str(doc['_id'])] = 'culled'
             metrics.CULLS.labels(reason='idle' if 'activity' in reason else 'max_age').inc()
     for doc in _localLive(['launching', 'stopping']):
@@ -187,7 +184,7 @@ def cullOnce(now=None):
     # At a central: notebooks run at other sites are culled there; keep their records current.
     remote = {'site': {'$ne': settings.get(PluginSettings.SITE_NAME)}, 'live': True}
     for doc in model.find(remote):
-        if model.refreshRemote(doc)['status'] in ('stopped', 'error'):
+        if remoteNotebooks.refresh(doc)['status'] in ('stopped', 'error'):
             report[str(doc['_id'])] = 'ended at its site'
     return report
 
@@ -197,12 +194,10 @@ def recover(now=None):
 
     Returns ``{notebook id: what happened}`` (orphans under their notebook id).
     """
-    from . import pool
-
     now = now or _now()
     model = Notebook()
     # Unclaimed warm servers first: the orphan check below must know which are pooled.
-    report = pool.recover(STARTUP_GRACE, now)
+    report = refill.recover(STARTUP_GRACE, now)
     for doc in _localLive(['running']):
         alive = _alive(doc)
         if alive is None:

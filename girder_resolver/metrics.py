@@ -3,14 +3,17 @@
 Counters and histograms live in this process's registry and are updated where
 things happen; gauges that describe shared state (running notebooks, site
 health) are read from the database at scrape time, so every Girder process of
-a site reports the same figures.
+a site reports the same figures. Metrics sits below the models: the layers that
+own that state register how to read it (:func:`readSitesWith`,
+:func:`readNotebookCountsWith`).
 """
 
-import datetime
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from . import primitives
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -65,6 +68,20 @@ class StepTimer:
         self.last = now
 
 
+#: How the state gauges are read, registered by the layers that own the state.
+_readers = {'sites': lambda moment: (), 'notebooks': dict}
+
+
+def readSitesWith(reader):
+    """Read the site gauges with ``reader(now)``: rows ``(name, healthy, datasets, suspect)``."""
+    _readers['sites'] = reader
+
+
+def readNotebookCountsWith(reader):
+    """Read the notebook gauge with ``reader()``: ``{status: count}`` of live notebooks."""
+    _readers['notebooks'] = reader
+
+
 class _StateCollector:
     """Gauges computed from the database when Prometheus scrapes."""
 
@@ -74,8 +91,6 @@ class _StateCollector:
         return []
 
     def collect(self):
-        from .models.site import Site
-
         sites = GaugeMetricFamily(
             'datadns_site_healthy',
             'Whether a registered site sent a heartbeat within the TTL.',
@@ -90,35 +105,19 @@ class _StateCollector:
             'over until its cool-down ends or it sends a heartbeat.',
             labels=['site'],
         )
-        now = datetime.datetime.now(datetime.timezone.utc)
-        model = Site()
-        fields = {'name': 1, 'lastHeartbeat': 1, 'datasetCount': 1, 'suspectSince': 1}
-        for site in model.find({}, fields=fields):
-            sites.add_metric([site['name']], 1 if model.healthy(site, now) else 0)
-            datasets.add_metric([site['name']], site.get('datasetCount', 0))
-            suspects.add_metric([site['name']], 1 if model.suspect(site, now) else 0)
+        for name, healthy, count, suspect in _readers['sites'](primitives.now()):
+            sites.add_metric([name], 1 if healthy else 0)
+            datasets.add_metric([name], count)
+            suspects.add_metric([name], 1 if suspect else 0)
         yield sites
         yield datasets
         yield suspects
         running = GaugeMetricFamily(
             'datadns_notebooks', 'Notebooks at this site by status.', labels=['status']
         )
-        for status, count in _notebookCounts().items():
+        for status, count in _readers['notebooks']().items():
             running.add_metric([status], count)
         yield running
-
-
-def _notebookCounts():
-    try:
-        from .models.notebook import Notebook
-    except ImportError:
-        return {}
-    pipeline = [{'$group': {'_id': '$status', 'n': {'$sum': 1}}}]
-    return {
-        row['_id']: row['n']
-        for row in Notebook().collection.aggregate(pipeline)
-        if row['_id'] in ('launching', 'running', 'stopping')
-    }
 
 
 REGISTRY.register(_StateCollector())

@@ -30,7 +30,7 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     # The warm pool stops its servers at interpreter exit; in a test session the
     # database is gone by then, and the tests stop what they started themselves.
-    pool = sys.modules.get('girder_resolver.pool')
+    pool = sys.modules.get('girder_resolver.services.notebooks.refill')
     if pool is not None:
         atexit.unregister(pool.shutdown)
     db = getattr(config, '_datadnsDb', None)

@@ -20,7 +20,9 @@ from girder.models.setting import Setting
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
 from girder_resolver.models import datapath
-from girder_resolver.models.notebook import Notebook, launcher
+from girder_resolver.models.notebook import Notebook
+from girder_resolver.services import notebooks
+from girder_resolver.services.notebooks.local import dataPath, launcher
 from plugin_tests.launcher_helpers import runInKernel, unixSocket
 from plugin_tests.test_notebook import importInto, launch, makeUser, requireDocker, waitFor
 
@@ -47,7 +49,7 @@ def datasets(server, admin, fsAssetstore, tmp_path):
         made.append(folder)
     yield made[0], made[1], root
     for doc in list(Notebook().find({'live': True})):
-        Notebook().stop(doc)
+        notebooks.stop(doc)
 
 
 def _privateFolder(user):
@@ -165,11 +167,11 @@ def testARecordedPathThatLeavesItsImportRootIsRefused(server, admin, fsAssetstor
     importInto(server, admin, fsAssetstore, root, folder)
     real = Folder().findOne({'parentId': folder['_id'], 'name': 'real'})
     escape = Folder().findOne({'parentId': folder['_id'], 'name': 'escape'})
-    assert Notebook().dataPath(real) == str(root / 'real')
+    assert dataPath(real) == str(root / 'real')
     # The import followed the symlink, but its target lies outside the import root.
-    assert escape is not None and Notebook().dataPath(escape) is None
+    assert escape is not None and dataPath(escape) is None
     # A record tampered with to point outside its root is refused too.
     Folder().collection.update_one(
         {'_id': real['_id']}, {'$set': {f'{datapath.FIELD}.path': str(outside)}}
     )
-    assert Notebook().dataPath(Folder().load(real['_id'], force=True)) is None
+    assert dataPath(Folder().load(real['_id'], force=True)) is None

@@ -445,7 +445,7 @@ def test_out_of_range_cpu_and_pids_limits_are_refused(server, admin, key, value)
 
 @pytest.mark.plugin('resolver')
 def test_the_cpu_and_pids_limits_are_settings_beside_the_memory_limit(server, admin):
-    from girder_resolver.models.notebook import launcher
+    from girder_resolver.services.notebooks.local import launcher
 
     defaults = launcher('docker').config
     assert (defaults['mem_limit'], defaults['cpus'], defaults['pids_limit']) == ('1g', 1.0, 512)

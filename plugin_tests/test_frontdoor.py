@@ -21,7 +21,9 @@ from datadns.stack import freePort
 from girder_resolver import frontdoor
 from girder_resolver.launcher.identity import COOKIE_NAME
 from girder_resolver.launcher.process import children_of
-from girder_resolver.models.notebook import Notebook, launcher
+from girder_resolver.models.notebook import Notebook
+from girder_resolver.services import notebooks
+from girder_resolver.services.notebooks.local import launcher
 from plugin_tests.launcher_helpers import runInKernel
 from plugin_tests.test_notebook import FILES, http, launch, makeDataset, makeUser, waitFor
 
@@ -31,7 +33,7 @@ def stopAll():
     while Notebook().findOne({'status': 'launching'}) and time.monotonic() < deadline:
         time.sleep(0.2)
     for doc in list(Notebook().find({'live': True})):
-        Notebook().stop(doc)
+        notebooks.stop(doc)
 
 
 @pytest.fixture(params=['process', 'docker'])

@@ -25,16 +25,15 @@ from pytest_girder.assertions import assertStatus, assertStatusOk
 from girder_resolver import culler, frontdoor
 from girder_resolver.launcher import LaunchSpec
 from girder_resolver.launcher.identity import COOKIE_NAME
-from girder_resolver.models.notebook import (
+from girder_resolver.models.notebook import Notebook, changeCount, waitForChange
+from girder_resolver.primitives import processStamp
+from girder_resolver.services import notebooks
+from girder_resolver.services.notebooks.local import (
     IDENTITY_LABEL,
     INSTANCE_LABEL,
-    Notebook,
-    _processStart,
-    changeCount,
+    dataPath,
     instanceId,
     launcher,
-    waitForChange,
-    workerStamp,
 )
 from plugin_tests.test_launcher_docker import _docker_unavailable
 from plugin_tests.web_fixtures import launchChromium
@@ -132,7 +131,7 @@ def runningNotebook(server, user, folder):
 
 def frontDoorUrl(nb):
     """``<front door>/notebook/<id>/``: where a local notebook is reached."""
-    return Notebook().frontDoorUrl(Notebook().load(nb['_id']))
+    return notebooks.frontDoorUrl(Notebook().load(nb['_id']))
 
 
 def apiUrl(nb, path):
@@ -164,7 +163,7 @@ def backend(request, server):
     while Notebook().findOne({'status': 'launching'}) and time.monotonic() < deadline:
         time.sleep(0.2)
     for doc in list(Notebook().find({'live': True})):
-        Notebook().stop(doc)
+        notebooks.stop(doc)
 
 
 @pytest.fixture(scope='module')
@@ -372,13 +371,13 @@ def testARestartAdoptsLiveNotebooksEndsDeadAndInterruptedOnesAndStopsOrphans(
     # Two launches that were just under way (well within the start-up grace): one by a
     # process of this machine that has since died (the Girder that crashed), which is
     # ended at once; one by a process still alive (this one), which is left to it.
-    crashedNow = _launchRecord(admin, liveFolder, backend, workerStamp())
+    crashedNow = _launchRecord(admin, liveFolder, backend, processStamp())
     worker = subprocess.Popen(['sleep', '0.5'])
-    deadWorker = {**workerStamp(), 'pid': worker.pid, 'started': _processStart(worker.pid)}
+    deadWorker = processStamp(worker.pid)
     worker.wait()
     Notebook().collection.update_one({'_id': crashedNow}, {'$set': {'worker': deadWorker}})
     busyFolder, _ = makeDataset(server, admin, fsAssetstore, tmp_path, 'Busy')
-    underWay = _launchRecord(admin, busyFolder, backend, workerStamp())
+    underWay = _launchRecord(admin, busyFolder, backend, processStamp())
     # A server labelled as ours whose record was lost.
     orphan = launcher(backend).start(
         LaunchSpec(
@@ -473,7 +472,7 @@ def testTheDataPathsSettingPointsAFolderAtADirectory(server, admin, user, tmp_pa
     folder = Folder().createFolder(collection, 'Mapped', parentType='collection', public=True)
     (tmp_path / 'mapped').mkdir()
     Setting().set('resolver.data_paths', {str(folder['_id']): str(tmp_path / 'mapped')})
-    assert Notebook().dataPath(folder) == str(tmp_path / 'mapped')
+    assert dataPath(folder) == str(tmp_path / 'mapped')
 
 
 @pytest.mark.plugin('resolver')
@@ -484,10 +483,10 @@ def testTheDataPathOfANestedImportIsTheImportedDirectory(server, admin, fsAssets
     collection = Collection().createCollection('Nested', admin, public=True)
     folder = Folder().createFolder(collection, 'Outer', parentType='collection', public=True)
     importInto(server, admin, fsAssetstore, data, folder)
-    assert Notebook().dataPath(Folder().load(folder['_id'], force=True)) == str(data)
+    assert dataPath(Folder().load(folder['_id'], force=True)) == str(data)
     # The folder the import made for a sub-directory has that sub-directory as its own.
     inner = Folder().findOne({'parentId': folder['_id'], 'name': 'inner'})
-    assert Notebook().dataPath(inner) == str(data / 'inner')
+    assert dataPath(inner) == str(data / 'inner')
 
 
 @pytest.mark.plugin('resolver')
@@ -541,7 +540,7 @@ def testResolveLaunchOfALocalDatasetLaunchesHere(server, admin, user, dataset):
     try:
         assert waitFor(server, user, resp.json['_id'])['status'] == 'running'
     finally:
-        Notebook().stop(Notebook().load(resp.json['_id']))
+        notebooks.stop(Notebook().load(resp.json['_id']))
     assertStatus(
         server.request('/resolve/launch', method='POST', params={'id': 'doi:10.5072/x'}), 401
     )
@@ -555,7 +554,7 @@ def testAnEventStreamOfThisProcessIsWokenByEachWriteNotByItsPoll(server, admin):
     collection = Collection().createCollection('Woken', admin, public=True)
     folder = Folder().createFolder(collection, 'Woken', parentType='collection', public=True)
     doc = Notebook().collection.find_one(
-        {'_id': _launchRecord(admin, folder, 'process', workerStamp())}
+        {'_id': _launchRecord(admin, folder, 'process', processStamp())}
     )
     since = changeCount()
     assert waitForChange(since, 0.05) is False  # nothing written: it times out

@@ -13,9 +13,13 @@ import pytest
 from girder.models.setting import Setting
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
-from girder_resolver import culler, frontdoor, pool
+from girder_resolver import culler, frontdoor
 from girder_resolver.launcher.identity import COOKIE_NAME
-from girder_resolver.models.notebook import INSTANCE_LABEL, Notebook, instanceId, launcher
+from girder_resolver.models.notebook import Notebook
+from girder_resolver.models.pooled import PooledNotebook
+from girder_resolver.services import notebooks
+from girder_resolver.services.notebooks import pool, refill
+from girder_resolver.services.notebooks.local import INSTANCE_LABEL, instanceId, launcher
 from plugin_tests.test_notebook import (
     FILES,
     apiUrl,
@@ -32,11 +36,9 @@ def waitForPool(ready, timeout=120):
     """Run refill rounds until exactly ``ready`` servers wait unclaimed; their records."""
     deadline = time.monotonic() + timeout
     while True:
-        pool.refillOnce()
-        entries = list(pool.PooledNotebook().find({'status': 'ready'}))
-        if len(entries) == ready and not pool.PooledNotebook().findOne(
-            {'status': {'$ne': 'ready'}}
-        ):
+        refill.refillOnce()
+        entries = list(PooledNotebook().find({'status': 'ready'}))
+        if len(entries) == ready and not PooledNotebook().findOne({'status': {'$ne': 'ready'}}):
             return entries
         assert time.monotonic() < deadline, f'pool stuck at {entries}'
         time.sleep(0.2)
@@ -65,7 +67,7 @@ def warmPool(server):
     Setting().set('resolver.pool_size', 0)
     waitForPool(0)
     for doc in list(Notebook().find({'live': True})):
-        Notebook().stop(doc)
+        notebooks.stop(doc)
     assert ourServers() == []
 
 
@@ -88,11 +90,11 @@ def testALaunchClaimsAWarmServerBoundToTheDatasetAndItsClaimerOnly(
     assert nb['status'] == 'running'
     assert nb['_id'] == str(entry['_id'])
     assert tokenOf(nb) == entry['token']
-    assert pool.PooledNotebook().load(entry['_id']) is None
+    assert PooledNotebook().load(entry['_id']) is None
     # The open link in this very answer (made from the record in memory) works, once.
     ticket = urllib.parse.parse_qs(urllib.parse.urlsplit(nb['url']).query)['ticket'][0]
-    assert Notebook().redeemTicket(Notebook().load(nb['_id']), ticket)
-    assert not Notebook().redeemTicket(Notebook().load(nb['_id']), ticket)
+    assert notebooks.redeemTicket(Notebook().load(nb['_id']), ticket)
+    assert not notebooks.redeemTicket(Notebook().load(nb['_id']), ticket)
 
     mine = session(tokenOf(nb))
     listing = mine.get(apiUrl(nb, f'contents/{pool.DATA_NAME}'))
@@ -139,7 +141,7 @@ def testALaunchClaimsAWarmServerBoundToTheDatasetAndItsClaimerOnly(
     handle = Notebook().load(nb['_id'])['handle']
     assertStatusOk(server.request(f'/notebook/{nb["_id"]}', method='DELETE', user=user))
     assert not launcher('process').is_alive(handle)
-    assert pool.PooledNotebook().findOne({'_id': entry['_id']}) is None
+    assert PooledNotebook().findOne({'_id': entry['_id']}) is None
 
 
 @pytest.mark.plugin('resolver')
@@ -181,7 +183,7 @@ def testAnEmptyPoolFallsBackToAColdLaunch(server, user, dataset, warmPool):
     waitForPool(1)
     other = makeUser('other')
     # Holding the round lock keeps the refill thread from refilling meanwhile.
-    with pool._roundLock:
+    with refill._roundLock:
         assert launch(server, user, folder).json['status'] == 'running'
         cold = launch(server, other, folder).json
     assert cold['status'] == 'launching'
@@ -219,14 +221,14 @@ def testRecoveryKeepsLiveServersSettlesHalfClaimedOnesAndLeaksNothing(
     [unclaimed] = waitForPool(1)
     backend = launcher('process')
     old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=90)
-    coll = pool.PooledNotebook().collection
+    coll = PooledNotebook().collection
     # Holding the round lock keeps the refill thread out while we play a crash.
-    with pool._roundLock:
+    with refill._roundLock:
         # The Girder process that started the unclaimed server is gone.
         coll.update_one({'_id': unclaimed['_id']}, {'$set': {'owner': 'elsewhere:1'}})
         # A launch claimed a server, then crashed before making its notebook ...
-        lost = pool._reserve(7, backend)
-        assert pool._start(lost, backend)
+        lost = refill._reserve(7, backend)
+        assert refill._start(lost, backend)
         coll.update_one({'_id': lost['_id']}, {'$set': {'status': 'claimed', 'updated': old}})
         # ... and another crashed after making it, before forgetting the pool record.
         coll.insert_one(
@@ -238,7 +240,7 @@ def testRecoveryKeepsLiveServersSettlesHalfClaimedOnesAndLeaksNothing(
         assert report[str(unclaimed['_id'])] == 'pool adopted'
         assert report[str(lost['_id'])] == 'abandoned'
         assert report[nb['_id']] == 'adopted'
-        assert pool.PooledNotebook().load(unclaimed['_id'])['owner'] == pool.owner()
+        assert PooledNotebook().load(unclaimed['_id'])['owner'] == refill.owner()
         assert not backend.is_alive(lost['handle'])
         assert coll.count_documents({'_id': {'$in': [lost['_id'], nb['_id']]}}) == 0
         assert {h['notebookId'] for h in ourServers()} == {nb['_id'], str(unclaimed['_id'])}
@@ -254,5 +256,5 @@ def testTheDockerBackendHasNoPool(server):
     Setting().set('resolver.backend', 'docker')
     Setting().set('resolver.pool_size', 3)
     assert pool.targetSize() == 0
-    assert pool.refillOnce() == {}
-    assert pool.PooledNotebook().collection.count_documents({}) == 0
+    assert refill.refillOnce() == {}
+    assert PooledNotebook().collection.count_documents({}) == 0

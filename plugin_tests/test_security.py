@@ -138,6 +138,7 @@ class World:
 @pytest.fixture
 def world(server, admin, user, tmp_path):
     from girder_resolver.models.notebook import Notebook
+    from girder_resolver.services import notebooks
 
     world = World(admin, user, tmp_path)
     yield world
@@ -146,7 +147,7 @@ def world(server, admin, user, tmp_path):
     while Notebook().findOne({'status': 'launching'}) and time.monotonic() < deadline:
         time.sleep(0.2)
     for doc in Notebook().find({'live': True}):
-        Notebook().stop(doc)
+        notebooks.stop(doc)
 
 
 # The expectations ---------------------------------------------------------------------

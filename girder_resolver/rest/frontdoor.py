@@ -10,17 +10,8 @@ import html
 import json
 
 import cherrypy
-from bson import ObjectId
-from bson.errors import InvalidId
 
-from ..models.notebook import Notebook
-
-
-def _notebook(notebookId):
-    try:
-        return Notebook().load(ObjectId(notebookId))
-    except (InvalidId, TypeError):
-        return None
+from ..services import notebooks
 
 
 class StoppedNotebookPages:
@@ -30,7 +21,7 @@ class StoppedNotebookPages:
 
     @cherrypy.expose
     def default(self, notebookId=None, *rest, **params):
-        doc = _notebook(notebookId) if notebookId else None
+        doc = notebooks.load(notebookId) if notebookId else None
         status = (doc or {}).get('status')
         if status == 'running':
             what = 'This notebook is starting up behind the front door; reload in a moment.'

@@ -24,12 +24,9 @@ import time
 import urllib.parse
 
 import cherrypy
-from bson import ObjectId
-from bson.errors import InvalidId
 from girder.api import access
 from girder.api.describe import Description, autoDescribeRoute
 from girder.api.rest import (
-    Resource,
     getCurrentToken,
     getCurrentUser,
     setRawResponse,
@@ -41,20 +38,16 @@ from girder.models.folder import Folder
 from girder.models.token import Token
 from girder.utility import JsonEncoder
 
-from .. import settings
+from .. import errors, settings
 from ..constants import LAUNCH_SCOPE
 from ..launcher.identity import COOKIE_NAME
 from ..models.dataset import Dataset
-from ..models.notebook import (
-    FINAL,
-    Notebook,
-    changeCount,
-    identityOf,
-    validIdentity,
-    waitForChange,
-)
+from ..models.notebook import FINAL, changeCount, identityOf, validIdentity, waitForChange
+from ..primitives import objectId
+from ..services import notebooks
 from ..settings import PluginSettings
-from . import checkPaging
+from . import checkPaging, checkSorting
+from .errors import DomainResource
 
 SORT_FIELDS = {'created', 'updated', 'status', 'lastActivity'}
 #: How long one event stream stays open at most (seconds); clients reconnect.
@@ -83,13 +76,12 @@ def callerIdentity(user, onBehalfOf):
                 'a non-admin account (feder8 makes one).'
             )
         if onBehalfOf is None:
-            raise RestException(
+            raise errors.InvalidRequest(
                 'A federation credential acts only on behalf of a person: give '
-                'onBehalfOf=<site>:<user id>.',
-                code=400,
+                'onBehalfOf=<site>:<user id>.'
             )
         if not validIdentity(onBehalfOf):
-            raise RestException('onBehalfOf must look like <site name>:<user id>.', code=400)
+            raise errors.InvalidRequest('onBehalfOf must look like <site name>:<user id>.')
         home = onBehalfOf.split(':', 1)[0]
         own = settings.get(PluginSettings.SITE_NAME)
         if home == own:
@@ -114,7 +106,7 @@ def callerIdentity(user, onBehalfOf):
 def loadOwn(notebookId, onBehalfOf):
     """The notebook, if the caller owns it (or is an admin); else 403/404."""
     user = getCurrentUser()
-    doc = Notebook().loadById(notebookId)
+    doc = notebooks.get(notebookId)
     identity = callerIdentity(user, onBehalfOf)
     if delegated():
         allowed = doc['identity'] == identity and doc['userId'] == user['_id']
@@ -126,16 +118,13 @@ def loadOwn(notebookId, onBehalfOf):
 
 
 def _requireObjectId(value, name):
-    try:
-        oid = ObjectId(value) if isinstance(value, str) else None
-    except InvalidId:
-        oid = None
+    oid = objectId(value) if isinstance(value, str) else None
     if oid is None:
-        raise RestException(f'"{name}" must be an id of 24 hexadecimal characters.', code=400)
+        raise errors.InvalidRequest(f'"{name}" must be an id of 24 hexadecimal characters.')
     return oid
 
 
-class NotebookResource(Resource):
+class NotebookResource(DomainResource):
     """Routes under ``/notebook``."""
 
     def __init__(self):
@@ -185,8 +174,8 @@ class NotebookResource(Resource):
                 "This site launches on the federation's behalf only on the datasets it "
                 f'published (tagged folders); folder "{folder["name"]}" is not one.'
             )
-        doc = Notebook().launch(folder, getCurrentUser(), identity)
-        return Notebook().serialize(doc)
+        doc = notebooks.launch(folder, getCurrentUser(), identity)
+        return notebooks.view(doc)
 
     @access.user(scope=LAUNCH_SCOPE)
     @autoDescribeRoute(
@@ -221,14 +210,10 @@ class NotebookResource(Resource):
         if live is not None:
             query['live'] = bool(live)
         if limit < 0 or offset < 0:
-            raise RestException('"limit" and "offset" must not be negative.', code=400)
-        for field, _direction in sort:
-            if field not in SORT_FIELDS:
-                raise RestException(f'Sort by one of: {", ".join(sorted(SORT_FIELDS))}.', code=400)
-        model = Notebook()
-        return [
-            model.serialize(doc) for doc in model.find(query, limit=limit, offset=offset, sort=sort)
-        ]
+            raise errors.InvalidRequest('"limit" and "offset" must not be negative.')
+        checkSorting(sort, SORT_FIELDS)
+        found = notebooks.find(query, limit=limit, offset=offset, sort=sort)
+        return [notebooks.view(doc) for doc in found]
 
     @access.user(scope=LAUNCH_SCOPE)
     @autoDescribeRoute(
@@ -243,11 +228,7 @@ class NotebookResource(Resource):
         .errorResponse('No such notebook.', 404)
     )
     def getNotebook(self, id, onBehalfOf):
-        doc = loadOwn(id, onBehalfOf)
-        model = Notebook()
-        if not model.isLocal(doc):
-            doc = model.refreshRemote(doc)
-        return model.serialize(doc)
+        return notebooks.view(notebooks.refresh(loadOwn(id, onBehalfOf)))
 
     @access.user(scope=LAUNCH_SCOPE, cookie=True)
     @autoDescribeRoute(
@@ -267,8 +248,7 @@ class NotebookResource(Resource):
     def events(self, id, onBehalfOf):
         before = changeCount()
         doc = loadOwn(id, onBehalfOf)
-        model = Notebook()
-        local = model.isLocal(doc)
+        local = notebooks.isLocal(doc)
         setResponseHeader('Content-Type', 'text/event-stream')
         setResponseHeader('Cache-Control', 'no-cache')
         # Proxies such as nginx would otherwise hold the events back.
@@ -282,7 +262,7 @@ class NotebookResource(Resource):
             current = doc
             seen = before
             while True:
-                view = model.serialize(current)
+                view = notebooks.view(current)
                 # Each view has a fresh single-use link: a new ticket is not a change.
                 key = (view['status'], view['message'], (view['url'] or '').split('?')[0])
                 if key != last:
@@ -301,9 +281,7 @@ class NotebookResource(Resource):
                     seen = changeCount()
                 else:
                     time.sleep(1.0)
-                current = model.load(doc['_id']) or current
-                if not local:
-                    current = model.refreshRemote(current)
+                current = notebooks.refresh(notebooks.load(doc['_id']) or current)
 
         return stream
 
@@ -325,23 +303,21 @@ class NotebookResource(Resource):
         .errorResponse('The notebook is not running.', 409)
     )
     def openNotebook(self, id, ticket):
-        model = Notebook()
-        doc = model.loadById(id)
-        if not model.isLocal(doc):
-            raise RestException(f'Notebook {id} runs at site "{doc["site"]}", not here.', code=404)
+        doc = notebooks.get(id)
+        if not notebooks.isLocal(doc):
+            raise errors.NotFound(f'Notebook {id} runs at site "{doc["site"]}", not here.')
         user = getCurrentUser()
         owner = user is not None and doc['identity'] == identityOf(user)
         if doc.get('status') != 'running':
             # Said only to its owner, or to whoever holds a link that was made for it.
-            if owner or (ticket and model.ticketIsGenuine(doc, ticket)):
-                raise RestException(
+            if owner or (ticket and notebooks.ticketIsGenuine(doc, ticket)):
+                raise errors.Conflict(
                     f'This notebook is not running (it is {doc.get("status")}). Launch it again '
                     "from the dataset's page (its Launch button) or with POST /notebook?folderId="
-                    f'{doc["folderId"]}.',
-                    code=409,
+                    f'{doc["folderId"]}.'
                 )
-        elif owner or (ticket and model.redeemTicket(doc, ticket)):
-            return self._openCookie(model, doc)
+        elif owner or (ticket and notebooks.redeemTicket(doc, ticket)):
+            return self._openCookie(doc)
         raise RestException(
             'This link to the notebook was used already or has expired. Get a fresh one: '
             'GET /notebook/{id} (its url), or the Open button.',
@@ -349,9 +325,9 @@ class NotebookResource(Resource):
         )
 
     @staticmethod
-    def _openCookie(model, doc):
+    def _openCookie(doc):
         """Set the notebook's cookie and send the browser to it (303)."""
-        target = model.frontDoorUrl(doc)
+        target = notebooks.frontDoorUrl(doc)
         cookie = cherrypy.response.cookie
         cookie[COOKIE_NAME] = doc['token']
         cookie[COOKIE_NAME]['path'] = urllib.parse.urlsplit(target).path
@@ -377,10 +353,4 @@ class NotebookResource(Resource):
         .errorResponse("The notebook's site could not stop it.", 502)
     )
     def stop(self, id, onBehalfOf):
-        doc = loadOwn(id, onBehalfOf)
-        model = Notebook()
-        if model.isLocal(doc):
-            doc = model.stop(doc)
-        else:
-            doc = model.stopRemote(doc)
-        return model.serialize(doc)
+        return notebooks.view(notebooks.stop(loadOwn(id, onBehalfOf)))

@@ -13,8 +13,7 @@ from girder.api.describe import Description, autoDescribeRoute
 from girder.api.rest import getApiUrl, getCurrentUser
 
 from .. import errors, metrics, ratelimit
-from ..models.notebook import Notebook
-from ..services import resolution
+from ..services import notebooks, resolution
 from . import parseIdentifier
 from .errors import DomainResource
 
@@ -168,5 +167,4 @@ class Resolve(DomainResource):
         locations = resolution.locations(identifier.canonical, user, preferSite=site)
         if not locations:
             raise errors.NotFound(f'No site holds {identifier.canonical}, or you may not read it.')
-        model = Notebook()
-        return model.serialize(model.launchFirst(locations, user, site=site))
+        return notebooks.view(notebooks.launchFirst(locations, user, site=site))

@@ -1,0 +1,210 @@
+"""Notebooks: the one entry point that ``rest/`` calls to launch, follow and stop them.
+
+One live notebook per (site, delegator, identity, folder), next to the data. A
+launch here takes a warm server from the pool (``pool.py``) or starts one
+through the configured launcher (``local.py``); at a central, ``POST
+/resolve/launch`` goes to the best site that holds the data, passing over sites
+that fail (:func:`launchFirst`; the calls to other sites are ``remote.py``).
+Idle and old notebooks are stopped by ``culler.py``; the warm pool is refilled
+by ``refill.py``. Status changes are recorded by ``models/notebook.py``.
+"""
+
+import logging
+import time
+
+from girder.constants import AccessType
+from girder.models.folder import Folder
+
+from ... import frontdoor, metrics, settings
+from ...errors import InvalidRequest, NotFound, SiteFailed, Unavailable
+from ...federation import SiteError
+from ...models.notebook import Notebook, identityOf
+from ...primitives import objectId
+from ...settings import PluginSettings
+from . import local, pool, remote
+from .links import openUrl, redeemTicket, ticketIsGenuine
+from .local import frontDoorUrl
+
+#: What ``rest/`` calls.
+__all__ = [
+    'find',
+    'frontDoorUrl',
+    'get',
+    'isLocal',
+    'launch',
+    'launchFirst',
+    'load',
+    'redeemTicket',
+    'refresh',
+    'stop',
+    'ticketIsGenuine',
+    'view',
+]
+
+logger = logging.getLogger(__name__)
+
+metrics.readNotebookCountsWith(lambda: Notebook().statusCounts())
+
+
+def get(notebookId):
+    """The notebook with this id; :class:`InvalidRequest` or :class:`NotFound` if none."""
+    oid = objectId(notebookId)
+    if oid is None:
+        raise InvalidRequest('A notebook id is 24 hexadecimal characters.')
+    doc = Notebook().load(oid)
+    if doc is None:
+        raise NotFound(f'No notebook {notebookId}.')
+    return doc
+
+
+def load(notebookId):
+    """The notebook with this id, or None (a malformed id included)."""
+    oid = objectId(notebookId)
+    return None if oid is None else Notebook().load(oid)
+
+
+def find(query, limit=0, offset=0, sort=None):
+    """The notebooks that match ``query`` (a Mongo query the caller has vetted)."""
+    return Notebook().find(query, limit=limit, offset=offset, sort=sort)
+
+
+def isLocal(doc):
+    """Whether the notebook runs at this site (else it is a record of another site's)."""
+    return Notebook().isLocal(doc)
+
+
+def view(doc):
+    """The notebook as its owner sees it.
+
+    ``url`` is what a browser opens: for a running notebook of this site, a
+    single-use link through the front door (``links.py``); the Jupyter token itself
+    never appears in it.
+    """
+    out = Notebook().serialize(doc)
+    if out['status'] == 'running' and Notebook().isLocal(doc) and doc.get('token'):
+        try:
+            out['url'] = openUrl(doc)
+        except frontdoor.FrontDoorError:
+            out['url'] = None
+    return out
+
+
+def launch(folder, user, identity=None):
+    """Launch, or return, ``identity``'s live notebook for ``folder`` at this site.
+
+    ``identity`` defaults to the user's own; a federation launch passes the remote
+    person's. From the warm pool the notebook is running at once; else the server
+    starts in a background thread.
+    """
+    identity = identity or identityOf(user)
+    site = settings.get(PluginSettings.SITE_NAME)
+    folderId = str(folder['_id'])
+    existing = Notebook().findLive(site, identity, folderId, user['_id'])
+    if existing is not None:
+        return existing
+    path = local.datasetPath(folder)
+    pooled = pool.launch(site, identity, folderId, user, path)
+    if pooled is not None:
+        return pooled
+    return local.launch(folder, user, identity, path)
+
+
+def refresh(doc):
+    """``doc`` brought up to date: a notebook at another site is asked there."""
+    if Notebook().isLocal(doc):
+        return doc
+    return remote.refresh(doc)
+
+
+def stop(doc, reason='Stopped'):
+    """Stop a notebook (here, or at its site) and release what it held; the result."""
+    if Notebook().isLocal(doc):
+        return local.stop(doc, reason)
+    return remote.stop(doc)
+
+
+# -- at a central: the best site that holds the data -----------------------------------
+
+
+def _siteList(names):
+    return ', '.join(f'"{name}"' for name in sorted(set(names)))
+
+
+def launchAt(location, user, failover=None):
+    """Launch the user's notebook at a location from ``resolution.locations()``.
+
+    :class:`SiteError` when the location's site is unavailable.
+    """
+    if location.get('local'):
+        folder = Folder().load(location['folderId'], user=user, level=AccessType.READ)
+        return launch(folder, user)
+    site = remote.siteNamed(location['site'])
+    if site is None:
+        raise SiteError(f'Site "{location["site"]}" is no longer registered.')
+    return remote.launch(site, location['folderId'], user, failover)
+
+
+def launchFirst(locations, user, site=None):
+    """Launch the user's notebook at the first of ``locations`` that takes it.
+
+    ``locations`` come ranked. A site that fails the launch (no answer, a 5xx) is
+    passed over for the next healthy location, until one launches or
+    ``resolver.launch_deadline`` passes; the notebook's ``failover`` and message
+    say what was passed over. With ``site``, only that site is tried: its failure
+    is an error that names the other sites holding the data.
+    """
+    if site is not None:
+        return _launchAtChosen(locations, user, site)
+    healthy = [loc for loc in locations if loc['healthy']]
+    if not healthy:
+        raise Unavailable(
+            f'No healthy site holds this dataset right now (known at: '
+            f'{_siteList(loc["site"] for loc in locations)}, none sent a heartbeat '
+            'lately). Try again later.'
+        )
+    deadline = time.monotonic() + settings.get(PluginSettings.LAUNCH_DEADLINE)
+    passed = []
+    for location in healthy:
+        if passed:
+            if time.monotonic() >= deadline:
+                break
+            metrics.FAILOVERS.labels(site=passed[-1][0]).inc()
+        note = None
+        if passed:
+            note = '; '.join(str(exc).rstrip('.') for _, exc in passed)
+            note = f'{note}; launched at {location["site"]}.'
+        try:
+            doc = launchAt(location, user, failover=note)
+        except SiteError as exc:
+            logger.warning('Launch at %s failed, trying the next site: %s', location, exc)
+            passed.append((location['site'], exc))
+            continue
+        if note and not doc.get('failover'):
+            # The person's notebook already lived there: say why this site all the same.
+            Notebook().setFields(doc, failover=note)
+        return doc
+    reasons = ' '.join(str(exc) for _, exc in passed)
+    raise SiteFailed(f'No site could launch this dataset: {reasons} Try again in a moment.')
+
+
+def _launchAtChosen(locations, user, site):
+    """A launch at the site the request names: no failover, but a clear error naming the
+    other sites that hold the data."""
+    chosen = [loc for loc in locations if loc['site'] == site]
+    others = [loc['site'] for loc in locations if loc['site'] != site and loc['healthy']]
+    if others:
+        also = (
+            f' The dataset is also held by {_siteList(others)}: launch without "site" '
+            f'to use the best of them, or with site={others[0]}.'
+        )
+    else:
+        also = ' No other healthy site holds it.'
+    if not chosen:
+        raise NotFound(f'Site "{site}" does not hold this dataset.{also}')
+    location = chosen[0]
+    if not location['healthy']:
+        raise Unavailable(f'Site "{site}" has not sent a heartbeat lately.{also}')
+    try:
+        return launchAt(location, user)
+    except SiteError as exc:
+        raise SiteFailed(f'{exc}{also}')
