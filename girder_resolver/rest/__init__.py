@@ -8,7 +8,6 @@ paging values); they raise :mod:`girder_resolver.errors`, which
 from ..errors import InvalidRequest
 from ..identifiers import InvalidIdentifier, normalize
 from ..primitives import checkSort
-from .errors import answering
 
 
 def parseIdentifier(value, param='id'):
@@ -25,8 +24,6 @@ def parseIdentifier(value, param='id'):
         raise InvalidRequest(str(exc))
 
 
-# Answers by itself too: rest/notebook's resource calls it and is not a DomainResource yet.
-@answering
 def checkPaging(limit, offset):
     """Refuse paging values that would reach Mongo as an error (a negative skip is a 500)."""
     if limit is not None and limit < 0:
