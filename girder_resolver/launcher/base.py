@@ -244,14 +244,6 @@ class Launcher(abc.ABC):
             merged.update(getattr(klass, 'options', None) or {})
         return merged
 
-    @classmethod
-    def describe_options(cls):
-        """Human-readable list of the options, their defaults and help texts."""
-        return '\n'.join(
-            f'{key} (default {option.default!r}): {option.help}'
-            for key, option in sorted(cls.all_options().items())
-        )
-
     # -- what each backend implements ------------------------------------------
 
     @abc.abstractmethod
