@@ -44,7 +44,6 @@ class ResolverPlugin(GirderPlugin):
         from . import (  # (settings: registers validators)
             cache,
             credentials,
-            culler,
             events,
             frontdoor,
             metrics,
@@ -60,7 +59,7 @@ class ResolverPlugin(GirderPlugin):
         from .rest.resolve import Resolve
         from .rest.settings import SettingResource
         from .services.notebooks import local as localNotebooks
-        from .services.notebooks import refill
+        from .services.notebooks import policy, recovery, refill
 
         # First of the plugin's handlers: the others must read settings just saved.
         cache.clearAll()
@@ -122,12 +121,12 @@ class ResolverPlugin(GirderPlugin):
 
         # Adopt notebooks that outlived a restart, end dead ones, then cull periodically.
         try:
-            logger.info('Data DNS notebooks after start-up: %s', culler.recover() or 'none')
+            logger.info('Data DNS notebooks after start-up: %s', recovery.recover() or 'none')
         except Exception:  # a broken container engine must not keep Girder from starting
             logger.exception('Data DNS: notebook recovery failed')
         # Both threads end with the server (CherryPy's 'stop'; with uvicorn, with the process).
-        cherrypy.engine.subscribe('stop', culler.stop)
-        culler.start()
+        cherrypy.engine.subscribe('stop', policy.stop)
+        policy.start()
 
         # The warm pool refills in its own thread; a change of its size or backend
         # wakes it, and this process's unclaimed servers stop with the server.

@@ -22,12 +22,13 @@ from girder.models.setting import Setting
 from girder.models.user import User
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
-from girder_resolver import culler, frontdoor
+from girder_resolver import frontdoor
 from girder_resolver.launcher import LaunchSpec
 from girder_resolver.launcher.identity import COOKIE_NAME
 from girder_resolver.models.notebook import Notebook, changeCount, waitForChange
 from girder_resolver.primitives import processStamp
 from girder_resolver.services import notebooks
+from girder_resolver.services.notebooks import policy, recovery
 from girder_resolver.services.notebooks.local import (
     IDENTITY_LABEL,
     INSTANCE_LABEL,
@@ -312,7 +313,7 @@ def testTheCullerStopsIdleNotebooksSparesActiveOnesAndNoticesVanishedOnes(
     assert resp.status_code == 200
     # 57 s from now the idle one has been idle over 60 s; the active one for under 60.
     now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=57)
-    report = culler.cullOnce(now=now)
+    report = policy.cullOnce(now=now)
     assert report == {idle['_id']: 'culled'}
     gone = server.request(f'/notebook/{idle["_id"]}', user=user).json
     assert gone['status'] == 'stopped'
@@ -323,7 +324,7 @@ def testTheCullerStopsIdleNotebooksSparesActiveOnesAndNoticesVanishedOnes(
     # A server that dies behind our back is noticed and marked stopped. (The culler
     # thread of this process may notice first: hence .get with a default.)
     launcher(backend).stop(handleOf(active))
-    assert culler.cullOnce().get(active['_id'], 'vanished') == 'vanished'
+    assert policy.cullOnce().get(active['_id'], 'vanished') == 'vanished'
     assert server.request(f'/notebook/{active["_id"]}', user=user).json['status'] == 'stopped'
 
 
@@ -331,9 +332,9 @@ def testTheCullerStopsIdleNotebooksSparesActiveOnesAndNoticesVanishedOnes(
 def testTheCullerStopsNotebooksOlderThanTheMaxAge(server, user, dataset, backend):
     Setting().set('resolver.max_age', 30)
     nb = runningNotebook(server, user, dataset[0])
-    assert culler.cullOnce() == {}
+    assert policy.cullOnce() == {}
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=40)
-    assert culler.cullOnce(now=later) == {nb['_id']: 'culled'}
+    assert policy.cullOnce(now=later) == {nb['_id']: 'culled'}
     assert 'maximum age' in server.request(f'/notebook/{nb["_id"]}', user=user).json['message']
 
 
@@ -393,7 +394,7 @@ def testARestartAdoptsLiveNotebooksEndsDeadAndInterruptedOnesAndStopsOrphans(
         LaunchSpec('foreign-' + backend, 'tok', str(data), 'data', labels={INSTANCE_LABEL: 'x'})
     )
     try:
-        report = culler.recover()
+        report = recovery.recover()
         assert report[live['_id']] == 'adopted'
         # The culler thread of this process may get to these first.
         assert report.get(dead['_id'], 'stopped') == 'stopped'
@@ -420,7 +421,7 @@ def testARestartAdoptsLiveNotebooksEndsDeadAndInterruptedOnesAndStopsOrphans(
         # Adopted notebooks are still culled.
         Setting().set('resolver.idle_timeout', 1)
         later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30)
-        assert culler.cullOnce(now=later).get(live['_id'], 'culled') == 'culled'
+        assert policy.cullOnce(now=later).get(live['_id'], 'culled') == 'culled'
         assert server.request(f'/notebook/{live["_id"]}', user=user).json['status'] == 'stopped'
     finally:
         launcher(backend).stop(foreign)

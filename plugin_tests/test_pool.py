@@ -13,12 +13,12 @@ import pytest
 from girder.models.setting import Setting
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
-from girder_resolver import culler, frontdoor
+from girder_resolver import frontdoor
 from girder_resolver.launcher.identity import COOKIE_NAME
 from girder_resolver.models.notebook import Notebook
 from girder_resolver.models.pooled import PooledNotebook
 from girder_resolver.services import notebooks
-from girder_resolver.services.notebooks import pool, refill
+from girder_resolver.services.notebooks import pool, recovery, refill
 from girder_resolver.services.notebooks.local import INSTANCE_LABEL, instanceId, launcher
 from plugin_tests.test_notebook import (
     FILES,
@@ -236,7 +236,7 @@ def testRecoveryKeepsLiveServersSettlesHalfClaimedOnesAndLeaksNothing(
             | {'updated': old, 'token': 'x', 'handle': Notebook().load(nb['_id'])['handle']}
         )
 
-        report = culler.recover()
+        report = recovery.recover()
         assert report[str(unclaimed['_id'])] == 'pool adopted'
         assert report[str(lost['_id'])] == 'abandoned'
         assert report[nb['_id']] == 'adopted'

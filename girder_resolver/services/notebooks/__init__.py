@@ -5,8 +5,9 @@ launch here takes a warm server from the pool (``pool.py``) or starts one
 through the configured launcher (``local.py``); at a central, ``POST
 /resolve/launch`` goes to the best site that holds the data, passing over sites
 that fail (:func:`launchFirst`; the calls to other sites are ``remote.py``).
-Idle and old notebooks are stopped by ``culler.py``; the warm pool is refilled
-by ``refill.py``. Status changes are recorded by ``models/notebook.py``.
+Idle and old notebooks are stopped by ``policy.py`` (the culler), and what a
+restart left behind is settled by ``recovery.py``; the warm pool is refilled by
+``refill.py``. Status changes are recorded by ``models/notebook.py``.
 """
 
 import logging
@@ -116,10 +117,14 @@ def refresh(doc):
     return remote.refresh(doc)
 
 
-def stop(doc, reason='Stopped'):
-    """Stop a notebook (here, or at its site) and release what it held; the result."""
+def stop(doc, reason='Stopped', fromStatus=None):
+    """Stop a notebook (here, or at its site) and release what it held; the result.
+
+    ``fromStatus``: only from these statuses, else :class:`InvalidTransition` (see
+    :func:`local.stop`: the culler's and recovery's stops of local notebooks).
+    """
     if Notebook().isLocal(doc):
-        return local.stop(doc, reason)
+        return local.stop(doc, reason, fromStatus)
     return remote.stop(doc)
 
 

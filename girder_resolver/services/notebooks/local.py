@@ -258,16 +258,22 @@ def _launch(doc):
 # -- stopping ------------------------------------------------------------------------
 
 
-def stop(doc, reason='Stopped'):
+def stop(doc, reason='Stopped', fromStatus=None):
     """Stop a local notebook and release its process or container and port.
 
     Safe against concurrent stops: only the caller that claims it stops it. A
     notebook still starting without a handle is left to its launch thread, which
-    sees the claim and releases what it started.
+    sees the claim and releases what it started. With ``fromStatus`` (the statuses
+    the caller saw), a notebook that another stop claimed first raises
+    :class:`InvalidTransition` instead of being handed back: the culler and recovery
+    count only the stops they made.
     """
-    claimed = Notebook().claimForStop(doc)
+    claimed = Notebook().claimForStop(doc, fromStatus or ('launching', 'running'))
     if claimed is None:
-        return Notebook().load(doc['_id']) or doc
+        current = Notebook().load(doc['_id'])
+        if fromStatus is not None:
+            raise InvalidTransition((current or {}).get('status'), 'stopping')
+        return current or doc
     return release(claimed, reason)
 
 
