@@ -3,7 +3,34 @@
 import logging
 from pathlib import Path
 
+import cherrypy
+from girder import events as girderEvents
+from girder.constants import TokenScope
 from girder.plugin import GirderPlugin, registerPluginStaticContent
+from girder.utility.model_importer import ModelImporter
+
+from . import (  # (settings: registers validators)
+    cache,
+    credentials,
+    events,
+    frontdoor,
+    logredact,
+    metrics,
+    settings,
+)
+from .constants import LAUNCH_SCOPE
+from .models.dataset import Dataset
+from .models.notebook import Notebook
+from .models.site import Site
+from .rest.dataset import Resolver
+from .rest.frontdoor import StoppedNotebookPages
+from .rest.notebook import NotebookResource
+from .rest.resolve import Resolve
+from .rest.settings import SettingResource
+from .services import resolution
+from .services.notebooks import local as localNotebooks
+from .services.notebooks import policy, pool, recovery, refill
+from .settings import PluginSettings
 
 logger = logging.getLogger(__name__)
 
@@ -36,31 +63,6 @@ class ResolverPlugin(GirderPlugin):
     DISPLAY_NAME = 'Data DNS resolver'
 
     def load(self, info):
-        import cherrypy
-        from girder import events as girderEvents
-        from girder.constants import TokenScope
-        from girder.utility.model_importer import ModelImporter
-
-        from . import (  # (settings: registers validators)
-            cache,
-            credentials,
-            events,
-            frontdoor,
-            metrics,
-            settings,
-        )
-        from .constants import LAUNCH_SCOPE
-        from .models.dataset import Dataset
-        from .models.notebook import Notebook
-        from .models.site import Site
-        from .rest.dataset import Resolver
-        from .rest.frontdoor import StoppedNotebookPages
-        from .rest.notebook import NotebookResource
-        from .rest.resolve import Resolve
-        from .rest.settings import SettingResource
-        from .services.notebooks import local as localNotebooks
-        from .services.notebooks import policy, recovery, refill
-
         # First of the plugin's handlers: the others must read settings just saved.
         cache.clearAll()
         settings.bind('resolver.cache')
@@ -83,8 +85,6 @@ class ResolverPlugin(GirderPlugin):
         )
         events.bind('resolver')
         # Girder's access log records query strings: keep API keys and tokens out of it.
-        from . import logredact
-
         logredact.install()
         registerWebClient(info['serverRoot'])
 
@@ -100,21 +100,7 @@ class ResolverPlugin(GirderPlugin):
             logger.error('Data DNS: no key to encrypt site credentials with: %s', exc)
         girderEvents.bind('model.setting.save.after', 'resolver.siteName', _siteNameSaved)
 
-        def siteStates(moment):
-            # The site gauges of the metrics (which sit below the models).
-            model = Site()
-            fields = {'name': 1, 'lastHeartbeat': 1, 'datasetCount': 1, 'suspectSince': 1}
-            return [
-                (
-                    site['name'],
-                    model.healthy(site, moment),
-                    site.get('datasetCount', 0),
-                    model.suspect(site, moment),
-                )
-                for site in model.find({}, fields=fields)
-            ]
-
-        metrics.readSitesWith(siteStates)
+        metrics.readSitesWith(resolution.siteStates)
 
         count = Dataset().reindexLocal()
         logger.info('Data DNS: %d tagged folders indexed', count)
@@ -145,9 +131,6 @@ class ResolverPlugin(GirderPlugin):
 
 
 def _startFrontDoor():
-    from . import frontdoor
-    from .services.notebooks import local as localNotebooks
-
     try:
         if localNotebooks.frontDoorRoutes():
             frontdoor.ensure()
@@ -156,10 +139,6 @@ def _startFrontDoor():
 
 
 def _learnGirderAddress(event):
-    import cherrypy
-
-    from . import frontdoor
-
     local = getattr(cherrypy.request, 'local', None)
     if local is not None:
         frontdoor.learnGirderAddress(local.name, local.port)
@@ -167,16 +146,10 @@ def _learnGirderAddress(event):
 
 def _siteNameSaved(event):
     """Local index entries carry the site's name: a new name re-labels them."""
-    from .models.dataset import Dataset
-    from .settings import PluginSettings
-
     if (event.info or {}).get('key') == PluginSettings.SITE_NAME:
         Dataset().reindexLocal()
 
 
 def _poolSettingSaved(event):
-    from .services.notebooks import pool
-    from .settings import PluginSettings
-
     if (event.info or {}).get('key') in (PluginSettings.POOL_SIZE, PluginSettings.BACKEND):
         pool.wake()

@@ -91,3 +91,18 @@ def locations(identifier, user, preferSite=None):
 
     found.sort(key=rank)
     return [loc for _, loc in found]
+
+
+def siteStates(moment):
+    """Each site's health as the metrics show it: rows ``(name, healthy, datasets, suspect)``."""
+    model = Site()
+    fields = {'name': 1, 'lastHeartbeat': 1, 'datasetCount': 1, 'suspectSince': 1}
+    return [
+        (
+            site['name'],
+            model.healthy(site, moment),
+            site.get('datasetCount', 0),
+            model.suspect(site, moment),
+        )
+        for site in model.find({}, fields=fields)
+    ]
