@@ -120,15 +120,6 @@ def _route(entry, backend):
     return frontdoor.generation()
 
 
-def routedNow(entry):
-    """Whether a claimed server's route, added when it became ready, is surely still in the
-    proxy: this process's managed proxy, not restarted since. A proxy run as a service of its
-    own may have restarted unseen (its routes come back only for notebooks, within the
-    supervisor's interval), so a claim there adds the route again."""
-    current = frontdoor.generation()
-    return current not in (None, 'external') and entry.get('routed') == current
-
-
 def _waitReady(entry, backend, deadline):
     while not _stopping.is_set():
         try:
