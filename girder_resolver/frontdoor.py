@@ -36,6 +36,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import cherrypy
+
 from . import settings
 from .launcher import open_connection
 from .settings import PluginSettings
@@ -118,8 +120,6 @@ def _girderUrl():
     CherryPy's own HTTP server when it runs (tests bind one); otherwise the address
     requests arrived on (uvicorn, under ``girder serve``); before any, Girder's default.
     """
-    import cherrypy
-
     if _girderAddress and not getattr(cherrypy.server, 'running', False):
         return _girderAddress
     host = cherrypy.server.socket_host or '127.0.0.1'

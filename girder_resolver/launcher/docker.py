@@ -54,6 +54,8 @@ import stat
 import tempfile
 import time
 
+import docker
+
 from . import identity, readonly, unixclose
 from .base import Launcher, LaunchError, Option
 
@@ -82,17 +84,6 @@ def _default_run_root():
     return os.environ.get('DATADNS_DOCKER_RUN_ROOT') or os.path.join(
         tempfile.gettempdir(), 'datadns-docker'
     )
-
-
-def _docker():
-    # Imported on first use, so that the launcher package imports without the SDK.
-    try:
-        import docker
-    except ImportError:
-        raise LaunchError(
-            'The docker launcher needs the "docker" Python package (pip install docker).'
-        ) from None
-    return docker
 
 
 def _explain(error):
@@ -196,7 +187,6 @@ class DockerLauncher(Launcher):
     def client(self):
         """The docker SDK client, made on first use."""
         if self._client is None:
-            docker = _docker()
             try:
                 if self.config['engine_url']:
                     self._client = docker.DockerClient(
@@ -216,7 +206,6 @@ class DockerLauncher(Launcher):
 
     def _container(self, container_id):
         """The container, or None when it no longer exists."""
-        docker = _docker()
         try:
             return self.client.containers.get(container_id)
         except docker.errors.NotFound:
@@ -233,7 +222,6 @@ class DockerLauncher(Launcher):
         'containerName', 'socket', 'runDir', 'baseUrl', 'started', 'labels'}``;
         ``socket`` is the server's Unix socket on this machine.
         """
-        docker = _docker()
         spec.check_data_path()
         name = f'{self.config["name_prefix"]}{spec.notebook_id}'
         home = self.config['home'].rstrip('/') or '/'
@@ -305,7 +293,6 @@ class DockerLauncher(Launcher):
 
     def list_running(self):
         """Handles of running containers labelled as ours; exited ones are removed."""
-        docker = _docker()
         for attempt in range(5):
             try:
                 containers = self.client.containers.list(
@@ -343,7 +330,6 @@ class DockerLauncher(Launcher):
         status says so: for a stopped container with no output yet, the log is
         read again until ``log_wait`` seconds have passed.
         """
-        docker = _docker()
         deadline = time.monotonic() + float(self.config['log_wait'])
         try:
             container = self._container(handle['containerId'])
@@ -399,7 +385,6 @@ class DockerLauncher(Launcher):
         return run_dir
 
     def _create_kwargs(self, spec, name, home, run_dir, labels):
-        docker = _docker()
 
         def bind(source, target, read_only):
             return docker.types.Mount(
@@ -504,7 +489,6 @@ class DockerLauncher(Launcher):
         create fails is the name checked, since Docker Engine answers 409 to a
         name in use but Podman 500.
         """
-        docker = _docker()
         try:
             return self.client.containers.create(self.config['image'], **create_kwargs)
         except docker.errors.ImageNotFound:
@@ -586,7 +570,6 @@ class DockerLauncher(Launcher):
                 _remove_run_dir(run_dir)
 
     def _remove(self, container):
-        docker = _docker()
         run_dir = self._run_dir_of(container)
         try:
             if container.status == 'running':

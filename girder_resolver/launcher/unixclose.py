@@ -27,6 +27,8 @@ which loads it by file path and calls :func:`install`.
 
 import logging
 
+from tornado import http1connection
+
 log = logging.getLogger(__name__)
 
 
@@ -36,8 +38,6 @@ def install():
     Returns whether tornado had the hook this relies on (it logs a warning if not,
     and the server then behaves as stock tornado does).
     """
-    from tornado import http1connection
-
     cls = http1connection.HTTP1Connection
     original = getattr(cls, '_can_keep_alive', None)
     if original is None:
