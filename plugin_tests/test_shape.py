@@ -251,7 +251,7 @@ def checkCycles(modules, root):
             f'      {rel(modules[a], root)}:{graph[a][b][0]} imports {b}'
             + (' (inside a function)' if graph[a][b][1] else '')
             for a in component
-            for b in sorted(graph[a])
+            for b in sorted(graph[a], key=lambda b, a=a: graph[a][b][0])
             if b in members and (a, b) not in edges
         ]
         also = '\n    other imports inside the tangle:\n' + '\n'.join(rest) if rest else ''
