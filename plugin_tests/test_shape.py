@@ -7,7 +7,7 @@ Rules, over girder_resolver, feder8 and datadns:
 - layers: launcher/ is Girder-free and knows nothing of girder_resolver outside it but
   primitives and errors; models/ know neither services/ nor rest/; services/ do not know
   rest/; feder8 never imports the plugin;
-- every module of girder_resolver opens with a docstring saying what it owns.
+- every module opens with a docstring saying what it owns.
 
 What counts as an import of what: `import a.b.c` imports module a.b.c; `from p import n`
 imports submodule p.n when there is one, else p itself (its __init__ for a package); relative
@@ -429,7 +429,7 @@ def checkLayers(modules, root):
     return problems
 
 
-def checkDocstrings(modules, root, packages=('girder_resolver',)):
+def checkDocstrings(modules, root, packages=PACKAGES):
     """Every module of `packages` that does not open with a docstring."""
     return [
         f'{rel(module, root)}:1: [docstring] {module.name} has none -- {DOCSTRING_FIX}'
