@@ -307,6 +307,10 @@ def testAdminChangesASettingOnTheSettingsPage(page, liveSite):
 def testTheSettingsPageShowsEverySettingTheServerDeclaresAndNeverASecret(page, liveSite):
     secret = 'page-secret-0123456789abcdef'
     declared = liveSite.admin.get('resolver/setting')
+    # The live site is shared with later tests, which launch at loopback sites.
+    siteHosts = liveSite.admin.get(
+        'system/setting', parameters={'key': 'resolver.allowed_site_hosts'}
+    )
     openApp(page, liveSite, 'plugins/resolver/config')
     logIn(page, ADMIN)
     form = page.locator('.g-resolver-settings-form')
@@ -335,8 +339,8 @@ def testTheSettingsPageShowsEverySettingTheServerDeclaresAndNeverASecret(page, l
     )
     assert stored == {'resolver.metrics_token': secret, 'resolver.allow_unsandboxed': True}
 
-    # Removed from the page: admins only again.
-    form.locator('#g-resolver-allowed-site-hosts').fill('[]')
+    # Removed from the page: admins only again; the hosts field is put back as it was.
+    form.locator('#g-resolver-allowed-site-hosts').fill(json.dumps(siteHosts))
     form.locator('#g-resolver-allow-unsandboxed').select_option('false')
     token.locator('.g-resolver-secret-clear').check()
     form.locator('.g-resolver-settings-save').click()
@@ -347,6 +351,10 @@ def testTheSettingsPageShowsEverySettingTheServerDeclaresAndNeverASecret(page, l
         parameters={'list': '["resolver.metrics_token", "resolver.allow_unsandboxed"]'},
     )
     assert stored == {'resolver.metrics_token': '', 'resolver.allow_unsandboxed': False}
+    assert (
+        liveSite.admin.get('system/setting', parameters={'key': 'resolver.allowed_site_hosts'})
+        == siteHosts
+    )
 
 
 def testFederationPageListsTheSitesWithTheirHealth(page, liveSite, federation):
