@@ -13,6 +13,7 @@ import psutil
 from bson import ObjectId
 from bson.errors import InvalidId
 
+_CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 _SITE_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
 
 
@@ -74,17 +75,45 @@ def hostId():
     return f'{socket.gethostname()}/{bootId}'
 
 
-def processStamp(pid=None):
-    """Who process ``pid`` (default: this one) is: host, pid and start time.
+def startTicks(process):
+    """When a ``psutil`` process started, in clock ticks since boot.
 
-    The start time tells a process from a later one that reuses its pid.
+    The value ``/proc/<pid>/stat`` gives: unlike ``create_time()`` alone, it does not
+    move when the system clock is set.
     """
-    pid = os.getpid() if pid is None else pid
+    return round((process.create_time() - psutil.boot_time()) * _CLOCK_TICKS)
+
+
+def processStart(pid):
+    """When process ``pid`` started (see :func:`startTicks`), or None if there is none."""
     try:
-        started = psutil.Process(pid).create_time()
+        return startTicks(psutil.Process(pid))
     except psutil.Error:
-        started = None
-    return {'host': hostId(), 'pid': pid, 'started': started}
+        return None
+
+
+def processMatches(pid, started):
+    """Whether ``pid`` is a live (not zombie) process that started at ``started``.
+
+    The start time tells a process from a later one that reuses its pid; with
+    ``started`` None, any live process of that pid matches.
+    """
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return started is None or startTicks(process) == started
+    except psutil.NoSuchProcess:  # a zombie's ZombieProcess included
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def processStamp(pid=None):
+    """Who process ``pid`` (default: this one) is: host, pid and start time."""
+    pid = os.getpid() if pid is None else pid
+    return {'host': hostId(), 'pid': pid, 'started': processStart(pid)}
 
 
 def processGone(stamp):
@@ -98,9 +127,4 @@ def processGone(stamp):
         return False
     if stamp.get('started') is None or not isinstance(stamp.get('pid'), int):
         return False
-    try:
-        return psutil.Process(stamp['pid']).create_time() != stamp['started']
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
+    return not processMatches(stamp['pid'], stamp['started'])

@@ -54,7 +54,10 @@ import stat
 import tempfile
 import time
 
-import docker
+try:
+    import docker as _sdk
+except ImportError:  # the package, and the process backend, work without the SDK
+    _sdk = None
 
 from . import identity, readonly, unixclose
 from .base import Launcher, LaunchError, Option
@@ -84,6 +87,15 @@ def _default_run_root():
     return os.environ.get('DATADNS_DOCKER_RUN_ROOT') or os.path.join(
         tempfile.gettempdir(), 'datadns-docker'
     )
+
+
+def _docker():
+    """The docker SDK, or a LaunchError saying how to get it."""
+    if _sdk is None:
+        raise LaunchError(
+            'The docker launcher needs the "docker" Python package (pip install docker).'
+        )
+    return _sdk
 
 
 def _explain(error):
@@ -187,6 +199,7 @@ class DockerLauncher(Launcher):
     def client(self):
         """The docker SDK client, made on first use."""
         if self._client is None:
+            docker = _docker()
             try:
                 if self.config['engine_url']:
                     self._client = docker.DockerClient(
@@ -206,6 +219,7 @@ class DockerLauncher(Launcher):
 
     def _container(self, container_id):
         """The container, or None when it no longer exists."""
+        docker = _docker()
         try:
             return self.client.containers.get(container_id)
         except docker.errors.NotFound:
@@ -222,6 +236,7 @@ class DockerLauncher(Launcher):
         'containerName', 'socket', 'runDir', 'baseUrl', 'started', 'labels'}``;
         ``socket`` is the server's Unix socket on this machine.
         """
+        docker = _docker()
         spec.check_data_path()
         name = f'{self.config["name_prefix"]}{spec.notebook_id}'
         home = self.config['home'].rstrip('/') or '/'
@@ -293,6 +308,7 @@ class DockerLauncher(Launcher):
 
     def list_running(self):
         """Handles of running containers labelled as ours; exited ones are removed."""
+        docker = _docker()
         for attempt in range(5):
             try:
                 containers = self.client.containers.list(
@@ -330,6 +346,7 @@ class DockerLauncher(Launcher):
         status says so: for a stopped container with no output yet, the log is
         read again until ``log_wait`` seconds have passed.
         """
+        docker = _docker()
         deadline = time.monotonic() + float(self.config['log_wait'])
         try:
             container = self._container(handle['containerId'])
@@ -385,6 +402,7 @@ class DockerLauncher(Launcher):
         return run_dir
 
     def _create_kwargs(self, spec, name, home, run_dir, labels):
+        docker = _docker()
 
         def bind(source, target, read_only):
             return docker.types.Mount(
@@ -489,6 +507,7 @@ class DockerLauncher(Launcher):
         create fails is the name checked, since Docker Engine answers 409 to a
         name in use but Podman 500.
         """
+        docker = _docker()
         try:
             return self.client.containers.create(self.config['image'], **create_kwargs)
         except docker.errors.ImageNotFound:
@@ -570,6 +589,7 @@ class DockerLauncher(Launcher):
                 _remove_run_dir(run_dir)
 
     def _remove(self, container):
+        docker = _docker()
         run_dir = self._run_dir_of(container)
         try:
             if container.status == 'running':

@@ -41,6 +41,7 @@ import time
 
 import psutil
 
+from ..primitives import processMatches, processStart, startTicks
 from . import identity, readonly, sandbox, unixclose
 from .base import Launcher, LaunchError, LaunchSpec, Option
 
@@ -53,29 +54,10 @@ _SENTINEL = '.datadns-notebook'
 #: Where :meth:`ProcessLauncher.start_unbound` servers find their placeholder dataset,
 #: under the work root: a dot name, which no notebook id can take.
 _PLACEHOLDER = '.unbound-empty'
-_CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 
 
 def _utcnow_iso():
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
-
-
-def _started(process):
-    """When a ``psutil`` process started, in clock ticks since boot.
-
-    The value ``/proc/<pid>/stat`` gives (and handles have always recorded as
-    ``procStart``): unlike ``create_time()`` alone, it does not move when the
-    system clock is set.
-    """
-    return round((process.create_time() - psutil.boot_time()) * _CLOCK_TICKS)
-
-
-def _process_start(pid):
-    """When process ``pid`` started (see :func:`_started`), or None if it is gone."""
-    try:
-        return _started(psutil.Process(pid))
-    except psutil.Error:
-        return None
 
 
 def children_of(pid):
@@ -87,28 +69,10 @@ def children_of(pid):
     found = []
     for child in children:
         try:
-            found.append((child.pid, _started(child)))
+            found.append((child.pid, startTicks(child)))
         except psutil.Error:
             pass  # ended meanwhile
     return found
-
-
-def _process_matches(pid, proc_start):
-    """Whether ``pid`` is a live (not zombie) process that started at ``proc_start``.
-
-    The start time guards against the pid having been reused by another process
-    since the handle was written, e.g. across a reboot.
-    """
-    try:
-        process = psutil.Process(pid)
-        with process.oneshot():
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return False
-            return proc_start is None or _started(process) == proc_start
-    except psutil.NoSuchProcess:  # a zombie's ZombieProcess included
-        return False
-    except psutil.AccessDenied:
-        return True  # it exists; whose it is cannot be told
 
 
 class ProcessLauncher(Launcher):
@@ -275,7 +239,7 @@ class ProcessLauncher(Launcher):
             'backend': self.name,
             'notebookId': spec.notebook_id,
             'pid': process.pid,
-            'procStart': _process_start(process.pid),
+            'procStart': processStart(process.pid),
             'socket': os.path.join(work_dir, 'run', sandbox.SOCKET_NAME),
             'baseUrl': spec.base_url,
             'workDir': work_dir,
@@ -333,7 +297,7 @@ class ProcessLauncher(Launcher):
             with self._lock:
                 self._children.pop(pid, None)
             return False
-        return _process_matches(pid, handle.get('procStart'))
+        return processMatches(pid, handle.get('procStart'))
 
     def stop(self, handle):
         """End the server, its kernels and its sandbox, then remove its files.
@@ -350,7 +314,7 @@ class ProcessLauncher(Launcher):
             if not self._wait_gone(handle, children, self.config['stop_grace']):
                 self._signal_group(pid, signal.SIGKILL)
                 for child_pid, child_start in children:
-                    if _process_matches(child_pid, child_start):
+                    if processMatches(child_pid, child_start):
                         self._signal_group(child_pid, signal.SIGKILL)
                 self._wait_gone(handle, children, 5.0)
         with self._lock:
@@ -503,7 +467,7 @@ class ProcessLauncher(Launcher):
 
     def _wait_gone(self, handle, children, timeout):
         deadline = time.monotonic() + timeout
-        while self.is_alive(handle) or any(_process_matches(*child) for child in children):
+        while self.is_alive(handle) or any(processMatches(*child) for child in children):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.02)
