@@ -91,8 +91,10 @@ start() {
       log "pid $pid exists but the socket does not answer yet; waiting for it"
     else
       rm -f "$SOCK"
-      # setsid: the service must outlive this shell and the session that ran it.
-      setsid podman system service --time=0 "unix://$SOCK" </dev/null >>"$LOG_FILE" 2>&1 &
+      # setsid: the service must outlive this shell and the session that ran it. From /:
+      # its containers' conmon inherits its working directory, and a checkout it was
+      # started in may be deleted while it runs ("Failed to get working directory").
+      (cd / && exec setsid podman system service --time=0 "unix://$SOCK" </dev/null >>"$LOG_FILE" 2>&1) &
       echo $! >"$PID_FILE"
       log "started podman system service (pid $!, log $LOG_FILE)"
     fi
