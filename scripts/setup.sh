@@ -3,7 +3,7 @@
 # everything is already there.
 #   scripts/setup.sh          what `make run` needs: Python deps, the web client
 #   scripts/setup.sh --test   also what the tests need: Podman's Docker API,
-#                             the notebook image, Chromium, Redis
+#                             the notebook image, Chromium, Redis, a one-node Slurm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -27,6 +27,9 @@ if [ "$TEST" = 1 ]; then
     have newuidmap || need_apt+=(uidmap)
     have redis-server || need_apt+=(redis-server)
     have docker-compose || need_apt+=(docker-compose)
+    # The slurm backend's tests run a one-node Slurm cluster (scripts/slurm.sh).
+    have slurmctld || need_apt+=(slurm-wlm)
+    have munged || need_apt+=(munge)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -73,4 +76,6 @@ if [ "$TEST" = 1 ]; then
     scripts/podman-service.sh start >/dev/null
     step "Building the notebook image (first time only)"
     scripts/build-notebook-image.sh
+    step "Starting a one-node Slurm cluster"
+    scripts/slurm.sh start
 fi
