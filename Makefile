@@ -9,7 +9,7 @@ run: setup  ## Bring up a federation on this machine (central + two sites), Ctrl
 	$(VENV)/bin/datadns up
 
 test: setup-test  ## Set up everything the tests need, then run the whole suite
-	. scripts/test-env.sh && $(PY) -m pytest -ra $(PYTEST_ARGS)
+	. scripts/test-env.sh && $(PY) -m pytest -ra --durations=25 $(PYTEST_ARGS)
 
 setup:
 	scripts/setup.sh
