@@ -39,6 +39,8 @@ from typing import Any, ClassVar
 _NOTEBOOK_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
 _UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9._ -]+')
 _WILDCARD_HOSTS = {'', '0.0.0.0', '::', '[::]'}
+#: A tool's user interface -> the page (below base_url) its notebook URL lands on.
+TOOL_UIS = {'lab': '/lab', 'notebook': '/tree'}
 
 
 class LaunchError(Exception):
@@ -75,7 +77,11 @@ class LaunchSpec:
     ``data_name`` the name under which the dataset appears in the notebook's
     file tree (sanitised); ``base_url`` the URL path prefix the server serves
     under (default ``/notebook/<notebook_id>/``); ``labels`` free-form
-    string labels recorded with the notebook (container labels, marker file).
+    string labels recorded with the notebook (container labels, marker file);
+    ``tool`` the tool to run (an entry of the site's ``resolver.tools``: a dict
+    with an ``id``, ``ui`` and per backend ``process.env`` / ``docker.image``,
+    see :mod:`girder_resolver.tools`), or None for the backend's configured
+    default command or image.
     """
 
     notebook_id: str
@@ -84,6 +90,7 @@ class LaunchSpec:
     data_name: str = 'data'
     base_url: str = ''
     labels: dict = field(default_factory=dict)
+    tool: dict | None = None
 
     def __post_init__(self):
         self.notebook_id = str(self.notebook_id)
@@ -98,6 +105,7 @@ class LaunchSpec:
         self.base_url = normalize_base_url(self.base_url or f'/notebook/{self.notebook_id}/')
         self.labels = {str(k): str(v) for k, v in (self.labels or {}).items()}
         self.data_path = os.path.abspath(self.data_path)
+        self.tool = check_tool(self.tool)
         self.check_data_path()
 
     def check_data_path(self):
@@ -109,6 +117,30 @@ class LaunchSpec:
             )
         if not os.access(self.data_path, os.R_OK | os.X_OK):
             raise LaunchError(f'The dataset directory {self.data_path} is not readable.')
+
+
+def check_tool(tool):
+    """A copy of ``tool`` (a tool entry, lightly checked), or None; LaunchError if malformed.
+
+    It must be a dict with a string ``id``; ``ui``, when given, is ``'lab'`` or
+    ``'notebook'``. Each backend checks the key it reads itself.
+    """
+    if tool is None:
+        return None
+    if not isinstance(tool, dict) or not isinstance(tool.get('id'), str) or not tool['id']:
+        raise LaunchError('A tool must be a dict with an "id".')
+    if (tool.get('ui') or 'lab') not in TOOL_UIS:
+        raise LaunchError(
+            f'Tool {tool["id"]!r} has an unknown ui {tool.get("ui")!r}: use "lab" or "notebook".'
+        )
+    return dict(tool)
+
+
+def tool_part(tool, backend, key):
+    """``tool[backend][key]`` (e.g. the process env, the docker image), or None."""
+    part = (tool or {}).get(backend)
+    value = part.get(key) if isinstance(part, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def normalize_base_url(base_url):
@@ -312,13 +344,31 @@ class Launcher(abc.ABC):
             'server to a dataset.'
         )
 
+    # -- what a backend may implement: tools -----------------------------------
+
+    def tool_ready(self, tool):
+        """Whether ``tool`` (a tool entry) can run on this backend here: ``(bool, reason)``.
+
+        The reason, when not ready, is a sentence saying how to make it ready.
+        False in the base class: a backend that runs tools overrides this.
+        """
+        return (
+            False,
+            f'The {self.name or type(self).__name__} backend does not run tools.',
+        )
+
     # -- shared behaviour ------------------------------------------------------
 
-    def default_url_args(self):
-        """jupyter_server options that send the bare notebook URL to the UI's start page."""
-        if not self.config['default_url']:
+    def default_url_args(self, tool=None):
+        """jupyter_server options that send the bare notebook URL to the UI's start page.
+
+        With a tool, its ``ui`` decides: JupyterLab (``/lab``, the default) or the
+        classic UI (``/tree``); without one, the ``default_url`` option.
+        """
+        default_url = TOOL_UIS[tool.get('ui') or 'lab'] if tool else self.config['default_url']
+        if not default_url:
             return []
-        return [f'--ServerApp.default_url={self.config["default_url"]}']
+        return [f'--ServerApp.default_url={default_url}']
 
     def url(self, handle, spec_or_base_url=None, token=None):
         """The notebook URL that a browser opens.

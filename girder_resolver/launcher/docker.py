@@ -60,7 +60,7 @@ except ImportError:  # the package, and the process backend, work without the SD
     _sdk = None
 
 from . import identity, readonly, unixclose
-from .base import Launcher, LaunchError, Option
+from .base import Launcher, LaunchError, Option, tool_part
 
 MANAGED_LABEL = 'datadns.managed'
 NOTEBOOK_LABEL = 'datadns.notebook'
@@ -226,6 +226,32 @@ class DockerLauncher(Launcher):
             return None
         except (docker.errors.DockerException, OSError) as error:
             raise LaunchError(f'The container engine is not reachable: {_explain(error)}') from None
+
+    # -- tools -----------------------------------------------------------------
+
+    def tool_ready(self, tool):
+        """Whether the tool's ``docker.image`` exists in the container engine."""
+        try:
+            docker = _docker()
+        except LaunchError as error:
+            return False, str(error)
+        tool_id = (tool or {}).get('id', '?')
+        image = tool_part(tool, 'docker', 'image')
+        if not image:
+            return False, (
+                f'Tool {tool_id!r} has no image for the docker backend: set its "docker": '
+                '{"image": "..."}.'
+            )
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return False, (
+                f'The image {image} of tool {tool_id!r} is not in the container engine; build '
+                f'it with scripts/build-tools.sh --docker {tool_id}.'
+            )
+        except (docker.errors.DockerException, OSError, LaunchError) as error:
+            return False, f'The container engine is not reachable: {_explain(error)}'
+        return True, ''
 
     # -- the interface ---------------------------------------------------------
 

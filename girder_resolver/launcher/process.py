@@ -27,6 +27,7 @@ whatever that user can (trusted users only; see docs/security.md).
 """
 
 import datetime
+import glob
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ import psutil
 
 from ..primitives import processMatches, processStart, startTicks
 from . import identity, readonly, sandbox, unixclose
-from .base import Launcher, LaunchError, LaunchSpec, Option
+from .base import Launcher, LaunchError, LaunchSpec, Option, tool_part
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +183,31 @@ class ProcessLauncher(Launcher):
             raise LaunchError(f'Could not create the placeholder dataset: {error}') from None
         spec = LaunchSpec(notebook_id, token, placeholder, data_name, labels=labels or {})
         return self.start(spec, bind_later=True)
+
+    # -- tools -----------------------------------------------------------------
+
+    def tool_ready(self, tool):
+        """Whether the tool's ``process.env`` is a Python environment with jupyter_server.
+
+        Read from the file system only (no process is started): ``<env>/bin/python``
+        runs, and ``jupyter_server`` is installed in the env's site-packages.
+        """
+        tool_id = (tool or {}).get('id', '?')
+        env = tool_part(tool, 'process', 'env')
+        if not env or not os.path.isabs(env):
+            return False, (
+                f'Tool {tool_id!r} has no process environment: set its "process": {{"env": '
+                '"/absolute/path/of/a/venv"}.'
+            )
+        build = f'build it with scripts/build-tools.sh {tool_id}'
+        python = os.path.join(env, 'bin', 'python')
+        if not os.access(python, os.X_OK):
+            return False, f'The environment of tool {tool_id!r} ({env}) is missing; {build}.'
+        if not glob.glob(os.path.join(env, 'lib', 'python3*', 'site-packages', 'jupyter_server')):
+            return False, (
+                f'The environment of tool {tool_id!r} ({env}) has no jupyter_server; {build}.'
+            )
+        return True, ''
 
     # -- the interface ---------------------------------------------------------
 
