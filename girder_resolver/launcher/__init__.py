@@ -13,10 +13,14 @@ only when it is used, so this package imports without it.
 """
 
 from .base import (
+    RUN_DATASET_DIR,
+    RUN_RESULTS_DIR,
+    RUN_STATES,
     Launcher,
     LaunchError,
     LaunchSpec,
     Option,
+    RunSpec,
     open_connection,
     sanitize_data_name,
 )
@@ -59,6 +63,10 @@ def get_configured_launcher(name, **candidates):
 
 __all__ = [
     'BACKENDS',
+    'RUN_DATASET_DIR',
+    'RUN_RESULTS_DIR',
+    'RUN_STATES',
+    'RunSpec',
     'DockerLauncher',
     'LaunchError',
     'LaunchSpec',

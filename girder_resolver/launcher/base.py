@@ -22,6 +22,14 @@ A backend may also start a server *before* its dataset is known and bind the
 dataset to it later (what the warm pool needs): :meth:`Launcher.can_bind_later`,
 :meth:`Launcher.start_unbound` and :meth:`Launcher.bind_data`. The base class
 says it cannot; the process backend can where it may mount file systems.
+
+A backend may run *batch runs* too (:class:`RunSpec`, :meth:`Launcher.start_run`
+and the methods after it): one command next to one dataset, in the same
+sandbox as its notebook servers, the dataset read-only at ``$DATASET_DIR`` and
+a writable ``$RESULTS_DIR``; its output is kept as a log, its exit code
+recorded, and its *run handle* (like a notebook's handle) is enough to follow
+it after a restart. The base class raises :class:`LaunchError` for a backend
+without them.
 """
 
 import abc
@@ -37,6 +45,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 _NOTEBOOK_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
+_ENV_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]{0,127}$')
+#: Where a batch run finds its dataset (read-only) and leaves its results, inside its
+#: sandbox or container; exported to it as DATASET_DIR and RESULTS_DIR.
+RUN_DATASET_DIR = '/data'
+RUN_RESULTS_DIR = '/results'
+#: What :meth:`Launcher.run_state` answers for a run: waiting, running, or ended.
+RUN_STATES = ('queued', 'running', 'exited')
 _UNSAFE_NAME_CHARS = re.compile(r'[^A-Za-z0-9._ -]+')
 _WILDCARD_HOSTS = {'', '0.0.0.0', '::', '[::]'}
 #: A tool's user interface -> the page (below base_url) its notebook URL lands on.
@@ -141,6 +156,66 @@ def tool_part(tool, backend, key):
     part = (tool or {}).get(backend)
     value = part.get(key) if isinstance(part, dict) else None
     return value if isinstance(value, str) and value else None
+
+
+@dataclass
+class RunSpec:
+    """What to run: one command next to one dataset, as a batch job.
+
+    ``run_id`` names the run (the rule of notebook ids); ``argv`` the command as
+    an argument list (e.g. ``['bash', '-c', command]``), never a shell string;
+    ``data_path`` the dataset directory on this machine, shown read-only at the
+    path exported as ``DATASET_DIR``; ``results_path`` a writable directory on
+    this machine (the caller's: it is kept after the run), shown at the path
+    exported as ``RESULTS_DIR``; ``tool`` the tool entry whose environment or
+    image runs the command (None: the backend's default); ``env`` further
+    environment variables (nothing of the caller's own environment is passed
+    on); ``time_limit`` the most seconds the run may take (0: no limit), after
+    which it is ended and :meth:`Launcher.run_state` says why; ``labels`` free-form
+    string labels recorded with the run.
+    """
+
+    run_id: str
+    argv: list
+    data_path: str
+    results_path: str
+    tool: dict | None = None
+    env: dict = field(default_factory=dict)
+    time_limit: int = 0
+    labels: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.run_id = str(self.run_id)
+        if not _NOTEBOOK_ID.match(self.run_id):
+            raise LaunchError(
+                f'Invalid run id {self.run_id!r}: use letters, digits, ".", "_" and "-" only.'
+            )
+        if (
+            not isinstance(self.argv, (list, tuple))
+            or not self.argv
+            or not all(isinstance(arg, str) and '\0' not in arg for arg in self.argv)
+        ):
+            raise LaunchError('A run needs a command: a non-empty list of strings.')
+        self.argv = list(self.argv)
+        self.env = {str(k): str(v) for k, v in (self.env or {}).items()}
+        for key in self.env:
+            if not _ENV_NAME.match(key) or key in ('DATASET_DIR', 'RESULTS_DIR'):
+                raise LaunchError(f'A run cannot be given the environment variable {key!r}.')
+        try:
+            self.time_limit = max(0, int(self.time_limit or 0))
+        except (TypeError, ValueError):
+            raise LaunchError("A run's time limit is a whole number of seconds.") from None
+        self.labels = {str(k): str(v) for k, v in (self.labels or {}).items()}
+        self.tool = check_tool(self.tool)
+        self.data_path = os.path.abspath(self.data_path)
+        self.results_path = os.path.abspath(self.results_path)
+        self.check_paths()
+
+    def check_paths(self):
+        """Raise :class:`LaunchError` unless the dataset is readable and the results writable."""
+        LaunchSpec.check_data_path(self)
+        if not os.path.isdir(self.results_path) or not os.access(self.results_path, os.W_OK):
+            raise LaunchError(f'The results directory {self.results_path} is not writable.')
 
 
 def normalize_base_url(base_url):
@@ -356,6 +431,51 @@ class Launcher(abc.ABC):
             False,
             f'The {self.name or type(self).__name__} backend does not run tools.',
         )
+
+    # -- what a backend may implement: batch runs ---------------------------------
+
+    def _no_runs(self):
+        name = self.name or type(self).__name__
+        return LaunchError(f'The {name} backend does not run batch jobs')
+
+    def start_run(self, spec):
+        """Start the batch run ``spec`` (a :class:`RunSpec`); returns its run handle.
+
+        The handle is a JSON-serialisable dict, enough for any later process to
+        follow, cancel and clean up the run. Returns once the run is queued or
+        started. Raises :class:`LaunchError`.
+        """
+        raise self._no_runs()
+
+    def run_state(self, handle):
+        """``(state, exit_code, reason)`` of a run; state is one of :data:`RUN_STATES`.
+
+        ``exit_code`` is the command's exit status once it ``exited`` (None when
+        it was killed: cancelled, over its time limit, lost); ``reason`` a
+        sentence saying why a run ended other than by exiting 0 (e.g. "ran longer
+        than the limit of 60 s") or why it waits, else None. A run over its time
+        limit is ended when this is asked, if the backend does not end it itself.
+        """
+        raise self._no_runs()
+
+    def run_log(self, handle, offset=0):
+        """The run's output (stdout and stderr) from byte ``offset`` on, as bytes.
+
+        May return less than all that is there (a large log comes in pieces):
+        ask again from ``offset + len(answer)``. Empty once nothing more is there.
+        """
+        raise self._no_runs()
+
+    def cancel_run(self, handle):
+        """End the run (idempotent); :meth:`run_state` then says it was cancelled."""
+        raise self._no_runs()
+
+    def cleanup_run(self, handle):
+        """Release what the run held (process, container, its working files, its log).
+
+        The results directory is the caller's and is left alone. Idempotent.
+        """
+        raise self._no_runs()
 
     # -- shared behaviour ------------------------------------------------------
 

@@ -24,6 +24,15 @@ Where bubblewrap cannot run (no user namespaces), :meth:`ProcessLauncher.start`
 refuses, unless ``allow_unsandboxed`` is set: then the server runs as Girder's
 own user with only a clean environment, and a kernel can read or write
 whatever that user can (trusted users only; see docs/security.md).
+
+A batch run (:meth:`ProcessLauncher.start_run`) runs its command in the same
+sandbox (:func:`.sandbox.run_bwrap_args`), started by a small ``/bin/sh``
+wrapper outside it that writes the command's exit status to a file when it
+ends. Its working directory ``<work_root>/.runs/<run_id>/`` holds ``home/``
+(its scratch home), ``run.log`` (stdout and stderr), ``exit`` (the exit
+status, once it ended), ``ended`` (why it was ended early: cancelled, over its
+time limit) and ``handle.json``; it outlives Girder like a notebook server and
+is followed again by its handle (pid and start time, asked of ``psutil``).
 """
 
 import datetime
@@ -44,13 +53,32 @@ import psutil
 
 from ..primitives import processMatches, processStart, startTicks
 from . import identity, readonly, sandbox, unixclose
-from .base import Launcher, LaunchError, LaunchSpec, Option, tool_part
+from .base import (
+    RUN_DATASET_DIR,
+    RUN_RESULTS_DIR,
+    Launcher,
+    LaunchError,
+    LaunchSpec,
+    Option,
+    tool_part,
+)
 
 logger = logging.getLogger(__name__)
 
 # A file in every working directory we create: nothing else is ever deleted.
 _SENTINEL = '.datadns-notebook'
 
+
+# A file in every batch run's working directory we create.
+_RUN_SENTINEL = '.datadns-run'
+#: Where batch runs keep their working directories, under the work root (a dot name,
+#: which no notebook id can take, so notebook clean-up never looks inside).
+RUNS_DIR = '.runs'
+#: The wrapper that runs a batch command (outside the sandbox) and records its exit
+#: status in the file named by $0, atomically, once the command has ended.
+_RUN_WRAPPER = 'exec </dev/null; "$@"; code=$?; echo "$code" > "$0.tmp" && mv -f "$0.tmp" "$0"'
+#: Most bytes that one run_log() call returns.
+_LOG_CHUNK = 1 << 20
 
 #: Where :meth:`ProcessLauncher.start_unbound` servers find their placeholder dataset,
 #: under the work root: a dot name, which no notebook id can take.
@@ -384,6 +412,190 @@ class ProcessLauncher(Launcher):
             return ''
         return '\n'.join(text.splitlines()[-lines:])
 
+    # -- batch runs ----------------------------------------------------------------
+
+    def _run_dir(self, run_id):
+        return os.path.join(self.work_root, RUNS_DIR, run_id)
+
+    def _tool_python(self, tool):
+        """The Python (bin directory) that runs a tool's command, and the paths it needs."""
+        env = tool_part(tool, 'process', 'env')
+        if not env:
+            python = self._command()[0]
+            return os.path.dirname(python) or '/usr/bin', sandbox.python_paths(python)
+        env = os.path.abspath(env)
+        python = os.path.join(env, 'bin', 'python')
+        if not os.path.isdir(env):
+            raise LaunchError(
+                f'The environment {env} of tool {tool.get("id", "?")} is not on this server; '
+                'build it with scripts/build-tools.sh.'
+            )
+        paths = sandbox.python_paths(python if os.path.exists(python) else None)
+        if env not in paths and not env.startswith('/usr/'):
+            paths.append(env)
+        return os.path.join(env, 'bin'), sorted(set(paths))
+
+    def start_run(self, spec):
+        """Start the batch run ``spec`` in its sandbox; returns its run handle.
+
+        Handle: ``{'backend': 'process', 'runId', 'pid', 'procStart', 'runDir',
+        'started', 'timeLimit', 'sandboxed', 'labels'}``; ``pid`` is the wrapper's.
+        """
+        spec.check_paths()
+        sandboxed = self.sandboxed()
+        run_dir = self._run_dir(spec.run_id)
+        home = os.path.join(run_dir, 'home')
+        try:
+            os.makedirs(self.work_root, mode=0o700, exist_ok=True)
+            os.makedirs(os.path.dirname(run_dir), mode=0o700, exist_ok=True)
+            os.makedirs(run_dir, mode=0o700)
+            open(os.path.join(run_dir, _RUN_SENTINEL), 'w').close()
+            os.makedirs(home, mode=0o700)
+        except FileExistsError:
+            raise LaunchError(f'Run {spec.run_id} has been started already.') from None
+        except OSError as error:
+            raise LaunchError(f'Could not create the run working directory: {error}') from None
+        try:
+            python_bin, paths = self._tool_python(spec.tool)
+            paths += [p for p in self.config['sandbox_ro_paths'] if p not in paths]
+            data_dir = RUN_DATASET_DIR if sandboxed else spec.data_path
+            results_dir = RUN_RESULTS_DIR if sandboxed else spec.results_path
+            env = sandbox.sandbox_env(
+                python_bin,
+                sandbox.RUN_HOME if sandboxed else home,
+                '/tmp' if sandboxed else os.path.join(run_dir, 'runtime'),
+                {**self.config['env'], **spec.env},
+            )
+            env.pop('JUPYTER_RUNTIME_DIR', None)
+            env.update({'DATASET_DIR': data_dir, 'RESULTS_DIR': results_dir})
+            if sandboxed:
+                bwrap = shutil.which(self.config['bwrap']) or self.config['bwrap']
+                command = sandbox.run_bwrap_args(
+                    home,
+                    spec.data_path,
+                    spec.results_path,
+                    data_dir,
+                    results_dir,
+                    paths,
+                    env,
+                    bwrap=bwrap,
+                ) + list(spec.argv)
+            else:
+                command = list(spec.argv)
+            args = ['/bin/sh', '-c', _RUN_WRAPPER, os.path.join(run_dir, 'exit'), *command]
+            with open(os.path.join(run_dir, 'run.log'), 'ab') as log:
+                process = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=home,
+                    env=env,
+                    close_fds=True,
+                    start_new_session=True,
+                )
+        except (OSError, LaunchError) as error:
+            _remove_run_dir(run_dir)
+            if isinstance(error, LaunchError):
+                raise
+            raise LaunchError(f'Could not start run {spec.run_id}: {error}') from None
+        with self._lock:
+            self._children[process.pid] = process
+        handle = {
+            'backend': self.name,
+            'runId': spec.run_id,
+            'pid': process.pid,
+            'procStart': processStart(process.pid),
+            'runDir': run_dir,
+            'started': _utcnow_iso(),
+            'timeLimit': spec.time_limit,
+            'sandboxed': sandboxed,
+            'labels': spec.labels,
+        }
+        _write_json(os.path.join(run_dir, 'handle.json'), handle)
+        return handle
+
+    def run_state(self, handle):
+        """``('running', None, None)``, or ``('exited', code, reason)`` once it ended.
+
+        A run past its time limit is ended here, and its reason says so.
+        """
+        run_dir = handle['runDir']
+        if self.is_alive(handle):
+            limit = int(handle.get('timeLimit') or 0)
+            started = handle.get('procStart')
+            if not limit or started is None or _seconds_since(started) <= limit:
+                return 'running', None, None
+            self._end_run(handle, f'ran longer than the limit of {limit} s')
+        code = _read_exit(run_dir)
+        reason = _read_text(os.path.join(run_dir, 'ended'))
+        if reason:
+            return 'exited', code, reason
+        if code is None:
+            return 'exited', None, 'the run ended without an exit status (it was killed)'
+        return 'exited', code, None if code == 0 else f'the command exited with code {code}'
+
+    def run_log(self, handle, offset=0):
+        """Bytes of ``run.log`` from ``offset`` (at most 1 MiB per call)."""
+        try:
+            with open(os.path.join(handle['runDir'], 'run.log'), 'rb') as log:
+                log.seek(max(0, int(offset)))
+                return log.read(_LOG_CHUNK)
+        except OSError:
+            return b''
+
+    def cancel_run(self, handle):
+        """End the run; its reason becomes 'cancelled' (unless it had ended already)."""
+        if self.is_alive(handle):
+            self._end_run(handle, 'cancelled')
+
+    def cleanup_run(self, handle):
+        """End the run if it still runs, then remove its working directory and log."""
+        if self.is_alive(handle):
+            self._end_run(handle, 'cancelled')
+        with self._lock:
+            child = self._children.pop(handle.get('pid'), None)
+        if child is not None:
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        run_dir = handle.get('runDir') or ''
+        if os.path.basename(run_dir) == handle.get('runId') and os.path.dirname(
+            run_dir
+        ) == os.path.join(self.work_root, RUNS_DIR):
+            _remove_run_dir(run_dir)
+
+    def _end_run(self, handle, reason):
+        """Record why the run ends, then end it: SIGTERM, and SIGKILL after ``stop_grace``.
+
+        Killing the wrapper is enough for the sandbox (``--die-with-parent``); the
+        process group is signalled too, for an unsandboxed run.
+        """
+        ended = os.path.join(handle['runDir'], 'ended')
+        if not os.path.exists(ended):
+            try:
+                _write_text(ended, reason)
+            except OSError:
+                pass
+        pid = handle['pid']
+        descendants = []
+        try:
+            for child in psutil.Process(pid).children(recursive=True):
+                descendants.append((child.pid, startTicks(child)))
+        except psutil.Error:
+            pass
+        self._signal_group(pid, signal.SIGTERM)
+        if not self._wait_gone(handle, descendants, self.config['stop_grace']):
+            self._signal_group(pid, signal.SIGKILL)
+            for child_pid, child_start in descendants:
+                if processMatches(child_pid, child_start):
+                    try:
+                        os.kill(child_pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            self._wait_gone(handle, descendants, 5.0)
+
     # -- helpers ---------------------------------------------------------------
 
     def _prepare(self, spec, work_dir, sandboxed, bind_later):
@@ -549,3 +761,43 @@ class ProcessLauncher(Launcher):
             os.unlink(self._marker_path(notebook_id))
         except FileNotFoundError:
             pass
+
+
+def _seconds_since(ticks):
+    """Seconds since a moment given in clock ticks since boot (as :func:`processStart`)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf('SC_CLK_TCK')
+
+
+def _write_text(path, text):
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path, data):
+    _write_text(path, json.dumps(data, indent=1))
+
+
+def _read_text(path):
+    try:
+        with open(path) as source:
+            return source.read().strip() or None
+    except OSError:
+        return None
+
+
+def _read_exit(run_dir):
+    """The exit status the wrapper recorded, or None."""
+    text = _read_text(os.path.join(run_dir, 'exit'))
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _remove_run_dir(run_dir):
+    """Remove a run's working directory this launcher made (it holds the sentinel)."""
+    if os.path.islink(run_dir) or not os.path.exists(os.path.join(run_dir, _RUN_SENTINEL)):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -168,6 +168,67 @@ def bwrap_args(work_dir, data_path, data_name, extra_ro_paths=(), env=None, bwra
     return args + ['--']
 
 
+#: A batch run's scratch home inside its sandbox (its working directory's ``home/``).
+RUN_HOME = '/home/run'
+
+
+def run_bwrap_args(
+    home, data_path, results_path, data_dir, results_dir, extra_ro_paths=(), env=None, bwrap='bwrap'
+):
+    """The bwrap command line (up to, not including, the command) for one batch run.
+
+    The same sandbox as a notebook server's (:func:`bwrap_args`): the system and
+    ``extra_ro_paths`` read-only, no network, a PID namespace and ``/proc`` of its
+    own, uid 65534, only ``env`` as environment; ``home`` (writable) appears as
+    :data:`RUN_HOME`, ``data_path`` read-only at ``data_dir`` and ``results_path``
+    writable at ``results_dir``. ``--die-with-parent``: the sandbox ends with the
+    process that started bwrap (the run's wrapper, never Girder), so ending that
+    one ends every process of the run.
+    """
+    args = [bwrap, *_root_binds()]
+    for path in extra_ro_paths:
+        args += ['--ro-bind', path, path]
+    args += [
+        '--dev',
+        '/dev',
+        '--proc',
+        '/proc',
+        '--tmpfs',
+        '/tmp',
+        '--dir',
+        '/var/tmp',
+        '--bind',
+        home,
+        RUN_HOME,
+        '--ro-bind',
+        data_path,
+        data_dir,
+        '--bind',
+        results_path,
+        results_dir,
+        '--chdir',
+        RUN_HOME,
+        '--unshare-user',
+        '--unshare-pid',
+        '--unshare-net',
+        '--unshare-ipc',
+        '--unshare-uts',
+        '--unshare-cgroup-try',
+        '--hostname',
+        'run',
+        '--uid',
+        str(SANDBOX_UID),
+        '--gid',
+        str(SANDBOX_UID),
+        '--new-session',
+        '--die-with-parent',
+        '--clearenv',
+    ]
+    for key, value in sorted((env or {}).items()):
+        args += ['--setenv', key, value]
+    return args + ['--']
+
+
 def sandbox_env(python_bin, home, runtime_dir, extra=None):
     """The whole environment of a notebook server: nothing comes from Girder's."""
     env = dict(BASE_ENV)
