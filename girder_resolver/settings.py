@@ -8,6 +8,7 @@ below guard each key.
 import dataclasses
 import ipaddress
 import json
+import os
 import re
 import secrets
 import socket
@@ -38,6 +39,10 @@ class PluginSettings:
     MEMORY_LIMIT = 'resolver.memory_limit'
     CPU_LIMIT = 'resolver.cpu_limit'
     PIDS_LIMIT = 'resolver.pids_limit'
+    WORK_ROOT = 'resolver.work_root'
+    SLURM_PARTITION = 'resolver.slurm_partition'
+    SLURM_ACCOUNT = 'resolver.slurm_account'
+    SLURM_TIME_LIMIT = 'resolver.slurm_time_limit'
     NOTEBOOK_HOST = 'resolver.notebook_host'
     IDLE_TIMEOUT = 'resolver.idle_timeout'
     MAX_AGE = 'resolver.max_age'
@@ -254,14 +259,16 @@ SETTINGS = (
             '1g',
             'text',
             label='Memory limit',
-            help='Memory of one notebook container, e.g. 1g; its scratch home counts against it.',
+            help='Memory of one notebook container or Slurm job, e.g. 1g; its scratch home '
+            "counts against a container's.",
         ),
         Declared(
             _S.CPU_LIMIT,
             1.0,
             'number',
             label='CPU limit',
-            help='CPUs one notebook container may use, e.g. 1.5. 0: no limit.',
+            help='CPUs one notebook container may use, e.g. 1.5 (a Slurm job asks for this, '
+            'rounded up). 0: no limit.',
         ),
         Declared(
             _S.PIDS_LIMIT,
@@ -270,6 +277,36 @@ SETTINGS = (
             label='Process limit',
             help='Processes and threads one notebook container may hold (at least 32); bounds a '
             'fork bomb. 0: no limit.',
+        ),
+        Declared(
+            _S.WORK_ROOT,
+            '',
+            'text',
+            label='Work directory',
+            help="Directory of the notebooks' working directories (process and slurm "
+            "backends); for slurm, on a file system the compute nodes share. '': a directory "
+            "under the system's temporary directory.",
+        ),
+        Declared(
+            _S.SLURM_PARTITION,
+            '',
+            'text',
+            label='Slurm partition',
+            help="Partition of the slurm backend's notebook jobs. '': the cluster's default.",
+        ),
+        Declared(
+            _S.SLURM_ACCOUNT,
+            '',
+            'text',
+            label='Slurm account',
+            help="Account charged for the slurm backend's jobs. '': none.",
+        ),
+        Declared(
+            _S.SLURM_TIME_LIMIT,
+            0,
+            'number',
+            label='Slurm time limit (seconds)',
+            help="Most seconds a notebook job runs (sbatch --time). 0: the partition's limit.",
         ),
         Declared(
             _S.NOTEBOOK_HOST,
@@ -587,6 +624,30 @@ def _validateAtLeastOne(doc):
 )
 def _validateNonNegative(doc):
     _positiveInt(doc, 0)
+
+
+@setting_utilities.validator(PluginSettings.SLURM_TIME_LIMIT)
+def _validateSlurmTimeLimit(doc):
+    _positiveInt(doc, 0)
+
+
+@setting_utilities.validator({PluginSettings.SLURM_PARTITION, PluginSettings.SLURM_ACCOUNT})
+def _validateSlurmName(doc):
+    value = (doc['value'] or '').strip() if isinstance(doc['value'] or '', str) else None
+    if value is None or not re.match(r'^[A-Za-z0-9_.,-]{0,64}$', value):
+        raise ValidationException(
+            f'{doc["key"]} must be a Slurm name (letters, digits, "_", ".", ",", "-"), or empty.',
+            'value',
+        )
+    doc['value'] = value
+
+
+@setting_utilities.validator(PluginSettings.WORK_ROOT)
+def _validateWorkRoot(doc):
+    value = (doc['value'] or '').strip() if isinstance(doc['value'] or '', str) else None
+    if value is None or (value and not os.path.isabs(value)):
+        raise ValidationException(f'{doc["key"]} must be an absolute path, or empty.', 'value')
+    doc['value'] = value
 
 
 @setting_utilities.validator(PluginSettings.ANONYMOUS_RATE)

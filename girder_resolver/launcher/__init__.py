@@ -26,10 +26,12 @@ from .base import (
 )
 from .docker import DockerLauncher
 from .process import ProcessLauncher
+from .slurm import SlurmLauncher
 
 BACKENDS = {
     'process': ProcessLauncher,
     'docker': DockerLauncher,
+    'slurm': SlurmLauncher,
 }
 
 
@@ -73,6 +75,7 @@ __all__ = [
     'Launcher',
     'Option',
     'ProcessLauncher',
+    'SlurmLauncher',
     'get_configured_launcher',
     'get_launcher',
     'open_connection',

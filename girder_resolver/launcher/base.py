@@ -586,12 +586,15 @@ class Launcher(abc.ABC):
             return False
         return status < 500
 
-    def wait_ready(self, handle, timeout=None, token=None):
+    def wait_ready(self, handle, timeout=None, token=None, progress=None):
         """Wait until ``{base_url}api/status`` answers; raise :class:`LaunchError` on timeout.
 
         With ``token`` it must answer 200 to that token, which also proves the
         token; without, any answer (403 included) shows that the server is up.
-        Fails early when the process or container exits.
+        Fails early when the process or container exits. ``progress``, if given,
+        is called with a sentence for a person whenever a backend has news of a
+        wait that is not the server's own start (a batch job waiting in its
+        queue); the backends here that start at once never call it.
 
         Polls HTTP every ``ready_poll_interval`` seconds; the backend is asked
         whether the server still runs only while it does not answer, at most

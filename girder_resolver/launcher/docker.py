@@ -309,14 +309,14 @@ class DockerLauncher(Launcher):
             'labels': labels,
         }
 
-    def wait_ready(self, handle, timeout=None, token=None):
+    def wait_ready(self, handle, timeout=None, token=None, progress=None):
         """Wait until the server answers, then make its socket directory read-only to it.
 
         From then on nothing in the container (a kernel, say) can replace the socket
         by a symlink to another socket of this machine; until then no kernel runs,
         since starting one takes a request to the answering server.
         """
-        super().wait_ready(handle, timeout=timeout, token=token)
+        super().wait_ready(handle, timeout=timeout, token=token, progress=progress)
         self._seal(handle)
 
     def is_alive(self, handle):

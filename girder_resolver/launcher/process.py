@@ -254,21 +254,7 @@ class ProcessLauncher(Launcher):
                 'A sandboxed server can be bound to a dataset after it starts only when Girder '
                 'may mount file systems (runs as root); the warm pool is not available here.'
             )
-        marker = self._read_marker(self._marker_path(spec.notebook_id))
-        if marker and self.is_alive(marker['handle']):
-            raise LaunchError(f'Notebook {spec.notebook_id} is already running.')
-        self._remove_leftovers(spec.notebook_id, marker and marker['handle'])
-
-        work_dir = self._work_dir(spec.notebook_id)
-        try:
-            os.makedirs(self.work_root, mode=0o700, exist_ok=True)
-            os.makedirs(work_dir, mode=0o700)
-            open(os.path.join(work_dir, _SENTINEL), 'w').close()
-        except FileExistsError:
-            # Another start of the same notebook is under way, or the directory is not ours.
-            raise LaunchError(f'Notebook {spec.notebook_id} is already being started.') from None
-        except OSError as error:
-            raise LaunchError(f'Could not create the notebook working directory: {error}') from None
+        work_dir = self.new_work_dir(spec.notebook_id)
         try:
             args, env, cwd = self._prepare(spec, work_dir, sandboxed, bind_later)
             with open(os.path.join(work_dir, 'server.log'), 'ab') as log:
@@ -304,6 +290,27 @@ class ProcessLauncher(Launcher):
         }
         self._write_marker(handle, spec)
         return handle
+
+    def new_work_dir(self, notebook_id):
+        """Create the notebook's empty working directory (clearing a dead one's leftovers).
+
+        Raises :class:`LaunchError` when the notebook runs or is being started.
+        """
+        marker = self._read_marker(self._marker_path(notebook_id))
+        if marker and self.is_alive(marker['handle']):
+            raise LaunchError(f'Notebook {notebook_id} is already running.')
+        self._remove_leftovers(notebook_id, marker and marker['handle'])
+        work_dir = self._work_dir(notebook_id)
+        try:
+            os.makedirs(self.work_root, mode=0o700, exist_ok=True)
+            os.makedirs(work_dir, mode=0o700)
+            open(os.path.join(work_dir, _SENTINEL), 'w').close()
+        except FileExistsError:
+            # Another start of the same notebook is under way, or the directory is not ours.
+            raise LaunchError(f'Notebook {notebook_id} is already being started.') from None
+        except OSError as error:
+            raise LaunchError(f'Could not create the notebook working directory: {error}') from None
+        return work_dir
 
     def bind_data(self, handle, data_path):
         """Show ``data_path`` as the dataset of a server from :meth:`start_unbound`.

@@ -62,7 +62,12 @@ def launcher(name=None):
         'ip': listen,
         'host_ip': listen,
         'allow_unsandboxed': bool(settings.get(PluginSettings.ALLOW_UNSANDBOXED)),
+        'partition': settings.get(PluginSettings.SLURM_PARTITION),
+        'account': settings.get(PluginSettings.SLURM_ACCOUNT),
+        'time_limit': settings.get(PluginSettings.SLURM_TIME_LIMIT),
     }
+    if settings.get(PluginSettings.WORK_ROOT):
+        config['work_root'] = settings.get(PluginSettings.WORK_ROOT)
     key = (name, tuple(sorted(config.items())))
     with _launchersLock:
         if key not in _launchers:
@@ -233,7 +238,7 @@ def _launch(doc):
     try:
         # The launcher polls HTTP every ``ready_poll_interval`` (25 ms) and asks its
         # engine whether the server still runs only while it does not answer.
-        backend.wait_ready(handle, token=doc['token'])
+        backend.wait_ready(handle, token=doc['token'], progress=_progressOf(doc))
         url = publish(doc, backend, handle)
     except LaunchError as exc:
         backend.stop(handle)
@@ -246,6 +251,8 @@ def _launch(doc):
             url=url,
             message='Running',
             lastActivity=now(),
+            # As completed while it started (a batch job's node and port, say).
+            handle=handle,
         )
     except InvalidTransition:
         # Stopped while waiting: whoever stopped it released the handle (and may have
@@ -253,6 +260,18 @@ def _launch(doc):
         unpublish(doc)
         return None
     logger.info('Notebook %s is running for %s', doc['_id'], doc['identity'])
+
+
+def _progressOf(doc):
+    """What the launcher calls with news of a launch's wait: the record's message."""
+
+    def progress(message):
+        try:
+            Notebook().transition(doc, 'launching', fromStatus=('launching',), message=message)
+        except InvalidTransition:
+            pass  # stopped meanwhile: the stop ends the wait
+
+    return progress
 
 
 # -- stopping ------------------------------------------------------------------------
