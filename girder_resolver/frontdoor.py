@@ -107,7 +107,13 @@ def learnGirderAddress(host, port):
     address = f'http://{host}:{int(port)}'
     if address != _girderAddress:
         _girderAddress = address
-        if managed() and _managed.running() and _managed.config[2] != _girderUrl():
+        if not managed():
+            return
+        moved = _managed.running() and _managed.config[2] != _girderUrl()
+        # Notebooks adopted at start-up, before this Girder served (uvicorn fires no
+        # CherryPy 'start'): their front door starts with the first request.
+        adopted = not _managed.running() and _routeSource is not None and _routeSource()
+        if moved or adopted:
             try:
                 ensure()
             except FrontDoorError as exc:

@@ -138,9 +138,10 @@ def registerSite(fed, name, apiUrl, credential=None, datasets=None):
 
 
 @contextlib.contextmanager
-def siteBehindCentral(mongoUri, home, dbPrefix, site):
-    """A central and one site launching with the process backend, the site registered with its
-    launch credential (``fed.launchKey``) as feder8 registers it; everything stopped after."""
+def siteBehindCentral(mongoUri, home, dbPrefix, site, siteSettings=None):
+    """A central and one site launching with the process backend (or as ``siteSettings`` say),
+    the site registered with its launch credential (``fed.launchKey``) as feder8 registers it;
+    everything stopped after."""
     federation = Federation(
         mongoUri,
         home,
@@ -149,7 +150,11 @@ def siteBehindCentral(mongoUri, home, dbPrefix, site):
         # Production mode: no auto-reload when someone edits the source meanwhile.
         env={'GIRDER_SERVER_MODE': 'production'},
         centralSettings={'resolver.heartbeat_ttl': 3600},
-        siteSettings={'resolver.backend': 'process', 'resolver.user_cap': 2},
+        siteSettings={
+            'resolver.backend': 'process',
+            'resolver.user_cap': 2,
+            **(siteSettings or {}),
+        },
     )
     try:
         federation.start()
