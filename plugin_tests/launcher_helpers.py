@@ -2,6 +2,7 @@
 
 import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -65,6 +66,24 @@ def dockerUnavailable(image):
     finally:
         client.close()
     return None
+
+
+def requireSlurm():
+    """The CPUs of the one-node Slurm cluster, which must be up (started here if it is not
+    and we are root); fails, never skips: setup.sh --test starts it."""
+    if subprocess.run(['sinfo', '-h'], capture_output=True).returncode != 0 and os.geteuid() == 0:
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        subprocess.run([os.path.join(repo, 'scripts', 'slurm.sh'), 'start'], timeout=120)
+    state = subprocess.run(['sinfo', '-h', '-N', '-o', '%T %c'], capture_output=True, text=True)
+    found = state.stdout.split()
+    if state.returncode != 0 or not found or found[0] not in ('idle', 'mixed', 'allocated'):
+        pytest.fail(
+            'Slurm is not running (sinfo: '
+            f'{(state.stderr or state.stdout).strip() or "no node"}): run scripts/slurm.sh start '
+            '(as root; scripts/setup.sh --test installs and starts it).',
+            pytrace=False,
+        )
+    return int(found[1])
 
 
 def requireDocker(tests, image):

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from girder_resolver.launcher import Launcher, LaunchError, RunSpec, get_launcher
-from plugin_tests.launcher_helpers import makeDataset, requireDocker
+from plugin_tests.launcher_helpers import makeDataset, requireDocker, requireSlurm
 
 IMAGE = os.environ.get('DATADNS_NOTEBOOK_IMAGE', 'localhost/datadns-notebook:latest')
 RUN = os.getpid()
@@ -55,7 +55,7 @@ def _log(launcher, handle):
         out += chunk
 
 
-@pytest.fixture(scope='module', params=['process'])
+@pytest.fixture(scope='module', params=['process', 'slurm'])
 def backend(request, tmp_path_factory):
     """(launcher factory, dataset path, a fresh results directory maker) for one backend."""
     root = tmp_path_factory.mktemp(f'runs-{request.param}')
@@ -64,6 +64,13 @@ def backend(request, tmp_path_factory):
 
         def make():
             return get_launcher('docker', image=IMAGE, run_root=str(root / 'docker'))
+    elif request.param == 'slurm':
+        requireSlurm()
+
+        def make():
+            return get_launcher(
+                'slurm', work_root=str(root / 'work'), ip='127.0.0.1', mem_limit='256m'
+            )
     else:
 
         def make():

@@ -7,13 +7,13 @@ through the federation; the site's notebooks run as Slurm jobs that fill the nod
 (their CPUs are all the node's), so a second one waits in the queue.
 """
 
-import os
 import subprocess
 import time
 
 import pytest
 
 from plugin_tests.federation_helpers import eventually, http, person, siteBehindCentral
+from plugin_tests.launcher_helpers import requireSlurm
 from plugin_tests.test_notebook_federation import (
     GALAXIES,
     call,
@@ -23,27 +23,12 @@ from plugin_tests.test_notebook_federation import (
 )
 
 SITE = 'site-a'
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def nodeCpus():
-    out = subprocess.run(['sinfo', '-h', '-N', '-o', '%c'], capture_output=True, text=True)
-    return int(out.stdout.split()[0])
 
 
 @pytest.fixture(scope='session')
 def slurm():
-    """The one-node cluster, up (started here when it is not and we may)."""
-    if subprocess.run(['sinfo', '-h'], capture_output=True).returncode != 0 and os.geteuid() == 0:
-        subprocess.run([os.path.join(REPO, 'scripts', 'slurm.sh'), 'start'], timeout=120)
-    state = subprocess.run(['sinfo', '-h', '-N', '-o', '%T'], capture_output=True, text=True)
-    if state.returncode != 0 or state.stdout.split()[0] not in ('idle', 'mixed', 'allocated'):
-        pytest.fail(
-            'Slurm is not running (sinfo: '
-            f'{(state.stderr or state.stdout).strip() or "no node"}): run scripts/slurm.sh start '
-            '(as root; scripts/setup.sh --test installs and starts it).'
-        )
-    return nodeCpus()
+    """The one-node cluster, up: its CPUs."""
+    return requireSlurm()
 
 
 @pytest.fixture(scope='module')

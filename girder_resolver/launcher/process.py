@@ -450,46 +450,10 @@ class ProcessLauncher(Launcher):
         """
         spec.check_paths()
         sandboxed = self.sandboxed()
-        run_dir = self._run_dir(spec.run_id)
+        run_dir = self._new_run_dir(spec.run_id)
         home = os.path.join(run_dir, 'home')
         try:
-            os.makedirs(self.work_root, mode=0o700, exist_ok=True)
-            os.makedirs(os.path.dirname(run_dir), mode=0o700, exist_ok=True)
-            os.makedirs(run_dir, mode=0o700)
-            open(os.path.join(run_dir, _RUN_SENTINEL), 'w').close()
-            os.makedirs(home, mode=0o700)
-        except FileExistsError:
-            raise LaunchError(f'Run {spec.run_id} has been started already.') from None
-        except OSError as error:
-            raise LaunchError(f'Could not create the run working directory: {error}') from None
-        try:
-            python_bin, paths = self._tool_python(spec.tool)
-            paths += [p for p in self.config['sandbox_ro_paths'] if p not in paths]
-            data_dir = RUN_DATASET_DIR if sandboxed else spec.data_path
-            results_dir = RUN_RESULTS_DIR if sandboxed else spec.results_path
-            env = sandbox.sandbox_env(
-                python_bin,
-                sandbox.RUN_HOME if sandboxed else home,
-                '/tmp' if sandboxed else os.path.join(run_dir, 'runtime'),
-                {**self.config['env'], **spec.env},
-            )
-            env.pop('JUPYTER_RUNTIME_DIR', None)
-            env.update({'DATASET_DIR': data_dir, 'RESULTS_DIR': results_dir})
-            if sandboxed:
-                bwrap = shutil.which(self.config['bwrap']) or self.config['bwrap']
-                command = sandbox.run_bwrap_args(
-                    home,
-                    spec.data_path,
-                    spec.results_path,
-                    data_dir,
-                    results_dir,
-                    paths,
-                    env,
-                    bwrap=bwrap,
-                ) + list(spec.argv)
-            else:
-                command = list(spec.argv)
-            args = ['/bin/sh', '-c', _RUN_WRAPPER, os.path.join(run_dir, 'exit'), *command]
+            args, env = self._run_args(spec, run_dir, sandboxed)
             with open(os.path.join(run_dir, 'run.log'), 'ab') as log:
                 process = subprocess.Popen(
                     args,
@@ -521,6 +485,54 @@ class ProcessLauncher(Launcher):
         }
         _write_json(os.path.join(run_dir, 'handle.json'), handle)
         return handle
+
+    def _new_run_dir(self, run_id):
+        """Create the run's working directory (with its empty ``home/``); returns its path."""
+        run_dir = self._run_dir(run_id)
+        try:
+            os.makedirs(self.work_root, mode=0o700, exist_ok=True)
+            os.makedirs(os.path.dirname(run_dir), mode=0o700, exist_ok=True)
+            os.makedirs(run_dir, mode=0o700)
+            open(os.path.join(run_dir, _RUN_SENTINEL), 'w').close()
+            os.makedirs(os.path.join(run_dir, 'home'), mode=0o700)
+        except FileExistsError:
+            raise LaunchError(f'Run {run_id} has been started already.') from None
+        except OSError as error:
+            raise LaunchError(f'Could not create the run working directory: {error}') from None
+        return run_dir
+
+    def _run_args(self, spec, run_dir, sandboxed):
+        """The run's command line (its exit-status wrapper, the sandbox, the command) and
+        environment; shared with backends that run it elsewhere (a Slurm job)."""
+        home = os.path.join(run_dir, 'home')
+        python_bin, paths = self._tool_python(spec.tool)
+        paths += [p for p in self.config['sandbox_ro_paths'] if p not in paths]
+        data_dir = RUN_DATASET_DIR if sandboxed else spec.data_path
+        results_dir = RUN_RESULTS_DIR if sandboxed else spec.results_path
+        env = sandbox.sandbox_env(
+            python_bin,
+            sandbox.RUN_HOME if sandboxed else home,
+            '/tmp' if sandboxed else os.path.join(run_dir, 'runtime'),
+            {**self.config['env'], **spec.env},
+        )
+        env.pop('JUPYTER_RUNTIME_DIR', None)
+        env.update({'DATASET_DIR': data_dir, 'RESULTS_DIR': results_dir})
+        if sandboxed:
+            bwrap = shutil.which(self.config['bwrap']) or self.config['bwrap']
+            command = sandbox.run_bwrap_args(
+                home,
+                spec.data_path,
+                spec.results_path,
+                data_dir,
+                results_dir,
+                paths,
+                env,
+                bwrap=bwrap,
+            ) + list(spec.argv)
+        else:
+            command = list(spec.argv)
+        args = ['/bin/sh', '-c', _RUN_WRAPPER, os.path.join(run_dir, 'exit'), *command]
+        return args, env
 
     def run_state(self, handle):
         """``('running', None, None)``, or ``('exited', code, reason)`` once it ended.

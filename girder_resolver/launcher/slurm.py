@@ -77,6 +77,18 @@ def slurm_memory(value):
     return f'{max(1, math.ceil(number * scale))}M'
 
 
+def slurm_seconds(text):
+    """squeue's time used (``M:SS``, ``H:MM:SS``, ``D-HH:MM:SS``) in seconds; 0 if unreadable."""
+    days, _, clock = str(text).strip().rpartition('-')
+    try:
+        seconds = 0
+        for part in clock.split(':'):
+            seconds = seconds * 60 + int(part)
+        return seconds + int(days or 0) * 86400
+    except ValueError:
+        return 0
+
+
 def slurm_time(seconds):
     """A time limit in seconds as sbatch's ``--time`` (minutes:seconds), or '' for none."""
     seconds = int(float(seconds or 0))
@@ -147,7 +159,7 @@ class SlurmLauncher(ProcessLauncher):
         return run.returncode, run.stdout, run.stderr.strip()
 
     def jobs(self, job_ids):
-        """``{job id: (state, reason, node)}`` of the given jobs that Slurm still knows.
+        """``{job id: (state, reason, node, seconds run)}`` of the given jobs Slurm still knows.
 
         A job that ended long ago is no longer known (squeue keeps ended jobs for
         MinJobAge); it is missing from the answer. :class:`LaunchError` when Slurm
@@ -162,7 +174,7 @@ class SlurmLauncher(ProcessLauncher):
                 '--noheader',
                 '--states=all',
                 f'--jobs={",".join(job_ids)}',
-                '--format=%i|%T|%r|%N',
+                '--format=%i|%T|%r|%N|%M',
             ]
         )
         if code != 0:
@@ -172,12 +184,12 @@ class SlurmLauncher(ProcessLauncher):
         found = {}
         for line in out.splitlines():
             parts = line.strip().split('|')
-            if len(parts) == 4:
-                found[parts[0]] = (parts[1], parts[2], parts[3])
+            if len(parts) == 5:
+                found[parts[0]] = (parts[1], parts[2], parts[3], slurm_seconds(parts[4]))
         return found
 
     def job(self, handle):
-        """(state, reason, node) of the notebook's job, or None when Slurm no longer knows it."""
+        """(state, reason, node, seconds run) of a handle's job; None once Slurm forgot it."""
         return self.jobs([handle.get('jobId')]).get(str(handle.get('jobId')))
 
     # -- what the process backend does otherwise ------------------------------------
@@ -209,7 +221,9 @@ class SlurmLauncher(ProcessLauncher):
         try:
             argv, env, cwd = self._prepare(spec, work_dir, sandboxed, False)
             script = self._write_job(work_dir, argv, env, cwd)
-            job_id = self._submit(spec, work_dir, script)
+            job_id = self._submit(
+                self.sbatch_args(f'datadns-{spec.notebook_id}', work_dir), work_dir, script
+            )
         except (OSError, LaunchError) as error:
             self._remove_leftovers(spec.notebook_id)
             if isinstance(error, LaunchError):
@@ -230,17 +244,19 @@ class SlurmLauncher(ProcessLauncher):
         self._write_marker(handle, spec)
         return handle
 
-    def _write_job(self, work_dir, argv, env, cwd):
-        """Write the batch script and its ``job.json``; returns the script's path."""
-        job = {
-            'argv': argv,
-            'env': env,
-            'cwd': cwd,
-            'socket': os.path.join(work_dir, 'run', sandbox.SOCKET_NAME),
-            'address_file': os.path.join(work_dir, 'address.json'),
-            'listen': str(self.config['ip']),
-            'stop_grace': float(self.config['stop_grace']),
-        }
+    def _write_job(self, work_dir, argv, env, cwd, serve=True):
+        """Write the batch script and its ``job.json``; returns the script's path.
+
+        ``serve``: a notebook server, forwarded to from a TCP port; else a batch run.
+        """
+        job = {'argv': argv, 'env': env, 'cwd': cwd}
+        if serve:
+            job.update(
+                socket=os.path.join(work_dir, 'run', sandbox.SOCKET_NAME),
+                address_file=os.path.join(work_dir, 'address.json'),
+                listen=str(self.config['ip']),
+                stop_grace=float(self.config['stop_grace']),
+            )
         fd = os.open(
             os.path.join(work_dir, 'job.json'), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
         )
@@ -254,13 +270,13 @@ class SlurmLauncher(ProcessLauncher):
             out.write(f'#!{self.config["python"]}\n{program}')
         return script
 
-    def sbatch_args(self, name, work_dir, time_limit=None):
+    def sbatch_args(self, name, work_dir, time_limit=None, log='server.log'):
         """sbatch's options for a job called ``name`` working in ``work_dir``."""
         args = [
             self.config['sbatch'],
             '--parsable',
             f'--job-name={name}',
-            f'--output={os.path.join(work_dir, "server.log")}',
+            f'--output={os.path.join(work_dir, log)}',
             f'--chdir={work_dir}',
             '--nodes=1',
             '--ntasks=1',
@@ -278,8 +294,7 @@ class SlurmLauncher(ProcessLauncher):
                 args.append(f'{option}={value}')
         return args + [str(arg) for arg in self.config['sbatch_args']]
 
-    def _submit(self, spec, work_dir, script):
-        args = self.sbatch_args(f'datadns-{spec.notebook_id}', work_dir)
+    def _submit(self, args, work_dir, script):
         code, out, err = self._slurm(args + [script, os.path.join(work_dir, 'job.json')])
         job_id = out.strip().split(';')[0]
         if code != 0 or not job_id.isdigit():
@@ -296,7 +311,7 @@ class SlurmLauncher(ProcessLauncher):
         job = self.job(handle)
         if job is None or job[0] not in LIVE_STATES:
             return None
-        state, reason, node = job
+        state, reason, node, _ = job
         if state in QUEUED_STATES:
             return (
                 f'Waiting in the queue: {reason}'
@@ -376,22 +391,98 @@ class SlurmLauncher(ProcessLauncher):
 
     def stop(self, handle):
         """``scancel`` the job, wait until Slurm ended it, then remove its files."""
+        if self._scancel(handle):
+            self._remove_leftovers(handle['notebookId'], handle)
+
+    def _scancel(self, handle):
+        """Cancel the handle's job if it waits, runs or ends; True once Slurm ended it."""
         job_id = handle.get('jobId')
-        if job_id and self.is_alive(handle) or self._completing(handle):
-            code, _, err = self._slurm([self.config['scancel'], str(job_id)])
-            if code != 0 and 'Invalid job id' not in err:
-                raise LaunchError(f'Slurm could not cancel job {job_id}: {err}')
-            deadline = time.monotonic() + float(self.config['stop_grace']) + 30
-            while self.is_alive(handle) or self._completing(handle):
-                if time.monotonic() >= deadline:
-                    logger.warning('Slurm job %s is still ending; leaving its files', job_id)
-                    return
-                time.sleep(0.1)
-        self._remove_leftovers(handle['notebookId'], handle)
+        if not job_id or not (self.is_alive(handle) or self._completing(handle)):
+            return True
+        code, _, err = self._slurm([self.config['scancel'], str(job_id)])
+        if code != 0 and 'Invalid job id' not in err:
+            raise LaunchError(f'Slurm could not cancel job {job_id}: {err}')
+        deadline = time.monotonic() + float(self.config['stop_grace']) + 30
+        while self.is_alive(handle) or self._completing(handle):
+            if time.monotonic() >= deadline:
+                logger.warning('Slurm job %s is still ending; leaving its files', job_id)
+                return False
+            time.sleep(0.1)
+        return True
 
     def _completing(self, handle):
         job = self.job(handle)
         return job is not None and job[0] == 'COMPLETING'
+
+    # -- batch runs ---------------------------------------------------------------
+
+    def start_run(self, spec):
+        """Submit the batch run ``spec`` as a Slurm job; returns its run handle.
+
+        The job runs the process backend's sandboxed command (its exit status
+        recorded by the same wrapper) on a node; its output goes to ``run.log`` of
+        the run's working directory (shared with the nodes, like ``work_root``).
+        Slurm's ``--time`` is the run's limit plus a minute, a backstop to
+        :meth:`run_state`'s own check. Handle: ``{'backend': 'slurm', 'runId',
+        'jobId', 'runDir', 'started', 'timeLimit', 'sandboxed', 'labels'}``.
+        """
+        spec.check_paths()
+        sandboxed = self.sandboxed()
+        run_dir = self._new_run_dir(spec.run_id)
+        handle = {
+            'backend': self.name,
+            'runId': spec.run_id,
+            'runDir': run_dir,
+            'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            'timeLimit': spec.time_limit,
+            'sandboxed': sandboxed,
+            'labels': spec.labels,
+        }
+        try:
+            args, env = self._run_args(spec, run_dir, sandboxed)
+            script = self._write_job(run_dir, args, env, os.path.join(run_dir, 'home'), False)
+            limit = spec.time_limit + 60 if spec.time_limit else None
+            sbatch = self.sbatch_args(f'datadns-run-{spec.run_id}', run_dir, limit, 'run.log')
+            handle['jobId'] = self._submit(sbatch, run_dir, script)
+        except (OSError, LaunchError) as error:
+            super().cleanup_run(handle)
+            if isinstance(error, LaunchError):
+                raise
+            raise LaunchError(f'Could not submit run {spec.run_id}: {error}') from None
+        return handle
+
+    def run_state(self, handle):
+        """``queued`` (with Slurm's reason) while the job waits, else as the process backend.
+
+        A run past its time limit is cancelled here, and its reason says so; one
+        that Slurm ended at its ``--time`` says the same.
+        """
+        job = self.job(handle)
+        limit = int(handle.get('timeLimit') or 0)
+        over = f'ran longer than the limit of {limit} s'
+        if job is not None and job[0] in QUEUED_STATES:
+            return 'queued', None, self.progress(handle)
+        if job is not None and job[0] in LIVE_STATES | {'COMPLETING'}:
+            if not limit or job[3] <= limit:
+                return 'running', None, None
+            self._end_run(handle, over)
+        elif job is not None and job[0] == 'TIMEOUT':
+            _note_ending(handle, over)
+        return super().run_state(handle)
+
+    def cancel_run(self, handle):
+        """``scancel`` the run's job; its reason becomes 'cancelled' (unless it had ended)."""
+        self._end_run(handle, 'cancelled')
+
+    def cleanup_run(self, handle):
+        """Cancel the job if it still waits or runs, then remove its working directory."""
+        self._end_run(handle, 'cancelled')
+        super().cleanup_run(handle)
+
+    def _end_run(self, handle, reason):
+        if self.is_alive(handle):
+            _note_ending(handle, reason)
+        self._scancel(handle)
 
     def list_running(self):
         """Handles from the marker files whose jobs wait or run; ended ones are cleared."""
@@ -431,3 +522,17 @@ class SlurmLauncher(ProcessLauncher):
         with open(tmp, 'w') as out:
             json.dump(marker, out, indent=1)
         os.replace(tmp, path)
+
+
+def _note_ending(handle, reason):
+    """Record why a run ends early (``ended`` in its directory), unless it has a reason."""
+    path = os.path.join(handle['runDir'], 'ended')
+    if os.path.exists(path):
+        return
+    tmp = f'{path}.{os.getpid()}.tmp'
+    try:
+        with open(tmp, 'w') as out:
+            out.write(reason)
+        os.replace(tmp, path)
+    except OSError:
+        pass

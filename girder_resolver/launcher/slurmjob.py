@@ -13,6 +13,9 @@ Copied into the job's working directory and submitted as the batch script (with 
 4. on SIGTERM/SIGINT (``scancel``) ends the server's process group, and exits with
    the server's exit status when the server ends.
 
+For a batch run (a ``job.json`` without ``socket``) it only executes ``argv`` with
+``env`` in ``cwd``.
+
 The server is reached through the port only with the notebook's token (or the front
 door's cookie): the port itself is open to whoever reaches the node, as with
 batchspawner.
@@ -125,6 +128,10 @@ async def _main(job):
 def main(argv):
     with open(argv[1]) as spec:
         job = json.load(spec)
+    if not job.get('socket'):
+        # A batch run: nothing to serve; the job is its command (sandboxed, exit recorded).
+        os.chdir(job.get('cwd') or '/')
+        os.execve(job['argv'][0], job['argv'], job['env'])
     code = asyncio.run(_main(job))
     return code if code >= 0 else 128 - code
 
