@@ -27,8 +27,10 @@ is asked of ``squeue`` by job id (so a restarted Girder adopts its notebooks), a
 stopping is ``scancel``. While the job waits in the queue, :meth:`wait_ready`
 reports Slurm's reason as launch progress ("Waiting in the queue: Resources").
 
-A server cannot be bound to its dataset after it started (the warm pool): that
-mount would have to be made on the compute node.
+A server can be bound to its dataset after it started (the warm pool; the pool's
+servers are then queued or running jobs) only on a one-node cluster on Girder's own
+machine: the dataset is mounted there, as the process backend does it, and would
+have to be mounted on the compute node otherwise (:meth:`can_bind_later`).
 """
 
 import datetime
@@ -37,12 +39,13 @@ import logging
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 
 from . import sandbox, slurmjob
-from .base import Launcher, LaunchError, Option
+from .base import LaunchError, Option
 from .process import ProcessLauncher
 
 logger = logging.getLogger(__name__)
@@ -127,6 +130,7 @@ class SlurmLauncher(ProcessLauncher):
             'must exist on the nodes.',
         ),
         'sbatch': Option('sbatch', 'The sbatch executable.'),
+        'sinfo': Option('sinfo', 'The sinfo executable.'),
         'squeue': Option('squeue', 'The squeue executable.'),
         'scancel': Option('scancel', 'The scancel executable.'),
         'sbatch_args': Option([], 'Further sbatch options, e.g. ["--qos=interactive"].'),
@@ -195,16 +199,32 @@ class SlurmLauncher(ProcessLauncher):
     # -- what the process backend does otherwise ------------------------------------
 
     def can_bind_later(self):
-        """False: a dataset would have to be mounted on the compute node, into a running job."""
-        return False
+        """Whether a job can be started before its dataset is known and bound later (the pool).
 
-    def start_unbound(self, notebook_id, token, data_name='data', labels=None):
-        """Refused (see :meth:`can_bind_later`)."""
-        return Launcher.start_unbound(self, notebook_id, token, data_name, labels)
+        Only where the compute nodes are this machine (a one-node cluster here) and
+        the process backend could (Girder may mount file systems): the dataset is
+        then mounted on this machine and propagates into the job's sandbox. On a
+        real cluster the mount would have to be made on the node: False.
+        """
+        return self.nodes_are_this_host() and super().can_bind_later()
 
-    def bind_data(self, handle, data_path):
-        """Refused (see :meth:`can_bind_later`)."""
-        return Launcher.bind_data(self, handle, data_path)
+    def nodes_are_this_host(self):
+        """Whether every node of the partition is this machine (asked of sinfo once a minute)."""
+        now = time.monotonic()
+        cached = getattr(self, '_local_nodes', None)
+        if cached is not None and now - cached[1] < 60:
+            return cached[0]
+        args = [self.config['sinfo'], '--noheader', '--Node', '--format=%N']
+        if self.config['partition']:
+            args.append(f'--partition={self.config["partition"]}')
+        try:
+            code, out, _ = self._slurm(args)
+        except LaunchError:
+            return False
+        names = set(out.split())
+        local = code == 0 and names == {socket.gethostname().split('.')[0]}
+        self._local_nodes = (local, now)
+        return local
 
     def start(self, spec, bind_later=False):
         """Submit the notebook's job; returns its handle once Slurm accepted it.
@@ -213,13 +233,17 @@ class SlurmLauncher(ProcessLauncher):
         'started', 'labels', 'sandboxed'}``, plus ``'host'``, ``'port'``, ``'node'``
         once :meth:`wait_ready` found where the server answers.
         """
-        if bind_later:
-            self.start_unbound(spec.notebook_id, spec.token)
         spec.check_data_path()
         sandboxed = self.sandboxed()
+        if bind_later and not self.can_bind_later():
+            raise LaunchError(
+                'A Slurm notebook job can be bound to a dataset after it starts only on a '
+                "one-node cluster on Girder's own machine, with Girder running as root; the "
+                'warm pool is not available here.'
+            )
         work_dir = self.new_work_dir(spec.notebook_id)
         try:
-            argv, env, cwd = self._prepare(spec, work_dir, sandboxed, False)
+            argv, env, cwd = self._prepare(spec, work_dir, sandboxed, bind_later)
             script = self._write_job(work_dir, argv, env, cwd)
             job_id = self._submit(
                 self.sbatch_args(f'datadns-{spec.notebook_id}', work_dir), work_dir, script
@@ -240,6 +264,7 @@ class SlurmLauncher(ProcessLauncher):
             'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
             'labels': spec.labels,
             'sandboxed': sandboxed,
+            'bindLater': bool(bind_later),
         }
         self._write_marker(handle, spec)
         return handle
