@@ -10,7 +10,9 @@ reuses the data. ``datadns status`` shows what runs.
 import json
 import os
 import secrets
+import shutil
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -70,7 +72,16 @@ def main():
     envvar='DATADNS_INTERVAL',
     help="Seconds between each feder8's heartbeats.",
 )
-def up(home, port, adminLogin, interval):
+@click.option(
+    '--backend',
+    default='process',
+    show_default=True,
+    envvar='DATADNS_BACKEND',
+    type=click.Choice(['process', 'slurm']),
+    help='How the sites start notebooks; slurm starts a one-node Slurm cluster on this '
+    'machine first (scripts/slurm.sh, as root) unless one answers already.',
+)
+def up(home, port, adminLogin, interval, backend):
     """Start a central resolver and two sites with sample data; Ctrl-C stops them.
 
     A process that dies is restarted (with backoff) while the others keep serving;
@@ -100,8 +111,13 @@ def up(home, port, adminLogin, interval):
         return service
 
     fed = None
+    startedSlurm = False
     try:
         click.secho(f'Data DNS: starting the embedded stack in {home}', bold=True)
+        if backend == 'slurm':
+            click.echo('  starting Slurm (one node: munged, slurmctld, slurmd) ...', nl=False)
+            startedSlurm = _startSlurm()
+            click.echo(' ok' if startedSlurm else ' already running')
         db = start(
             stack.SecantusDB(storage=home / 'db', port=_free(port + 100), logDir=home / 'logs'),
             'SecantusDB (data kept on disk)',
@@ -120,6 +136,7 @@ def up(home, port, adminLogin, interval):
             interval=interval,
             env=env,
             withSampleData=False,
+            siteSettings={'resolver.backend': backend},
         )
         for name in fed.names():
             click.echo(
@@ -157,7 +174,38 @@ def up(home, port, adminLogin, interval):
         if fed is not None:
             _stopNotebooks(fed)
         supervisor.stop()
+        if startedSlurm:
+            _slurm('stop')
         click.echo('Stopped. Data kept in %s' % home)
+
+
+#: The one-node Slurm cluster's script, in a checkout (the tests and demos use it).
+SLURM_SCRIPT = Path(__file__).resolve().parent.parent / 'scripts' / 'slurm.sh'
+
+
+def _slurm(action):
+    if not SLURM_SCRIPT.exists():
+        raise click.ClickException(
+            f'{SLURM_SCRIPT} is missing: --backend slurm needs a checkout of Data DNS, or a '
+            'running Slurm (sinfo answers).'
+        )
+    # From /, as the daemons keep the directory they start in.
+    result = subprocess.run(
+        [str(SLURM_SCRIPT), action], capture_output=True, text=True, cwd='/', timeout=120
+    )
+    if result.returncode != 0:
+        raise click.ClickException(f'scripts/slurm.sh {action} failed: {result.stderr.strip()}')
+
+
+def _startSlurm():
+    """Start the one-node Slurm cluster unless Slurm answers already; True if started here."""
+    if (
+        shutil.which('sinfo')
+        and subprocess.run(['sinfo', '-h'], capture_output=True).returncode == 0
+    ):
+        return False
+    _slurm('start')
+    return True
 
 
 def _stateFile(home):

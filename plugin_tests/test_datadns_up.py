@@ -13,13 +13,14 @@ import pytest
 import requests
 
 from datadns import stack
+from plugin_tests.launcher_helpers import requireSlurm
 
 pytestmark = pytest.mark.slow
 PASSWORD = 'readme-test-password'
 
 
 class Up:
-    def __init__(self, home, port):
+    def __init__(self, home, port, *extra):
         env = {**os.environ, 'DATADNS_ADMIN_PASSWORD': PASSWORD, 'PYTHONUNBUFFERED': '1'}
         self.proc = subprocess.Popen(
             [
@@ -33,6 +34,7 @@ class Up:
                 str(port),
                 '--interval',
                 '1',
+                *extra,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -189,3 +191,40 @@ def testUnderDatadnsUpAKilledSiteGirderComesBackWhileTheCentralKeepsResolving(ho
     finally:
         assert up.interrupt() == 0, up.output
     assert status(home)[0] == 3
+
+
+def testDatadnsUpWithTheSlurmBackendRunsNotebooksAsSlurmJobs(home):
+    requireSlurm()
+    port = stack.freePortBlock()
+    up = Up(home, port, '--backend', 'slurm')
+    try:
+        up.waitUp()
+        assert 'starting Slurm' in up.output
+        api = f'http://127.0.0.1:{port}/api/v1'
+        headers = {
+            'Girder-Token': requests.get(
+                f'{api}/user/authentication', auth=('admin', PASSWORD), timeout=10
+            ).json()['authToken']['token']
+        }
+        notebook = requests.post(
+            f'{api}/resolve/launch',
+            headers=headers,
+            timeout=30,
+            params={'id': 'doi:10.5072/datadns.galaxies'},
+        ).json()
+        for _ in range(120):
+            notebook = requests.get(
+                f'{api}/notebook/{notebook["_id"]}', headers=headers, timeout=10
+            ).json()
+            if notebook['status'] in ('running', 'error'):
+                break
+            time.sleep(1)
+        assert notebook['status'] == 'running', notebook
+        jobs = subprocess.run(
+            ['squeue', '-h', f'--name=datadns-{notebook["remoteId"]}', '-o', '%T'],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert jobs == ['RUNNING']
+    finally:
+        assert up.interrupt() == 0, up.output
