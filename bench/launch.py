@@ -27,7 +27,14 @@ site's front door:
   two sites holding the dataset, process backend) while the first-ranked site's
   Girder is frozen (SIGSTOP), alternating with launches while it answers; the
   extra time of a failover is what ``resolver.site_connect_timeout`` (2 s)
-  costs.
+  costs;
+- ``tools``: cold starts of each default tool (``python``, ``scientific-python``,
+  ``r``; JupyterLab, built by ``scripts/build-tools.sh``) through the launcher
+  (``start()`` until ``api/status`` answers 200 to the token, no Girder), on the
+  process and the docker backend, alternating with the backend's default server
+  (no tool: the classic notebook UI of Girder's own environment, or of the
+  notebook image): ``<tool>_vs_default_p50`` is what a tool costs over it. A tool
+  that is not built is reported as skipped, with the reason.
 
 Cold and bare starts alternate, so that drift on a loaded machine hits both
 alike; each backend's first launch is a warm-up, not counted (it makes the
@@ -50,6 +57,7 @@ import secrets
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -81,7 +89,7 @@ TARGETS = {
     'federated_pool_p50_ms': 300,
 }
 DEFAULT_SOCKET = '/run/datadns/podman.sock'
-PHASES = ('process', 'concurrent', 'pooled', 'kernel', 'docker', 'federated', 'failover')
+PHASES = ('process', 'concurrent', 'pooled', 'kernel', 'docker', 'federated', 'failover', 'tools')
 #: resolver.site_connect_timeout at the failover phase's central (its default).
 CONNECT_TIMEOUT = 2.0
 POLL = 0.02  # seconds between two polls of the notebook and of api/status
@@ -903,6 +911,71 @@ def federatedLaunches(args):
     return out
 
 
+def toolLaunches(args, dataPath, workRoot, dockerSkip):
+    """Cold starts of each default tool against the backend's default server, per backend."""
+    from girder_resolver import tools
+    from girder_resolver.launcher import LaunchSpec, get_launcher
+
+    out = {}
+    for backend in ('process', 'docker'):
+        if backend == 'docker' and dockerSkip:
+            out[backend] = {'skipped': dockerSkip}
+            continue
+        if backend == 'process':
+            launcher = get_launcher(backend, work_root=str(workRoot / 'tools'))
+        else:
+            launcher = get_launcher(backend, labels={'datadns.bench': '1'})
+        entries = [t for t in tools.default_tools() if launcher.tool_ready(t)[0]]
+        out[backend] = {
+            t['id']: {'skipped': launcher.tool_ready(t)[1]}
+            for t in tools.default_tools()
+            if t not in entries
+        }
+
+        def once(tool, launcher=launcher):
+            token = secrets.token_urlsafe(24)
+            spec = LaunchSpec(f'bench-{secrets.token_hex(4)}', token, dataPath, 'data', tool=tool)
+            t0 = time.perf_counter()
+            handle = launcher.start(spec)
+            try:
+                launcher.wait_ready(handle, timeout=args.launch_timeout, token=token)
+                return time.perf_counter() - t0
+            finally:
+                launcher.stop(handle)
+
+        runs = {t['id']: [] for t in entries}
+        runs['default'] = []
+        errors = {name: 0 for name in runs}
+        for tool in [None, *entries]:  # warm-up: the engine client, the page cache
+            try:
+                once(tool)
+            except Exception as exc:  # noqa: BLE001 - counted below if it keeps failing
+                log(f'  {backend} warm-up of {(tool or {}).get("id", "default")} failed: {exc}')
+        for n in range(args.launches):
+            for name, tool in [('default', None), *((t['id'], t) for t in entries)]:
+                try:
+                    runs[name].append(once(tool))
+                except Exception as exc:  # noqa: BLE001 - count it and go on
+                    errors[name] += 1
+                    log(f'  {backend} {name} start failed: {str(exc)[:300]}')
+            log(
+                f'  {backend} {n + 1}/{args.launches}: '
+                + ', '.join(
+                    f'{name} {common.ms(values[-1]) if values else "-"} ms'
+                    for name, values in runs.items()
+                )
+            )
+        for name, values in runs.items():
+            out[backend][name] = summary(values, errors[name])
+        base = out[backend]['default']['p50_ms']
+        for tool in entries:
+            p50 = out[backend][tool['id']]['p50_ms']
+            out[backend][f'{tool["id"]}_vs_default_p50'] = (
+                round(p50 / base, 3) if p50 and base else None
+            )
+    return out
+
+
 def target(value, limit):
     return {'value': value, 'target': f'<= {limit}', 'met': value is not None and value <= limit}
 
@@ -1009,6 +1082,20 @@ def main():
         )
         result['girder_peak_rss_mib'] = result['resources']['server_vmhwm_mib']
 
+    if 'tools' in args.only:
+        log('tools: cold starts of each default tool against the default server, per backend')
+        try:
+            with common.interruptible(args.time_limit), tempfile.TemporaryDirectory() as tmp:
+                scratch = Path(tmp)
+                scratch.chmod(0o755)  # the docker backend's user reads the dataset below it
+                dataPath = scratch / 'data'
+                dataPath.mkdir(mode=0o755)
+                (dataPath / 'values.csv').write_text('a,b\n1,2\n')
+                result['tools'] = toolLaunches(args, str(dataPath), scratch, dockerSkip)
+        except (common.OutOfTime, RuntimeError) as exc:
+            log(f'stopped: {exc}')
+            result['error'] = str(exc)
+
     if 'federated' in args.only:
         log('federated launches through a central against launches at the site: cold, pooled')
         try:
@@ -1076,6 +1163,12 @@ def main():
             (result.get(b) or {}).get(k, {}).get('errors', 0)
             for b in ('process', 'docker')
             for k in ('cold', 'bare')
+        )
+        + sum(
+            figures.get('errors', 0)
+            for backend in (result.get('tools') or {}).values()
+            for figures in backend.values()
+            if isinstance(figures, dict)
         )
     )
     result['targets'] = targets

@@ -96,14 +96,16 @@ def runInKernel(wsUrl, code, headers=(), sock=None, timeout=60, origin=None):
     return run.output
 
 
-def executeInNewKernel(launcher, handle, token, code, timeout=60):
+def executeInNewKernel(launcher, handle, token, code, timeout=60, kernel=None):
     """Run ``code`` in a new kernel of a notebook server, as a browser does; returns a KernelRun.
 
-    The kernel is started through the REST API (``POST api/kernels``) and the code
+    The kernel (``kernel``, a kernelspec name, else the server's default) is
+    started through the REST API (``POST api/kernels``) and the code
     sent as an ``execute_request`` over the kernel's websocket, reached through the
     server's Unix socket or TCP port like any request; the kernel is shut down after.
     """
-    started = launcher.request(handle, 'POST', 'api/kernels', token=token, body={})
+    body = {'name': kernel} if kernel else {}
+    started = launcher.request(handle, 'POST', 'api/kernels', token=token, body=body)
     assert started.status == 201, started.body
     kernel_id = started.json()['id']
     try:

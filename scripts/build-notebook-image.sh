@@ -13,12 +13,24 @@
 # python3-jupyter-server,python3-nbclassic,python3-ipykernel,ca-certificates:
 # jupyter_server, the classic notebook UI served at /tree as a jupyter_server
 # extension, and a Python kernel).
+# Other images are built by the same recipe with more steps (scripts/build-tools.sh
+# builds the tools' images so): DATADNS_IMAGE_HOOKS, further mmdebstrap customize
+# hooks, one a line (run after the jovyan user is made and before the setuid bits
+# and apt lists are dropped; "$1" is the root filesystem), DATADNS_IMAGE_CHANGES,
+# further `podman import --change` lines, one a line, and DATADNS_IMAGE_WHAT, what
+# the image is (for messages). Both lists count in the recipe.
 # Sites with a registry or Docker Engine can build docker/notebook/Dockerfile instead.
 set -euo pipefail
 
 IMAGE="${DATADNS_NOTEBOOK_IMAGE:-localhost/datadns-notebook:latest}"
 MIRROR="${DATADNS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES="${DATADNS_NOTEBOOK_PACKAGES:-python3-jupyter-server,python3-nbclassic,python3-ipykernel,ca-certificates}"
+
+WHAT="${DATADNS_IMAGE_WHAT:-notebook image}"
+EXTRA_HOOKS=()
+EXTRA_CHANGES=()
+[[ -n "${DATADNS_IMAGE_HOOKS:-}" ]] && mapfile -t EXTRA_HOOKS <<<"$DATADNS_IMAGE_HOOKS"
+[[ -n "${DATADNS_IMAGE_CHANGES:-}" ]] && mapfile -t EXTRA_CHANGES <<<"$DATADNS_IMAGE_CHANGES"
 
 log() { echo "build-notebook-image: $*"; }
 
@@ -31,6 +43,7 @@ log() { echo "build-notebook-image: $*"; }
 # - The apt lists and caches are dropped to keep the image small.
 HOOKS=(
   'chroot "$1" useradd --no-create-home --home-dir /home/jovyan --uid 1000 --user-group --shell /bin/bash jovyan'
+  ${EXTRA_HOOKS[@]+"${EXTRA_HOOKS[@]}"}
   'find "$1" -xdev -type f -perm /6000 -exec chmod ug-s {} +'
   'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin'
 )
@@ -43,6 +56,7 @@ CHANGES=(
   'ENV LANG=C.UTF-8'
   'ENV PYTHONUNBUFFERED=1'
   'CMD ["python3", "-m", "jupyter_server", "--ip=0.0.0.0", "--port=8888", "--allow-root", "--no-browser", "--ServerApp.root_dir=/tmp"]'
+  ${EXTRA_CHANGES[@]+"${EXTRA_CHANGES[@]}"}
 )
 RECIPE="$(printf '%s\n' "$PACKAGES" "${HOOKS[@]}" "${CHANGES[@]}" | sha256sum | cut -c1-16)"
 
@@ -79,6 +93,6 @@ for change in "${CHANGES[@]}"; do change_args+=(--change "$change"); done
 podman import "${change_args[@]}" \
   --change "LABEL datadns.packages=$PACKAGES" \
   --change "LABEL datadns.recipe=$RECIPE" \
-  --message "datadns notebook image (mmdebstrap bookworm + $PACKAGES, recipe $RECIPE)" \
+  --message "datadns $WHAT (mmdebstrap bookworm + $PACKAGES, recipe $RECIPE)" \
   "$tmp/nb.tar" "$IMAGE" >/dev/null
 log "built $IMAGE in $((SECONDS - started)) s"

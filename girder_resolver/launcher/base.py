@@ -218,6 +218,22 @@ class RunSpec:
             raise LaunchError(f'The results directory {self.results_path} is not writable.')
 
 
+def tool_config_lines(tool):
+    """jupyter_server configuration lines (Python) for ``tool``: only its kernels are offered.
+
+    A tool's ``kernels`` (kernelspec names) are the ones its server lists and
+    starts, the first being the default; none listed leaves every kernelspec
+    of its environment. Empty without a tool.
+    """
+    kernels = [str(k) for k in (tool or {}).get('kernels') or [] if k]
+    if not kernels:
+        return []
+    return [
+        f'c.KernelSpecManager.allowed_kernelspecs = {sorted(set(kernels))!r}',
+        f'c.MultiKernelManager.default_kernel_name = {kernels[0]!r}',
+    ]
+
+
 def normalize_base_url(base_url):
     """A URL path prefix with exactly one leading and one trailing slash."""
     stripped = str(base_url).strip('/')
@@ -395,12 +411,13 @@ class Launcher(abc.ABC):
         """
         return False
 
-    def start_unbound(self, notebook_id, token, data_name='data', labels=None):
+    def start_unbound(self, notebook_id, token, data_name='data', labels=None, tool=None):
         """Start a server whose dataset is not known yet; returns its handle, like :meth:`start`.
 
         Until :meth:`bind_data` binds one, the server shows an empty read-only
         placeholder that the launcher owns as its dataset, under ``data_name``
-        (fixed now: the dataset bound later appears under this name). Raises
+        (fixed now: the dataset bound later appears under this name); ``tool``
+        is the tool it runs, as in :class:`LaunchSpec`. Raises
         :class:`LaunchError` where :meth:`can_bind_later` is False.
         """
         raise LaunchError(

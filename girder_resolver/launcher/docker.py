@@ -60,11 +60,12 @@ except ImportError:  # the package, and the process backend, work without the SD
     _sdk = None
 
 from . import identity, readonly, unixclose
-from .base import Launcher, LaunchError, Option, tool_part
+from .base import Launcher, LaunchError, Option, tool_config_lines, tool_part
 
 MANAGED_LABEL = 'datadns.managed'
 NOTEBOOK_LABEL = 'datadns.notebook'
 BASE_URL_LABEL = 'datadns.base_url'
+TOOL_LABEL = 'datadns.tool'
 #: Where the per-notebook configuration directory appears inside the container.
 ETC_DIR = '/etc/datadns'
 #: Where the per-notebook socket directory appears inside the container.
@@ -274,6 +275,8 @@ class DockerLauncher(Launcher):
             NOTEBOOK_LABEL: spec.notebook_id,
             BASE_URL_LABEL: spec.base_url,
         }
+        if spec.tool:
+            labels[TOOL_LABEL] = spec.tool['id']
         container = None
         try:
             # create() then start() rather than run(): run() would try to pull a
@@ -284,6 +287,12 @@ class DockerLauncher(Launcher):
             container.start()
         except docker.errors.ImageNotFound:
             _remove_run_dir(run_dir)
+            if spec.tool:
+                raise LaunchError(
+                    f'The image {self.image(spec)} of tool {spec.tool["id"]!r} is not available '
+                    f'to the container engine; build it with scripts/build-tools.sh --docker '
+                    f'{spec.tool["id"]}.'
+                ) from None
             raise LaunchError(
                 f'The notebook image {self.config["image"]} is not available to the container '
                 'engine; build it with scripts/build-notebook-image.sh.'
@@ -297,7 +306,7 @@ class DockerLauncher(Launcher):
             raise LaunchError(
                 f'The container engine could not start the notebook: {_explain(error)}'
             ) from None
-        return {
+        handle = {
             'backend': self.name,
             'notebookId': spec.notebook_id,
             'containerId': container.id,
@@ -308,6 +317,13 @@ class DockerLauncher(Launcher):
             'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
             'labels': labels,
         }
+        if spec.tool:
+            handle['tool'] = spec.tool['id']
+        return handle
+
+    def image(self, spec):
+        """The image that runs ``spec``: its tool's ``docker.image``, else the ``image`` option."""
+        return tool_part(spec.tool, 'docker', 'image') or self.config['image']
 
     def wait_ready(self, handle, timeout=None, token=None, progress=None):
         """Wait until the server answers, then make its socket directory read-only to it.
@@ -480,7 +496,7 @@ class DockerLauncher(Launcher):
             f'--ServerApp.base_url={spec.base_url}',
             f'--ServerApp.root_dir={home}',
             '--ServerApp.terminals_enabled=False',
-            *self.default_url_args(),
+            *self.default_url_args(spec.tool),
         ]
         return args + [str(arg) for arg in self.config['extra_args']]
 
@@ -518,13 +534,16 @@ class DockerLauncher(Launcher):
             f"_load('datadns_unixclose', '{ETC_DIR}/unixclose.py').install()",
         ]
         if self.config['read_only_contents']:
-            manager = self.config['contents_manager']
+            # A tool's image has jupyter_server 2 (JupyterLab 4): the async manager suits it.
+            manager = (
+                'ReadOnlyDataContentsManager' if spec.tool else self.config['contents_manager']
+            )
             lines += [
                 f"_readonly = _load('datadns_readonly', '{ETC_DIR}/readonly.py')",
                 f'c.ServerApp.contents_manager_class = _readonly.{manager}',
                 f'c.{manager}.read_only_paths = [{spec.data_name!r}]',
             ]
-        return '\n'.join(lines) + '\n'
+        return '\n'.join(lines + tool_config_lines(spec.tool)) + '\n'
 
     def _create(self, name, spec, create_kwargs):
         """Create the container; a leftover of the same name is removed first.
@@ -535,7 +554,7 @@ class DockerLauncher(Launcher):
         """
         docker = _docker()
         try:
-            return self.client.containers.create(self.config['image'], **create_kwargs)
+            return self.client.containers.create(self.image(spec), **create_kwargs)
         except docker.errors.ImageNotFound:
             raise
         except docker.errors.APIError:
@@ -545,7 +564,7 @@ class DockerLauncher(Launcher):
         if existing.status == 'running':
             raise LaunchError(f'Notebook {spec.notebook_id} is already running.')
         self._remove(existing)
-        return self.client.containers.create(self.config['image'], **create_kwargs)
+        return self.client.containers.create(self.image(spec), **create_kwargs)
 
     @staticmethod
     def _run_dir_of(container):
@@ -592,6 +611,7 @@ class DockerLauncher(Launcher):
             'baseUrl': labels.get(BASE_URL_LABEL) or f'/notebook/{labels[NOTEBOOK_LABEL]}/',
             'started': container.attrs.get('State', {}).get('StartedAt'),
             'labels': dict(labels),
+            **({'tool': labels[TOOL_LABEL]} if labels.get(TOOL_LABEL) else {}),
         }
 
     def _remove_orphan_run_dirs(self, containers):

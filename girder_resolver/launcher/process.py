@@ -60,6 +60,7 @@ from .base import (
     LaunchError,
     LaunchSpec,
     Option,
+    tool_config_lines,
     tool_part,
 )
 
@@ -161,7 +162,11 @@ class ProcessLauncher(Launcher):
     def _marker_path(self, notebook_id):
         return os.path.join(self.work_root, f'{notebook_id}.json')
 
-    def _command(self):
+    def _command(self, tool=None):
+        """The jupyter_server command line: the tool's env's Python, else the ``command`` option."""
+        env = tool_part(tool, 'process', 'env')
+        if env:
+            return [os.path.join(env, 'bin', 'python'), '-m', 'jupyter_server']
         command = self.config['command']
         return shlex.split(command) if isinstance(command, str) else list(command)
 
@@ -196,7 +201,7 @@ class ProcessLauncher(Launcher):
         except LaunchError:
             return False
 
-    def start_unbound(self, notebook_id, token, data_name='data', labels=None):
+    def start_unbound(self, notebook_id, token, data_name='data', labels=None, tool=None):
         """Start a server showing an empty placeholder as its dataset until :meth:`bind_data`.
 
         The placeholder is ``<work_root>/.unbound-empty`` (read-only, shared by
@@ -209,7 +214,9 @@ class ProcessLauncher(Launcher):
             os.makedirs(placeholder, mode=0o500, exist_ok=True)
         except OSError as error:
             raise LaunchError(f'Could not create the placeholder dataset: {error}') from None
-        spec = LaunchSpec(notebook_id, token, placeholder, data_name, labels=labels or {})
+        spec = LaunchSpec(
+            notebook_id, token, placeholder, data_name, labels=labels or {}, tool=tool
+        )
         return self.start(spec, bind_later=True)
 
     # -- tools -----------------------------------------------------------------
@@ -248,6 +255,10 @@ class ProcessLauncher(Launcher):
         placeholder until :meth:`bind_data` binds the real one.
         """
         spec.check_data_path()
+        if spec.tool:
+            ready, reason = self.tool_ready(spec.tool)
+            if not ready:
+                raise LaunchError(reason)
         sandboxed = self.sandboxed()
         if bind_later and sandboxed and not sandbox.can_mount():
             raise LaunchError(
@@ -288,6 +299,8 @@ class ProcessLauncher(Launcher):
             'sandboxed': sandboxed,
             'bindLater': bool(bind_later),
         }
+        if spec.tool:
+            handle['tool'] = spec.tool['id']
         self._write_marker(handle, spec)
         return handle
 
@@ -628,7 +641,8 @@ class ProcessLauncher(Launcher):
         # this package and a running server keeps the version it started with.
         for module in (readonly, identity, unixclose):
             shutil.copyfile(module.__file__, os.path.join(etc, os.path.basename(module.__file__)))
-        python_bin = os.path.dirname(self._command()[0]) or '/usr/bin'
+        command = self._command(spec.tool)
+        python_bin = os.path.dirname(command[0]) or '/usr/bin'
         if sandboxed:
             inside = {'home': sandbox.HOME, 'run': sandbox.RUN_DIR, 'etc': sandbox.ETC_DIR}
         else:
@@ -656,7 +670,11 @@ class ProcessLauncher(Launcher):
             os.makedirs(data, mode=0o700)
             sandbox.make_shared_mount_point(data)
         os.makedirs(os.path.join(home, spec.data_name))  # the mount point inside home
-        paths = sandbox.python_paths(self._command()[0])
+        if tool_part(spec.tool, 'process', 'env'):
+            # A tool's environment, not the Python running Girder.
+            paths = sandbox.env_paths(tool_part(spec.tool, 'process', 'env'))
+        else:
+            paths = sandbox.python_paths(command[0])
         paths += [p for p in self.config['sandbox_ro_paths'] if p not in paths]
         args = sandbox.bwrap_args(
             work_dir, data, spec.data_name, paths, env, bwrap=self.config['bwrap']
@@ -695,10 +713,10 @@ class ProcessLauncher(Launcher):
             'c.ServerApp.allow_remote_access = True\n'
             '# The front door closes each connection, not the server (see unixclose.py).\n'
             f"_load('datadns_unixclose', {os.path.join(etc_dir, 'unixclose.py')!r}).install()\n"
-        )
+        ) + ''.join(line + '\n' for line in tool_config_lines(spec.tool))
 
     def _server_args(self, spec, inside, sandboxed):
-        args = self._command() + [
+        args = self._command(spec.tool) + [
             '--no-browser',
             f'--config={os.path.join(inside["etc"], "jupyter_server_config.py")}',
             f'--ServerApp.sock={os.path.join(inside["run"], sandbox.SOCKET_NAME)}',
@@ -706,7 +724,7 @@ class ProcessLauncher(Launcher):
             f'--ServerApp.base_url={spec.base_url}',
             f'--ServerApp.root_dir={inside["home"]}',
             '--ServerApp.terminals_enabled=False',
-            *self.default_url_args(),
+            *self.default_url_args(spec.tool),
         ]
         if not sandboxed and hasattr(os, 'geteuid') and os.geteuid() == 0:
             args.append('--allow-root')

@@ -67,6 +67,8 @@ ETC_ALLOWLIST = (
     '/etc/nsswitch.conf',
     '/etc/os-release',
     '/etc/passwd',
+    # R's configuration (Debian's /usr/lib/R/etc links into it), for tools with an R kernel.
+    '/etc/R',
     '/etc/ssl',
     '/etc/timezone',
 )
@@ -100,6 +102,20 @@ def python_paths(executable=None):
             paths.add(os.path.dirname(os.path.dirname(real)))
     # A path inside another one is covered by it.
     return sorted(p for p in paths if not any(p != q and p.startswith(q + '/') for q in paths))
+
+
+def env_paths(env):
+    """Directories that a tool's Python environment ``env`` (a venv) needs, read-only.
+
+    The environment itself and, when it is a symlink, what it points to; its
+    base interpreter is Debian's under ``/usr`` (visible anyway) or is shown by
+    the launcher's ``sandbox_ro_paths``.
+    """
+    paths = []
+    for candidate in (os.path.abspath(env), os.path.realpath(env)):
+        if candidate not in paths and not candidate.startswith('/usr/') and candidate != '/usr':
+            paths.append(candidate)
+    return paths
 
 
 def _root_binds():
