@@ -126,8 +126,9 @@ def dataset(tmp_path_factory):
     """A dataset with a CSV table and a NetCDF file, the latter written by the
     scientific-python tool's own Python on this machine."""
     data = makeDataset(tmp_path_factory.mktemp('tools'))
-    python = os.path.join(TOOLS['scientific-python']['process']['env'], 'bin', 'python')
-    if os.access(python, os.X_OK):
+    env = TOOLS['scientific-python']['process']['env']
+    python = os.path.join(env, 'bin', 'python')
+    if os.path.exists(os.path.join(env, '.datadns-recipe')):  # built (scripts/build-tools.sh)
         subprocess.run(
             [
                 python,

@@ -2,6 +2,7 @@
 # Build the notebook tools' environments (issue #16; docs/tools.md), without a registry:
 #
 #   scripts/build-tools.sh [--process] [--docker] [--all] [id ...]
+#   scripts/build-tools.sh --missing [id ...]   print those whose process env is not built
 #
 # ids: python, scientific-python, r (default: all three). Backends: --process (the
 # default) builds a Python venv per tool for the process and slurm backends;
@@ -43,16 +44,18 @@ building=''
 trap '[[ -z "$building" ]] || rm -rf "$building"' EXIT
 log() { printf 'build-tools: [%4ds] %s\n' "$((SECONDS - started))" "$*"; }
 die() { printf 'build-tools: error: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 
 process=0
 docker=0
+missing=0
 ids=()
 for arg in "$@"; do
     case "$arg" in
         --process) process=1 ;;
         --docker) docker=1 ;;
         --all) process=1; docker=1 ;;
+        --missing) missing=1 ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option $arg" ;;
         *)
@@ -71,6 +74,13 @@ else
     TOOLS_DIR="${XDG_DATA_HOME:-$HOME/.local/share}/datadns/tools"
 fi
 PYTHON="${DATADNS_TOOLS_PYTHON:-/usr/bin/python3}"
+
+if [[ $missing == 1 ]]; then
+    unbuilt=()
+    for id in "${ids[@]}"; do [[ -f "$TOOLS_DIR/$id/.datadns-recipe" ]] || unbuilt+=("$id"); done
+    echo "${unbuilt[*]}"
+    exit 0
+fi
 
 pip_packages() {
     case "$1" in

@@ -19,6 +19,8 @@ have npm || need_apt+=(npm)
 [ -x "$VENV/bin/python" ] || python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 # The process backend sandboxes each notebook server with bubblewrap.
 have bwrap || need_apt+=(bubblewrap)
+# The tools' environments (scripts/build-tools.sh) are venvs of Debian's python3.
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ "$TEST" = 1 ]; then
     have podman || need_apt+=(podman)
     have runc || need_apt+=(runc)
@@ -30,6 +32,9 @@ if [ "$TEST" = 1 ]; then
     # The slurm backend's tests run a one-node Slurm cluster (scripts/slurm.sh).
     have slurmctld || need_apt+=(slurm-wlm)
     have munged || need_apt+=(munge)
+    # The r tool: R and its Jupyter kernel from Debian (scripts/build-tools.sh).
+    have R || need_apt+=(r-base-core)
+    [ -d /usr/lib/R/site-library/IRkernel ] || need_apt+=(r-cran-irkernel)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -78,4 +83,21 @@ if [ "$TEST" = 1 ]; then
     scripts/build-notebook-image.sh
     step "Starting a one-node Slurm cluster"
     scripts/slurm.sh start
+fi
+
+# The notebook tools (docs/tools.md). `make run` builds the default one, python, for the
+# process backend; `make test` builds all three for the process and docker backends.
+# Each is cached between runs (outside the clone, see scripts/build-tools.sh).
+if [ "$TEST" = 1 ]; then
+    step "Building the notebook tools (python, scientific-python, r; cached)"
+    scripts/build-tools.sh --all
+else
+    step "Building the default notebook tool (python; cached)"
+    scripts/build-tools.sh python
+    missing="$(scripts/build-tools.sh --missing scientific-python r)"
+    if [ -n "$missing" ]; then
+        echo "Tools not built, shown as not ready: $missing. Add them with: scripts/build-tools.sh" \
+            "$missing (the r tool needs apt-get install r-base-core r-cran-irkernel first)"
+    fi
+fi
 fi
