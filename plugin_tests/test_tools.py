@@ -326,3 +326,24 @@ def test_jupyterlab_loads_in_chromium_through_the_front_door_with_the_dataset(
             page.screenshots('file-browser')
     finally:
         launcher.stop(handle)
+
+
+def test_the_default_tool_works_in_the_warm_pool_bound_later(dataset):
+    """The pool's late binding with a tool: start_unbound(tool=...), then bind_data()."""
+    launcher = requireTool('process', tools.DEFAULT_TOOL)
+    if not launcher.can_bind_later():
+        pytest.skip('binding later needs CAP_SYS_ADMIN')
+    handle = launcher.start_unbound(
+        f'tool-pooled-{RUN}', TOKEN, DATA_NAME, tool=TOOLS[tools.DEFAULT_TOOL]
+    )
+    try:
+        launcher.wait_ready(handle, timeout=60, token=TOKEN)
+        assert handle['tool'] == tools.DEFAULT_TOOL and handle['bindLater']
+        assert contents(launcher, handle, DATA_NAME, token=TOKEN).json()['content'] == []
+        launcher.bind_data(handle, str(dataset))
+        listing = contents(launcher, handle, DATA_NAME, token=TOKEN).json()['content']
+        assert {'readme.txt', 'tables'} <= {entry['name'] for entry in listing}
+        lab = launcher.request(handle, 'GET', 'lab', token=TOKEN)
+        assert lab.status == 200 and b'JupyterLab' in lab.body
+    finally:
+        launcher.stop(handle)
