@@ -4,7 +4,9 @@ feder8 talks to both Girders only over HTTP (girder-client); it never imports
 the plugin. The site's datasets come from the site's own ``GET
 /resolver/dataset?local=true``; the central learns them through ``POST
 /resolver/site`` (a full snapshot first, then only what changed) and sees the
-site alive through ``PUT /resolver/site/{name}/heartbeat``.
+site alive through ``PUT /resolver/site/{name}/heartbeat``. With its datasets it
+registers the tools the site offers (its ``GET /resolver/tool``: id, name, whether
+ready, which is the default) and the tool each dataset recommends.
 
 Before registering it settles two things at the site:
 
@@ -107,11 +109,23 @@ def _key(entry):
     return (entry['identifier'], entry['folderId'])
 
 
+def _registered(key, value):
+    """One dataset of a registration: ``value`` is its name, or (name, recommended tool)."""
+    name, tool = value if isinstance(value, tuple) else (value, None)
+    out = {'identifier': key[0], 'folderId': key[1], 'name': name}
+    if tool:
+        out['tool'] = tool
+    return out
+
+
 class Sidecar:
     def __init__(self, config, stopEvent=None):
         self.config = config
         self.stopEvent = stopEvent or threading.Event()
-        self.registered = None  # {(identifier, folderId): name} as the central has it
+        # {(identifier, folderId): name or (name, tool)} as the central has it
+        self.registered = None
+        self.tools = None  # the site's tools as last read: [{id, name, ready, default}]
+        self.registeredTools = None  # ... and as the central has them
         self.lastFull = 0.0
         self.credential = None
         self.centralName = None
@@ -195,7 +209,12 @@ class Sidecar:
         self.retry('waiting for the local Girder', ping)
 
     def snapshot(self):
-        """This site's datasets as the central should have them: {(identifier, folderId): name}."""
+        """This site's datasets as the central should have them.
+
+        ``{(identifier, folderId): name}``, or ``(name, tool)`` for a dataset that
+        recommends a tool. Reads the site's tools too (:meth:`readTools`).
+        """
+        self.readTools()
         entries = self.site.get('resolver/dataset', parameters={'local': 'true', 'limit': 0})
         collections = self._collectionIds()
         out, private = {}, set()
@@ -204,11 +223,27 @@ class Sidecar:
                 continue
             if collections is not None and entry.get('collectionId') not in collections:
                 continue
-            out[_key(entry)] = entry['name']
+            out[_key(entry)] = (
+                (entry['name'], entry['tool']) if entry.get('tool') else entry['name']
+            )
             if not entry.get('public'):
                 private.add(entry['folderId'])
         self.grantRead(sorted(private))
         return out
+
+    def readTools(self):
+        """The site's tools, ``[{id, name, ready, default}]`` (None from a site without them)."""
+        try:
+            listed = self.site.get('resolver/tool')
+        except girder_client.HttpError as exc:
+            if exc.status in (400, 404):
+                self.tools = None  # a site whose plugin predates tools
+                return None
+            raise
+        self.tools = [
+            {key: tool.get(key) for key in ('id', 'name', 'ready', 'default')} for tool in listed
+        ]
+        return self.tools
 
     def _collectionIds(self):
         """Ids of the collections to publish (given by name or id), or None for all."""
@@ -417,10 +452,10 @@ class Sidecar:
             'name': self.config.siteName,
             'apiUrl': self.config.publicUrl,
             'mode': 'full',
-            'datasets': [
-                {'identifier': i, 'folderId': f, 'name': n} for (i, f), n in snapshot.items()
-            ],
+            'datasets': [_registered(key, value) for key, value in snapshot.items()],
         }
+        if self.tools is not None:
+            body['tools'] = self.tools
         if self.credential:
             body['credential'] = self.credential
         if self.config.weight is not None:
@@ -432,6 +467,7 @@ class Sidecar:
         result = self.retry('registering with the central', lambda: self._post(body))
         self._report('registered a full snapshot', result)
         self.registered = dict(snapshot)
+        self.registeredTools = self.tools
         self.lastFull = time.monotonic()
         return result
 
@@ -439,20 +475,22 @@ class Sidecar:
         """Send only what changed since the central last heard from us; None if nothing did."""
         changed = {k: n for k, n in snapshot.items() if self.registered.get(k) != n}
         gone = [k for k in self.registered if k not in snapshot]
-        if not changed and not gone:
+        toolsChanged = self.tools is not None and self.tools != self.registeredTools
+        if not changed and not gone and not toolsChanged:
             return None
         body = {
             'name': self.config.siteName,
             'apiUrl': self.config.publicUrl,
             'mode': 'partial',
-            'datasets': [
-                {'identifier': i, 'folderId': f, 'name': n} for (i, f), n in changed.items()
-            ],
+            'datasets': [_registered(key, value) for key, value in changed.items()],
             'removed': [{'identifier': i, 'folderId': f} for i, f in gone],
         }
+        if toolsChanged:
+            body['tools'] = self.tools
         result = self.retry('sending changes to the central', lambda: self._post(body))
         self._report('sent changes', result)
         self.registered = dict(snapshot)
+        self.registeredTools = self.tools
         return result
 
     def _report(self, what, result):

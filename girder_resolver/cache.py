@@ -88,9 +88,13 @@ settings = Recent(size=256)
 sites = Recent(size=10_000)
 #: Index entries (a tuple of documents), by canonical identifier.
 entries = Recent(size=20_000)
+#: Whether a tool is ready on this machine ``(ready, reason)``, by (backend, tool).
+tools = Recent(size=256)
+#: Seconds a tool's readiness is reused (asking a container engine is not free).
+TOOL_SECONDS = 5.0
 
 
 def clearAll():
     """Forget every read (the plugin starting in this process)."""
-    for cache in (settings, sites, entries):
+    for cache in (settings, sites, entries, tools):
         cache.clear()

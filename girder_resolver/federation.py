@@ -307,9 +307,12 @@ class SiteClient:
                 raise SiteError(f'Site "{self.name}" answered something that is not a notebook.')
             return body
 
-    def launch(self, folderId, identity):
+    def launch(self, folderId, identity, tool=None):
         """Launch (or find) the notebook of ``identity`` for ``folderId`` at the site."""
-        return self._request('POST', 'notebook', {'folderId': folderId, 'onBehalfOf': identity})
+        params = {'folderId': folderId, 'onBehalfOf': identity}
+        if tool is not None:
+            params['tool'] = tool
+        return self._request('POST', 'notebook', params)
 
     def get(self, notebookId, identity):
         return self._request('GET', f'notebook/{notebookId}', {'onBehalfOf': identity})

@@ -69,6 +69,9 @@ class PluginSettings:
     FRONTDOOR_IP = 'resolver.frontdoor_ip'
     FRONTDOOR_API_URL = 'resolver.frontdoor_api_url'
     FRONTDOOR_COMMAND = 'resolver.frontdoor_command'
+    TOOLS = 'resolver.tools'
+    DEFAULT_TOOL = 'resolver.default_tool'
+    TOOL_KEY = 'resolver.tool_key'
 
 
 #: The kinds of value a setting holds (how the admin page edits it).
@@ -94,6 +97,30 @@ class Declared:
     choices: object = None
     editable: bool = True
     group: str = ''
+
+
+#: Placeholder until the built tools' module lands (tools-build): the three default tools.
+DEFAULT_TOOLS = [
+    {
+        'id': tool,
+        'name': name,
+        'description': description,
+        'ui': 'lab',
+        'kernels': [kernel],
+        'process': {'env': f'/opt/datadns/tools/{tool}'},
+        'docker': {'image': f'localhost/datadns-tool-{tool}:latest'},
+    }
+    for tool, name, description, kernel in (
+        ('python', 'Python', 'JupyterLab with a Python kernel.', 'python3'),
+        (
+            'scientific-python',
+            'Scientific Python',
+            'JupyterLab with numpy, scipy, pandas, matplotlib, xarray, netCDF4 and h5py.',
+            'python3',
+        ),
+        ('r', 'R', 'JupyterLab with an R kernel (IRkernel).', 'ir'),
+    )
+]
 
 
 def section(group, *settings):
@@ -358,6 +385,34 @@ SETTINGS = (
             label='Warm pool size',
             help='Unclaimed notebooks kept ready so a launch is near instant (process '
             'backend). 0: no pool.',
+        ),
+    ),
+    *section(
+        'Tools',
+        Declared(
+            _S.TOOLS,
+            DEFAULT_TOOLS,
+            'json',
+            label='Tools',
+            help='JSON list of the tools a notebook may run, each {"id", "name", "description", '
+            '"ui": "lab"|"notebook", "kernels": [...], "process": {"env": <absolute path of a '
+            'Python environment>}, "docker": {"image": <image>}}; ids are 1-40 lowercase '
+            'letters, digits or "-". See docs/notebooks.md.',
+        ),
+        Declared(
+            _S.DEFAULT_TOOL,
+            'python',
+            'text',
+            label='Default tool',
+            help='The id of the tool a launch runs when neither the person nor the dataset '
+            'chooses one (one of the tools above).',
+        ),
+        Declared(
+            _S.TOOL_KEY,
+            'datadns_tool',
+            'text',
+            label='Tool metadata key',
+            help="Folder metadata key by which a dataset recommends a tool (a tool's id).",
         ),
     ),
     *section(
@@ -830,3 +885,116 @@ def _validateOptionalString(doc):
     if not isinstance(doc['value'] or '', str):
         raise ValidationException(f'{doc["key"]} must be a string.', 'value')
     doc['value'] = (doc['value'] or '').strip()
+
+
+# -- tools -------------------------------------------------------------------------
+
+TOOL_ID_RE = re.compile(r'^[a-z0-9][a-z0-9-]{0,39}$')
+_KERNEL_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
+_IMAGE_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$')
+TOOL_UIS = ('lab', 'notebook')
+#: What each backend reads from a tool: its key and a check of the value.
+_TOOL_BACKEND_FIELDS = {
+    'process': ('env', lambda v: isinstance(v, str) and v.startswith('/') and '\x00' not in v),
+    'slurm': ('env', lambda v: isinstance(v, str) and v.startswith('/') and '\x00' not in v),
+    'docker': ('image', lambda v: isinstance(v, str) and bool(_IMAGE_RE.match(v))),
+}
+_TOOL_FIELDS = {'id', 'name', 'description', 'ui', 'kernels'}
+MAX_TOOLS = 50
+
+
+def validToolId(value):
+    """Whether ``value`` is a well-formed tool id (1-40 lowercase letters, digits, '-')."""
+    return isinstance(value, str) and bool(TOOL_ID_RE.match(value))
+
+
+def checkTool(entry):
+    """One tool entry of ``resolver.tools``, checked and completed; ValueError(reason) if bad."""
+    if not isinstance(entry, dict):
+        raise ValueError('each tool is a JSON object')
+    toolId = entry.get('id')
+    if not validToolId(toolId):
+        raise ValueError(
+            f'tool id {json.dumps(toolId)[:60]} must be 1-40 lowercase letters, digits or "-", '
+            'starting with a letter or digit'
+        )
+    backends = set(BACKENDS) | set(_TOOL_BACKEND_FIELDS)
+    unknown = set(entry) - _TOOL_FIELDS - backends
+    if unknown:
+        raise ValueError(
+            f'tool "{toolId}": unknown field(s) {", ".join(sorted(unknown))} (a tool has '
+            f'{", ".join(sorted(_TOOL_FIELDS))} and one entry per backend: '
+            f'{", ".join(sorted(backends))})'
+        )
+    name = entry.get('name', toolId)
+    if not isinstance(name, str) or not name.strip() or len(name) > 100:
+        raise ValueError(f'tool "{toolId}": "name" is a non-empty text of at most 100 characters')
+    description = entry.get('description', '')
+    if not isinstance(description, str) or len(description) > 1000:
+        raise ValueError(f'tool "{toolId}": "description" is a text of at most 1000 characters')
+    ui = entry.get('ui', 'lab')
+    if ui not in TOOL_UIS:
+        raise ValueError(f'tool "{toolId}": "ui" is "lab" (JupyterLab) or "notebook" (classic)')
+    kernels = entry.get('kernels', [])
+    if not isinstance(kernels, list) or not all(
+        isinstance(k, str) and _KERNEL_RE.match(k) for k in kernels
+    ):
+        raise ValueError(f'tool "{toolId}": "kernels" is a list of kernel names, e.g. ["python3"]')
+    out = {
+        'id': toolId,
+        'name': name.strip(),
+        'description': description.strip(),
+        'ui': ui,
+        'kernels': list(kernels),
+    }
+    for backend in sorted(backends & set(entry)):
+        value = entry[backend]
+        key, check = _TOOL_BACKEND_FIELDS.get(backend, (None, None))
+        if not isinstance(value, dict):
+            raise ValueError(f'tool "{toolId}": "{backend}" is an object')
+        if key is not None and (set(value) != {key} or not check(value[key])):
+            what = 'an absolute path' if key == 'env' else 'a container image name'
+            raise ValueError(f'tool "{toolId}": "{backend}" is {{"{key}": {what}}}')
+        out[backend] = dict(value)
+    return out
+
+
+def checkTools(value):
+    """The ``resolver.tools`` list, each entry checked; ValueError(reason) if bad."""
+    if not isinstance(value, list) or not value or len(value) > MAX_TOOLS:
+        raise ValueError(f'it is a JSON list of 1 to {MAX_TOOLS} tools')
+    tools = [checkTool(entry) for entry in value]
+    ids = [tool['id'] for tool in tools]
+    repeated = sorted({toolId for toolId in ids if ids.count(toolId) > 1})
+    if repeated:
+        raise ValueError(f'tool ids must be unique; {", ".join(repeated)} appear(s) twice')
+    return tools
+
+
+@setting_utilities.validator(PluginSettings.TOOLS)
+def _validateTools(doc):
+    try:
+        doc['value'] = checkTools(_jsonValue(doc, 'a list of tools'))
+    except ValueError as exc:
+        raise ValidationException(f'{doc["key"]}: {exc}.', 'value')
+
+
+@setting_utilities.validator(PluginSettings.DEFAULT_TOOL)
+def _validateDefaultTool(doc):
+    value = doc['value'].strip() if isinstance(doc['value'], str) else doc['value']
+    ids = [tool['id'] for tool in get(PluginSettings.TOOLS) or ()]
+    if value not in ids:
+        raise ValidationException(
+            f'{doc["key"]} must be the id of one of the tools in resolver.tools: {", ".join(ids)}.',
+            'value',
+        )
+    doc['value'] = value
+
+
+@setting_utilities.validator(PluginSettings.TOOL_KEY)
+def _validateToolKey(doc):
+    if not isinstance(doc['value'], str) or not _METADATA_KEY_RE.match(doc['value']):
+        raise ValidationException(
+            'The tool key must be a metadata key of 1-128 characters without "." or "$".',
+            'value',
+        )

@@ -88,6 +88,8 @@ class Dataset(Model):
                 'local',
                 'updated',
                 'disputed',
+                # The id of the tool the dataset recommends (registered by its site).
+                'tool',
             },
         )
 
@@ -242,7 +244,7 @@ class Dataset(Model):
     def remoteEntries(self, site, keys=None):
         """``{(identifier, folderId): entry}`` of what ``site`` registered: every entry, or
         only those of ``keys``."""
-        fields = {'identifier': 1, 'folderId': 1, 'name': 1}
+        fields = {'identifier': 1, 'folderId': 1, 'name': 1, 'tool': 1}
         if keys is None:
             return {
                 (doc['identifier'], doc['folderId']): doc
@@ -263,24 +265,33 @@ class Dataset(Model):
     def writeRemote(self, site, added, renamed, gone, moment):
         """Apply one registration to ``site``'s entries, in bulk.
 
-        ``added`` maps ``(identifier, folderId)`` to ``(scheme, name)`` of new (or
-        re-added) entries, ``renamed`` maps an entry's id to its new name, ``gone`` lists
-        the ids of entries to drop. Returns the number of writes.
+        ``added`` maps ``(identifier, folderId)`` to ``(scheme, name, tool)`` of new (or
+        re-added) entries, ``renamed`` maps an entry's id to its new ``(name, tool)``
+        (``tool``: the id of the tool it recommends, or None), ``gone`` lists the ids of
+        entries to drop. Returns the number of writes.
         """
         ops = [
             pymongo.UpdateOne(
                 {'identifier': ident, 'site': site, 'folderId': folderId},
                 {
-                    '$set': {'scheme': scheme, 'name': name, 'local': False, 'updated': moment},
+                    '$set': {
+                        'scheme': scheme,
+                        'name': name,
+                        'tool': tool,
+                        'local': False,
+                        'updated': moment,
+                    },
                     '$setOnInsert': {'created': moment},
                 },
                 upsert=True,
             )
-            for (ident, folderId), (scheme, name) in added.items()
+            for (ident, folderId), (scheme, name, tool) in added.items()
         ]
         ops += [
-            pymongo.UpdateOne({'_id': entryId}, {'$set': {'name': name, 'updated': moment}})
-            for entryId, name in renamed.items()
+            pymongo.UpdateOne(
+                {'_id': entryId}, {'$set': {'name': name, 'tool': tool, 'updated': moment}}
+            )
+            for entryId, (name, tool) in renamed.items()
         ]
         if gone:
             ops.append(pymongo.DeleteMany({'_id': {'$in': list(gone)}}))

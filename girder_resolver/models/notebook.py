@@ -2,9 +2,11 @@
 
 A notebook moves through ``launching → running → stopping → stopped``, or ends in
 ``error`` with the reason in ``message``. ``live`` is true while it launches, runs
-or stops; a unique partial index on (site, userId, identity, folderId) over live
-documents makes "one live notebook per person and folder" hold even when requests
-race. ``userId`` is who asked for it: the person, or at a site the federation
+or stops; a unique partial index on (site, userId, identity, folderId, tool) over
+live documents makes "one live notebook per person, folder and tool" hold even when
+requests race (``tool`` is the id of the tool it runs; None for a notebook of
+before tools, or a central's record of a launch that left the choice to the site).
+``userId`` is who asked for it: the person, or at a site the federation
 service account that delegated the launch; a notebook is only ever found again by
 the same delegator and identity.
 
@@ -27,7 +29,7 @@ from girder.models.model_base import Model
 from .. import settings
 from ..errors import Conflict, InvalidTransition, LimitReached, Unavailable
 from ..primitives import now, processStamp, validSiteName
-from ..settings import PluginSettings
+from ..settings import PluginSettings, validToolId
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +69,17 @@ PUBLIC_FIELDS = (
     'remoteId',
     # At a central, what a launch passed over on its way to this site, in words.
     'failover',
+    # The id of the tool it runs (resolver.tools).
+    'tool',
 )
 #: The unique partial index behind "one live notebook per (site, delegator, identity,
-#: folder)".
-LIVE_INDEX = 'one_live_notebook_per_delegator_identity_and_folder'
-RETIRED_LIVE_INDEX = 'one_live_notebook_per_identity_and_folder'
+#: folder, tool)".
+LIVE_INDEX = 'one_live_notebook_per_delegator_identity_folder_and_tool'
+#: Earlier keys, dropped at start-up: each would refuse a notebook the current one allows.
+RETIRED_LIVE_INDEXES = (
+    'one_live_notebook_per_identity_and_folder',
+    'one_live_notebook_per_delegator_identity_and_folder',
+)
 
 _USER_ID_RE = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
 
@@ -128,7 +136,13 @@ class Notebook(Model):
                 'userId',
                 ([('folderId', 1), ('identity', 1)], {}),
                 (
-                    [('site', 1), ('userId', 1), ('identity', 1), ('folderId', 1)],
+                    [
+                        ('site', 1),
+                        ('userId', 1),
+                        ('identity', 1),
+                        ('folderId', 1),
+                        ('tool', 1),
+                    ],
                     {
                         'unique': True,
                         'partialFilterExpression': {'live': True},
@@ -140,19 +154,23 @@ class Notebook(Model):
 
     def reconnect(self):
         super().reconnect()
-        # The key before this one did not name who delegated: it would refuse a second
-        # delegator's notebook for the same identity and folder, so it goes.
+        # The keys before this one named neither who delegated nor the tool: they would
+        # refuse a second delegator's (or a second tool's) notebook, so they go.
         try:
-            if RETIRED_LIVE_INDEX in self.collection.index_information():
-                self.collection.drop_index(RETIRED_LIVE_INDEX)
+            present = self.collection.index_information()
+            for name in RETIRED_LIVE_INDEXES:
+                if name in present:
+                    self.collection.drop_index(name)
         except pymongo.errors.PyMongoError:
-            logger.warning('Could not drop the old live-notebook index', exc_info=True)
+            logger.warning('Could not drop an old live-notebook index', exc_info=True)
 
     def validate(self, doc):
         if doc.get('status') not in STATUSES:
             raise ValidationException(f'Notebook status must be one of {", ".join(STATUSES)}.')
         if not validIdentity(doc.get('identity')):
             raise ValidationException('A notebook identity is "<site>:<user id>".')
+        if doc.get('tool') is not None and not validToolId(doc['tool']):
+            raise ValidationException('A notebook tool is the id of a tool (resolver.tools).')
         doc['live'] = doc['status'] in LIVE
         return doc
 
@@ -180,17 +198,18 @@ class Notebook(Model):
             if row['_id'] in LIVE
         }
 
-    # -- one live notebook per (site, delegator, identity, folder) ------------------
+    # -- one live notebook per (site, delegator, identity, folder, tool) ------------
 
-    def findLive(self, site, identity, folderId, userId):
-        """The live notebook of ``identity`` for the folder, launched through ``userId``.
+    def findLive(self, site, identity, folderId, userId, tool=None):
+        """The live notebook of ``identity`` for the folder and tool, launched through ``userId``.
 
         ``userId`` is who asked: the person, or at a site the federation service
         account that delegated the launch. A notebook is found again only by the
-        same delegator and identity that launched it.
+        same delegator and identity that launched it, for the same tool (``tool``,
+        its id; None matches only a notebook recorded without one).
         """
         query = {'site': site, 'userId': userId, 'identity': identity, 'folderId': folderId}
-        return self.findOne({**query, 'live': True})
+        return self.findOne({**query, 'tool': tool, 'live': True})
 
     def checkCaps(self, site, identity, userId, excluding=None):
         """:class:`LimitReached` at the person's cap, :class:`Unavailable` at the site's."""
@@ -218,7 +237,9 @@ class Notebook(Model):
             )
 
     def claimSlot(self, site, identity, folderId, user, fields, checked=False):
-        """Insert a live notebook for (site, identity, folder), or return the live one.
+        """Insert a live notebook for (site, identity, folder, tool), or return the live one.
+
+        The tool is ``fields['tool']`` (its id, or None).
 
         Returns ``(doc, created)``. The unique partial index settles races; the caps
         are checked before and re-checked after the insert, so two concurrent
@@ -226,8 +247,9 @@ class Notebook(Model):
         for a live notebook and checked the caps (a pooled launch), so only the
         insert and the re-check after it are left.
         """
+        tool = fields.get('tool')
         if not checked:
-            existing = self.findLive(site, identity, folderId, user['_id'])
+            existing = self.findLive(site, identity, folderId, user['_id'], tool)
             if existing is not None:
                 return existing, False
             self.checkCaps(site, identity, user['_id'])
@@ -245,13 +267,14 @@ class Notebook(Model):
                 'updated': at,
                 'lastActivity': at,
                 'worker': processStamp(),
+                'tool': tool,
                 **fields,
             }
         )
         try:
             self.collection.insert_one(doc)
         except pymongo.errors.DuplicateKeyError:
-            existing = self.findLive(site, identity, folderId, user['_id'])
+            existing = self.findLive(site, identity, folderId, user['_id'], tool)
             if existing is None:  # it ended in between: very unlikely, let the caller retry
                 raise Conflict('The notebook changed state meanwhile; try again.')
             return existing, False

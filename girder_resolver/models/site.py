@@ -62,6 +62,8 @@ class Site(Model):
                 'declaredCapacity',
                 'disputed',
                 'disputedCount',
+                # The tools it offers: [{id, name, ready, default}].
+                'tools',
             },
         )
 

@@ -1,7 +1,7 @@
 """``/resolver``: the dataset index (paged and filtered by access), the sites, the metrics.
 
 It owns the ``/resolver`` resource: ``/resolver/dataset`` and ``/resolver/metrics``
-here, the site routes mixed in from :mod:`.site`.
+here, the site routes mixed in from :mod:`.site` and the tools from :mod:`.tool`.
 """
 
 import hmac
@@ -16,28 +16,35 @@ from girder.models.folder import Folder
 from .. import errors, metrics, ratelimit, settings
 from ..models.dataset import Dataset, validFolderId
 from ..primitives import objectId, validSiteName
+from ..services.notebooks import tools
 from ..settings import PluginSettings
 from . import checkPaging, checkSorting, parseIdentifier
 from .errors import DomainResource
 from .site import SiteRoutes
+from .tool import ToolRoutes
 
 SORT_FIELDS = {'identifier', 'site', 'name', 'updated'}
 
 
-class Resolver(DomainResource, SiteRoutes):
-    """Routes under ``/resolver``: the dataset index and the federation's sites."""
+class Resolver(DomainResource, SiteRoutes, ToolRoutes):
+    """Routes under ``/resolver``: the dataset index, the federation's sites, the tools."""
 
     def __init__(self):
         super().__init__()
         self.resourceName = 'resolver'
         self.route('GET', ('dataset',), self.listDatasets)
         self.addSiteRoutes()
+        self.addToolRoutes()
         self.route('GET', ('metrics',), self.metrics)
 
     @access.public
     @autoDescribeRoute(
         Description('List the dataset index: one entry per (identifier, site, folder).')
-        .notes('Local entries whose folder the caller may not read are left out.')
+        .notes(
+            'Local entries whose folder the caller may not read are left out. "tool" is the '
+            "id of the tool the dataset recommends (a local folder's resolver.tool_key "
+            'metadata, or what its site registered), or null.'
+        )
         .param('site', 'Only entries held by this site.', required=False)
         .param('identifier', 'Only entries for this identifier (any spelling).', required=False)
         .param(
@@ -91,6 +98,7 @@ class Resolver(DomainResource, SiteRoutes):
                     if folder.get('baseParentType') == 'collection'
                     else None
                 )
+                entry['tool'] = tools.recommended(folder)
             out.append(entry)
         return out
 

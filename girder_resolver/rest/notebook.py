@@ -45,6 +45,7 @@ from ..models.dataset import Dataset
 from ..models.notebook import FINAL, changeCount, identityOf, validIdentity, waitForChange
 from ..primitives import objectId
 from ..services import notebooks
+from ..services.notebooks import tools
 from ..settings import PluginSettings
 from . import checkPaging, checkSorting
 from .errors import DomainResource
@@ -141,7 +142,10 @@ class NotebookResource(DomainResource):
     @autoDescribeRoute(
         Description("Launch, or return, the caller's live notebook for a folder's data.")
         .notes(
-            'One live notebook per person and folder: a repeat launch returns the same one. '
+            'One live notebook per person, folder and tool: a repeat launch returns the same '
+            'one. "tool" chooses the tool it runs (GET /resolver/tool lists them); without '
+            'it, the tool the dataset recommends (folder metadata resolver.tool_key), else '
+            "the site's default (resolver.default_tool). "
             'The launch runs in the background; follow it with GET /notebook/{id} (status '
             'launching → running, or error with a message) or GET /notebook/{id}/events. '
             "The dataset appears read-only in the notebook. Only the site's federation "
@@ -162,19 +166,22 @@ class NotebookResource(DomainResource):
             'Federation credential only: the identity "<site>:<user id>" launched for.',
             required=False,
         )
-        .errorResponse('A bad folder id or onBehalfOf.', 400)
+        .param('tool', "The id of the tool to run (one of the site's tools).", required=False)
+        .errorResponse('A bad folder id or onBehalfOf, or an unknown tool.', 400)
         .errorResponse('No read access to the folder, or onBehalfOf not allowed.', 403)
+        .errorResponse('The tool is not ready at this site (its environment is missing).', 409)
         .errorResponse("The folder's data is not on this server's disk.", 422)
         .errorResponse('The per-person notebook cap is reached.', 429)
     )
-    def launch(self, folder, onBehalfOf):
+    def launch(self, folder, onBehalfOf, tool):
+        tool = tools.checkChoice(tool)
         identity = callerIdentity(getCurrentUser(), onBehalfOf)
         if delegated() and not Dataset().isLocalDataset(folder):
             raise AccessException(
                 "This site launches on the federation's behalf only on the datasets it "
                 f'published (tagged folders); folder "{folder["name"]}" is not one.'
             )
-        doc = notebooks.launch(folder, getCurrentUser(), identity)
+        doc = notebooks.launch(folder, getCurrentUser(), identity, tool)
         return notebooks.view(doc)
 
     @access.user(scope=LAUNCH_SCOPE)

@@ -14,6 +14,7 @@ from girder.api.rest import getApiUrl, getCurrentUser
 
 from .. import errors, metrics, ratelimit
 from ..services import notebooks, resolution
+from ..settings import validToolId
 from . import parseIdentifier
 from .errors import DomainResource
 
@@ -85,7 +86,9 @@ class Resolve(DomainResource):
             'DOIs, Handles, ARKs, URNs, PURLs and http(s) URLs are accepted in any common '
             'spelling. A browser (Accept preferring text/html) is sent with a 303 to the '
             "web client's #resolve page; other clients get JSON. Locations are listed "
-            'healthy first; folders the caller may not read are left out. A 404 carries '
+            'healthy first; folders the caller may not read are left out. Each location '
+            'lists "tools", the tools its site offers ({id, name, ready, default}), and '
+            '"recommendedTool", the id of the tool its dataset recommends. A 404 carries '
             '"extra": {"identifier", "scheme"}, what the text was understood as. Any web '
             'page may read the anonymous answer (Access-Control-Allow-Origin: *).'
         )
@@ -147,24 +150,33 @@ class Resolve(DomainResource):
             'field names where it runs). A site that does not answer in time or fails (5xx) '
             "is passed over for the next healthy site holding the data, and the notebook's "
             '"failover" and message say so. With "site", only that site is tried, and its '
-            'failure is an error naming the other sites that hold the data. Either way the '
-            'answer is a notebook: follow it with GET /notebook/{id} and stop it with '
-            'DELETE /notebook/{id}, here.'
+            'failure is an error naming the other sites that hold the data. With "tool", only '
+            'the sites that offer that tool, ready, are tried (GET /resolve lists each '
+            "location's tools); without it, each site runs the dataset's recommended tool, "
+            'else its default. Either way the answer is a notebook: follow it with GET '
+            '/notebook/{id} and stop it with DELETE /notebook/{id}, here.'
         )
         .param('id', 'The identifier, in any common spelling.')
         .param('site', 'Launch at this site only (no failover).', required=False)
-        .errorResponse('The identifier does not parse.', 400)
+        .param('tool', 'The id of the tool to run.', required=False)
+        .errorResponse('The identifier does not parse, or no location offers the tool.', 400)
         .errorResponse('No location is known for the identifier.', 404)
+        .errorResponse('The tool is offered but not ready at any site holding the data.', 409)
         .errorResponse('The notebook cap is reached (at the chosen site).', 429)
         .errorResponse('The chosen site, or every healthy site, failed to launch.', 502)
         .errorResponse('No healthy site (or not the chosen one) holds the dataset.', 503)
     )
-    def launch(self, id, site):
+    def launch(self, id, site, tool):
         identifier = parseIdentifier(id)
         if site is not None and not isinstance(site, str):
             raise errors.InvalidRequest('Give at most one "site" parameter.')
+        if tool is not None and not validToolId(tool):
+            raise errors.InvalidRequest(
+                'Give at most one "tool" parameter: a tool id (1-40 lowercase letters, digits '
+                'or "-"); GET /resolve lists the tools each location offers.'
+            )
         user = getCurrentUser()
         locations = resolution.locations(identifier.canonical, user, preferSite=site)
         if not locations:
             raise errors.NotFound(f'No site holds {identifier.canonical}, or you may not read it.')
-        return notebooks.view(notebooks.launchFirst(locations, user, site=site))
+        return notebooks.view(notebooks.launchFirst(locations, user, site=site, tool=tool))

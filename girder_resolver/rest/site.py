@@ -113,8 +113,11 @@ class SiteRoutes:
         Description('Register a site and its datasets (full snapshot or partial update).')
         .notes(
             'Body: {name, apiUrl, credential?, weight?, frontDoorUrl?, notebookHost?, '
-            'mode: "full"|"partial", '
-            'datasets: [{identifier, folderId, name}], removed?: [{identifier, folderId}]}. '
+            'tools?: [{id, name, ready, default}], mode: "full"|"partial", '
+            'datasets: [{identifier, folderId, name, tool?}], removed?: [{identifier, '
+            'folderId}]}. "tools" (the site\'s tools, as its GET /resolver/tool lists them) '
+            'replaces those recorded; a dataset\'s "tool" is the id of the tool it '
+            'recommends. '
             'The first registrar of a name owns it. "full" replaces the site\'s datasets; '
             '"partial" adds or updates those given and drops those in "removed". Invalid '
             'entries are listed in "rejected" with a reason; the valid ones are kept; new '
@@ -144,6 +147,7 @@ class SiteRoutes:
             'weight',
             'frontDoorUrl',
             'notebookHost',
+            'tools',
             'mode',
             'datasets',
             'removed',
@@ -169,6 +173,7 @@ class SiteRoutes:
             weight=body.get('weight'),
             frontDoorUrl=body.get('frontDoorUrl'),
             notebookHost=body.get('notebookHost'),
+            tools=body.get('tools'),
         )
 
     @access.user

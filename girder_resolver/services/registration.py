@@ -22,16 +22,19 @@ from ..identifiers import InvalidIdentifier, normalize
 from ..models.dataset import WRITE_BATCH, Dataset, validFolderId
 from ..models.site import Site, bounded
 from ..primitives import now
-from ..settings import PluginSettings
+from ..settings import PluginSettings, validToolId
 
 MAX_NAME_LENGTH = 512
 MAX_CREDENTIAL_LENGTH = 512
 #: How many disputed identifiers a site record lists (the count is kept in full).
 MAX_DISPUTED_LISTED = 50
+#: Most tools a site may register.
+MAX_TOOLS = 50
 
 
 def validateEntry(entry):
-    """(identifier, folderId, name) for one registered dataset, or raise ValueError(reason)."""
+    """(identifier, folderId, name, tool) for one registered dataset, or raise
+    ValueError(reason); ``tool`` is the id of the tool it recommends, or None."""
     if not isinstance(entry, dict):
         raise ValueError('each dataset must be an object')
     try:
@@ -44,7 +47,45 @@ def validateEntry(entry):
     name = entry.get('name', ident.canonical)
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
         raise ValueError(f'name must be a non-empty string of at most {MAX_NAME_LENGTH} characters')
-    return ident, folderId, name.strip()
+    tool = entry.get('tool')
+    if tool is not None and not validToolId(tool):
+        raise ValueError('tool must be a tool id (1-40 lowercase letters, digits or "-")')
+    return ident, folderId, name.strip(), tool
+
+
+def validateTools(tools):
+    """The tools a site offers, as registered: ``[{id, name, ready, default}]``, checked.
+
+    Raises :class:`InvalidRequest` naming what is wrong.
+    """
+    if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+        raise errors.InvalidRequest(f'"tools" is a list of at most {MAX_TOOLS} tools.')
+    out, seen = [], set()
+    for tool in tools:
+        if not isinstance(tool, dict) or set(tool) - {'id', 'name', 'ready', 'default'}:
+            raise errors.InvalidRequest(
+                'Each of "tools" is {"id", "name", "ready": true|false, "default": true|false}.'
+            )
+        toolId, name = tool.get('id'), tool.get('name', tool.get('id'))
+        if not validToolId(toolId) or toolId in seen:
+            raise errors.InvalidRequest(
+                f'"tools": {str(toolId)[:60]!r} is not a tool id, or is listed twice (ids are '
+                '1-40 lowercase letters, digits or "-").'
+            )
+        if not isinstance(name, str) or not name.strip() or len(name) > 100:
+            raise errors.InvalidRequest(
+                f'"tools": the name of "{toolId}" is a text of 1-100 characters.'
+            )
+        seen.add(toolId)
+        out.append(
+            {
+                'id': toolId,
+                'name': name.strip(),
+                'ready': tool.get('ready') is True,
+                'default': tool.get('default') is True,
+            }
+        )
+    return out
 
 
 def claim(name, user, fields):
@@ -89,7 +130,7 @@ def claim(name, user, fields):
     return sites.setFields(site, fields, unset)
 
 
-def siteFields(apiUrl, credential, weight, frontDoorUrl, notebookHost, moment):
+def siteFields(apiUrl, credential, weight, frontDoorUrl, notebookHost, moment, tools=None):
     """The site's fields a registration sets, checked; raises InvalidRequest or Unavailable."""
     # Decided from the URL alone, before anything is stored or sent anywhere.
     try:
@@ -125,6 +166,8 @@ def siteFields(apiUrl, credential, weight, frontDoorUrl, notebookHost, moment):
         fields['frontDoorUrl'] = frontDoorUrl
     if notebookHost is not None:
         fields['notebookHost'] = notebookHost
+    if tools is not None:
+        fields['tools'] = validateTools(tools)
     return fields
 
 
@@ -139,11 +182,13 @@ def register(
     weight=None,
     frontDoorUrl=None,
     notebookHost=None,
+    tools=None,
 ):
     """Record a site's datasets; ``full`` replaces the site's set, ``partial`` adds to it.
 
     Every entry is validated on its own: rejected ones are listed with their
-    reason and the valid ones are kept. Returns the counts.
+    reason and the valid ones are kept. ``tools``, if given, replaces the list of
+    tools the site offers (``[{id, name, ready, default}]``). Returns the counts.
     """
     if mode not in ('full', 'partial'):
         raise errors.InvalidRequest('mode must be "full" or "partial".')
@@ -157,7 +202,7 @@ def register(
             f'A registration holds at most {limit} datasets; send the rest with mode "partial".'
         )
     moment = now()
-    fields = siteFields(apiUrl, credential, weight, frontDoorUrl, notebookHost, moment)
+    fields = siteFields(apiUrl, credential, weight, frontDoorUrl, notebookHost, moment, tools)
     try:
         site = claim(name, user, fields)
     except ValidationException as exc:
@@ -166,15 +211,15 @@ def register(
     wanted, rejected = {}, []
     for entry in datasets:
         try:
-            ident, folderId, dsName = validateEntry(entry)
+            ident, folderId, dsName, tool = validateEntry(entry)
         except ValueError as exc:
             rejected.append({'identifier': shown(entry), 'reason': str(exc)})
             continue
-        wanted[(ident.canonical, folderId)] = (ident.scheme, dsName)
+        wanted[(ident.canonical, folderId)] = (ident.scheme, dsName, tool)
     unwanted = []
     for entry in removed:
         try:
-            ident, folderId, _ = validateEntry({**entry, 'name': 'x'})
+            ident, folderId, _, _ = validateEntry({**entry, 'name': 'x', 'tool': None})
         except (ValueError, TypeError) as exc:
             rejected.append({'identifier': shown(entry), 'reason': str(exc)})
             continue
@@ -183,12 +228,12 @@ def register(
     datasetModel = Dataset()
     existing = datasetModel.remoteEntries(name, None if mode == 'full' else list(wanted) + unwanted)
     added, renamed = {}, {}
-    for key, (scheme, dsName) in wanted.items():
+    for key, (scheme, dsName, tool) in wanted.items():
         old = existing.get(key)
         if old is None:
-            added[key] = (scheme, dsName)
-        elif old.get('name') != dsName:
-            renamed[old['_id']] = dsName
+            added[key] = (scheme, dsName, tool)
+        elif old.get('name') != dsName or old.get('tool') != tool:
+            renamed[old['_id']] = (dsName, tool)
     if mode == 'full':
         gone = [doc['_id'] for key, doc in existing.items() if key not in wanted]
     else:

@@ -10,6 +10,7 @@ from ..models.dataset import Dataset
 from ..models.site import Site
 from ..primitives import now
 from ..settings import PluginSettings
+from .notebooks import tools as siteTools
 
 
 def locations(identifier, user, preferSite=None):
@@ -18,11 +19,13 @@ def locations(identifier, user, preferSite=None):
     Healthy locations come first, then suspect ones (``girder_resolver.breaker``);
     among them an explicit ``preferSite`` wins, then undisputed ones, then higher
     weight, then more free capacity. Local entries the user may not read are left
-    out, so private data never leaks.
+    out, so private data never leaks. Each location lists the ``tools`` its site
+    offers (``[{id, name, ready, default}]``; empty for a site that registered none)
+    and the ``recommendedTool`` of its dataset (an id, or None).
     """
     datasets, sites = Dataset(), Site()
     moment = now()
-    localSite = ttl = None
+    localSite = ttl = localTools = None
     found = []
     # Entries and sites come from this process's recent reads when fresh enough
     # (girder_resolver.cache); access to local folders is checked every time.
@@ -39,6 +42,7 @@ def locations(identifier, user, preferSite=None):
                 continue
             if localSite is None:
                 localSite = settings.get(PluginSettings.SITE_NAME)
+                localTools = siteTools.offered()
             found.append(
                 (
                     # Locality before weight: the copy at this server needs no hop.
@@ -54,6 +58,8 @@ def locations(identifier, user, preferSite=None):
                         'local': True,
                         'operator': None,
                         'disputed': False,
+                        'tools': localTools,
+                        'recommendedTool': siteTools.recommended(folder),
                     },
                 )
             )
@@ -78,6 +84,8 @@ def locations(identifier, user, preferSite=None):
                     # Who registered the site: a person decides whom to trust.
                     'operator': site.get('operator'),
                     'disputed': bool(doc.get('disputed')),
+                    'tools': list(site.get('tools') or ()),
+                    'recommendedTool': doc.get('tool'),
                 },
             )
         )

@@ -17,12 +17,12 @@ from girder.constants import AccessType
 from girder.models.folder import Folder
 
 from ... import frontdoor, metrics, settings
-from ...errors import InvalidRequest, NotFound, SiteFailed, Unavailable
+from ...errors import Conflict, InvalidRequest, NotFound, SiteFailed, Unavailable
 from ...federation import SiteError
 from ...models.notebook import Notebook, identityOf
 from ...primitives import objectId
 from ...settings import PluginSettings
-from . import local, pool, remote
+from . import local, pool, remote, tools
 from .links import openUrl, redeemTicket, ticketIsGenuine
 from .local import frontDoorUrl
 
@@ -90,24 +90,30 @@ def view(doc):
     return out
 
 
-def launch(folder, user, identity=None):
+def launch(folder, user, identity=None, tool=None):
     """Launch, or return, ``identity``'s live notebook for ``folder`` at this site.
 
     ``identity`` defaults to the user's own; a federation launch passes the remote
-    person's. From the warm pool the notebook is running at once; else the server
-    starts in a background thread.
+    person's. ``tool`` is the id of the tool chosen (checked against the site's list
+    by :func:`tools.checkChoice`); without one the dataset's recommended tool runs,
+    else the site's default (``tools.choose``). One live notebook per person,
+    dataset and tool. From the warm pool (default tool only) the notebook is running
+    at once; else the server starts in a background thread.
     """
     identity = identity or identityOf(user)
     site = settings.get(PluginSettings.SITE_NAME)
     folderId = str(folder['_id'])
-    existing = Notebook().findLive(site, identity, folderId, user['_id'])
+    toolId = tools.pick(folder, tool)
+    existing = Notebook().findLive(site, identity, folderId, user['_id'], toolId)
     if existing is not None:
         return existing
+    entry = tools.choose(folder, toolId)
     path = local.datasetPath(folder)
-    pooled = pool.launch(site, identity, folderId, user, path)
-    if pooled is not None:
-        return pooled
-    return local.launch(folder, user, identity, path)
+    if entry['id'] == tools.defaultId():
+        pooled = pool.launch(site, identity, folderId, user, path, entry['id'])
+        if pooled is not None:
+            return pooled
+    return local.launch(folder, user, identity, path, entry)
 
 
 def refresh(doc):
@@ -135,31 +141,82 @@ def _siteList(names):
     return ', '.join(f'"{name}"' for name in sorted(set(names)))
 
 
-def launchAt(location, user, failover=None):
+def launchAt(location, user, failover=None, tool=None):
     """Launch the user's notebook at a location from ``resolution.locations()``.
 
+    ``tool``: the id of the tool to run there (None: the location's own choice).
     :class:`SiteError` when the location's site is unavailable.
     """
     if location.get('local'):
         folder = Folder().load(location['folderId'], user=user, level=AccessType.READ)
-        return launch(folder, user)
+        return launch(folder, user, tool=tool)
     site = remote.siteNamed(location['site'])
     if site is None:
         raise SiteError(f'Site "{location["site"]}" is no longer registered.')
-    return remote.launch(site, location['folderId'], user, failover)
+    return remote.launch(site, location['folderId'], user, failover, tool=toolAt(location, tool))
 
 
-def launchFirst(locations, user, site=None):
+def toolAt(location, tool=None):
+    """The id of the tool a launch at ``location`` runs: ``tool``, else the dataset's
+    recommended tool if its site has it ready, else the site's default; None when the site
+    registered no tools (it chooses itself)."""
+    if tool is not None:
+        return tool
+    offered = location.get('tools') or ()
+    ready = {t['id'] for t in offered if t.get('ready')}
+    if location.get('recommendedTool') in ready:
+        return location['recommendedTool']
+    return next((t['id'] for t in offered if t.get('default')), None)
+
+
+def _offeringTool(locations, tool):
+    """The locations whose site has ``tool`` ready; :class:`InvalidRequest` naming what the
+    locations offer when none has it, :class:`Conflict` when it is offered but nowhere ready."""
+    offered = {}
+    for loc in locations:
+        for entry in loc.get('tools') or ():
+            offered.setdefault(entry['id'], []).append((loc, entry))
+    if not isinstance(tool, str) or tool not in offered:
+        listed = '; '.join(
+            f'{loc["site"]}: {", ".join(t["id"] for t in loc.get("tools") or ()) or "none listed"}'
+            for loc in locations
+        )
+        raise InvalidRequest(
+            f'No site holding this dataset offers the tool {str(tool)[:60]!r}. Choose one '
+            f'they offer ({listed}).',
+            extra={'tools': sorted(offered)},
+        )
+    ready = [loc for loc, entry in offered[tool] if entry.get('ready')]
+    if not ready:
+        raise Conflict(
+            f'The tool "{tool}" is offered by {_siteList(loc["site"] for loc, _ in offered[tool])} '
+            'but is not ready there (its environment or image is missing). Choose another tool.'
+        )
+    return [loc for loc in locations if loc in ready]
+
+
+def launchFirst(locations, user, site=None, tool=None):
     """Launch the user's notebook at the first of ``locations`` that takes it.
 
-    ``locations`` come ranked. A site that fails the launch (no answer, a 5xx) is
+    ``locations`` come ranked. With ``tool`` (an id), only the locations whose site
+    offers that tool, ready, are tried (:class:`InvalidRequest` naming what they
+    offer if none does); without one, each site runs the dataset's recommended tool,
+    else its default. A site that fails the launch (no answer, a 5xx) is
     passed over for the next healthy location, until one launches or
     ``resolver.launch_deadline`` passes; the notebook's ``failover`` and message
     say what was passed over. With ``site``, only that site is tried: its failure
     is an error that names the other sites holding the data.
     """
+    if tool is not None:
+        offering = _offeringTool(locations, tool)
+        if site is not None and not any(loc['site'] == site for loc in offering):
+            raise InvalidRequest(
+                f'Site "{site}" does not offer the tool "{tool}" ready for this dataset; '
+                f'{_siteList(loc["site"] for loc in offering)} do(es).'
+            )
+        locations = offering
     if site is not None:
-        return _launchAtChosen(locations, user, site)
+        return _launchAtChosen(locations, user, site, tool)
     healthy = [loc for loc in locations if loc['healthy']]
     if not healthy:
         raise Unavailable(
@@ -179,7 +236,7 @@ def launchFirst(locations, user, site=None):
             note = '; '.join(str(exc).rstrip('.') for _, exc in passed)
             note = f'{note}; launched at {location["site"]}.'
         try:
-            doc = launchAt(location, user, failover=note)
+            doc = launchAt(location, user, failover=note, tool=tool)
         except SiteError as exc:
             logger.warning('Launch at %s failed, trying the next site: %s', location, exc)
             passed.append((location['site'], exc))
@@ -192,7 +249,7 @@ def launchFirst(locations, user, site=None):
     raise SiteFailed(f'No site could launch this dataset: {reasons} Try again in a moment.')
 
 
-def _launchAtChosen(locations, user, site):
+def _launchAtChosen(locations, user, site, tool=None):
     """A launch at the site the request names: no failover, but a clear error naming the
     other sites that hold the data."""
     chosen = [loc for loc in locations if loc['site'] == site]
@@ -210,6 +267,6 @@ def _launchAtChosen(locations, user, site):
     if not location['healthy']:
         raise Unavailable(f'Site "{site}" has not sent a heartbeat lately.{also}')
     try:
-        return launchAt(location, user)
+        return launchAt(location, user, tool=tool)
     except SiteError as exc:
         raise SiteFailed(f'{exc}{also}')

@@ -170,10 +170,11 @@ def frontDoorRoutes():
 # -- a cold launch -----------------------------------------------------------------
 
 
-def launch(folder, user, identity, path):
+def launch(folder, user, identity, path, tool=None):
     """Launch ``identity``'s notebook for ``folder`` (data at ``path``), or return the live one.
 
-    The server starts in a background thread.
+    ``tool`` is the tool entry to run (one of ``resolver.tools``), or None for the
+    backend's own default. The server starts in a background thread.
     """
     doc, created = Notebook().claimSlot(
         settings.get(PluginSettings.SITE_NAME),
@@ -185,6 +186,9 @@ def launch(folder, user, identity, path):
             'dataPath': path,
             'dataName': folder['name'],
             'token': secrets.token_urlsafe(24),
+            'tool': tool['id'] if tool else None,
+            # The entry as it was at launch: what the launcher ran, whatever the setting says later.
+            'toolEntry': tool,
         },
     )
     if created:
@@ -224,6 +228,7 @@ def _launch(doc):
             doc['dataPath'],
             doc['dataName'],
             labels={INSTANCE_LABEL: instanceId(), IDENTITY_LABEL: doc['identity']},
+            tool=doc.get('toolEntry'),
         )
         handle = backend.start(spec)
     except LaunchError as exc:

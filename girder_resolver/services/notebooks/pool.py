@@ -96,8 +96,9 @@ def isPooled(notebookId):
 # -- claiming ------------------------------------------------------------------------
 
 
-def take(identity):
-    """Claim a ready server for ``identity``: its pool record, or None if the pool is empty.
+def take(identity, tool):
+    """Claim a ready server of tool ``tool`` (its id) for ``identity``: its pool record, or
+    None if the pool has none.
 
     The caller then :func:`bind`s it and either :func:`settle`s it (once the
     notebook record exists) or :func:`discard`s it.
@@ -110,7 +111,7 @@ def take(identity):
     try:
         while True:
             entry = coll.find_one_and_update(
-                {'status': 'ready', 'slot': {'$lt': size}, 'backend': backend.name},
+                {'status': 'ready', 'slot': {'$lt': size}, 'backend': backend.name, 'tool': tool},
                 {'$set': {'status': 'claimed', 'claimedBy': identity, 'updated': now()}},
                 return_document=pymongo.ReturnDocument.AFTER,
             )
@@ -179,8 +180,9 @@ def routedNow(entry):
     return current not in (None, 'external') and entry.get('routed') == current
 
 
-def launch(site, identity, folderId, user, path):
-    """Hand ``identity`` a warm server from the pool, bound to ``path``; None if none.
+def launch(site, identity, folderId, user, path, tool):
+    """Hand ``identity`` a warm server of tool ``tool`` (the site's default tool, the only
+    one the pool serves) from the pool, bound to ``path``; None if none.
 
     The notebook is running on return, under the pool server's id, token and
     handle. :class:`Unavailable` if the server cannot be bound.
@@ -193,7 +195,7 @@ def launch(site, identity, folderId, user, path):
     started = time.monotonic()
     model.checkCaps(site, identity, user['_id'])
     timer.step('checks')
-    entry = take(identity)
+    entry = take(identity, tool)
     if entry is None:
         return None
     try:
@@ -213,6 +215,8 @@ def launch(site, identity, folderId, user, path):
             'dataName': DATA_NAME,
             'token': entry['token'],
             'handle': entry['handle'],
+            'tool': entry.get('tool'),
+            'toolEntry': entry.get('toolEntry'),
             'pooled': True,
             'status': 'running',
             'message': 'Running',

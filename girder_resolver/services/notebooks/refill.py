@@ -25,7 +25,7 @@ from ...models.notebook import Notebook
 from ...models.pooled import PooledNotebook
 from ...primitives import aware, hostId, now, processGone, processStamp
 from ...settings import PluginSettings
-from . import local, pool
+from . import local, pool, tools
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +61,18 @@ def _ownerAlive(stamp):
 # -- filling -----------------------------------------------------------------------
 
 
-def _reserve(slot, backend):
-    """Insert a ``starting`` record in ``slot``; None if another process has the slot."""
+def _reserve(slot, backend, tool):
+    """Insert a ``starting`` record in ``slot``; None if another process has the slot.
+
+    ``tool`` is the site's default tool (its entry): the only one the pool serves.
+    """
     at = now()
     entry = {
         'slot': slot,
         'status': 'starting',
         'backend': backend.name,
+        'tool': tool['id'],
+        'toolEntry': tool,
         'owner': owner(),
         # Made now, handed only to the person who claims this server.
         'token': secrets.token_urlsafe(24),
@@ -89,6 +94,7 @@ def _start(entry, backend):
         entry['token'],
         pool.DATA_NAME,
         labels={local.INSTANCE_LABEL: local.instanceId(), local.IDENTITY_LABEL: POOL_IDENTITY},
+        tool=entry.get('toolEntry'),
     )
     entry['handle'] = handle
     result = PooledNotebook().collection.update_one(
@@ -133,14 +139,18 @@ def _waitReady(entry, backend, deadline):
 
 
 def _sweep(report, size, grace, at):
-    """Stop surplus, dead and abandoned pool servers (and those of another backend)."""
+    """Stop surplus, dead and abandoned pool servers (and those of another backend or of a
+    tool that is no longer the default)."""
     configured = settings.get(PluginSettings.BACKEND)
+    toolId = tools.defaultId()
     for entry in list(PooledNotebook().find({})):
         age = (at - (aware(entry.get('updated')) or at)).total_seconds()
         reason = None
         if entry['status'] == 'ready':
             if entry['slot'] >= size or entry.get('backend') != configured:
                 reason = 'shrunk'
+            elif entry.get('tool') != toolId:
+                reason = 'another tool'
             elif not local.launcherOf(entry).is_alive(entry['handle']):
                 reason = 'died'
         elif age > grace:
@@ -169,12 +179,15 @@ def refillOnce(at=None):
         if _stopping.is_set() or not size:
             return report
         backend = local.launcher()
+        tool = tools.byId(tools.defaultId())
+        if tool is None or not tools.readiness(tool, backend)[0]:
+            return report  # the default tool cannot run here: launches say why
         taken = set(PooledNotebook().collection.distinct('slot'))
         started = []
         for slot in range(size):
             if slot in taken:
                 continue
-            entry = _reserve(slot, backend)
+            entry = _reserve(slot, backend, tool)
             if entry is None:
                 continue  # another Girder process filled this slot
             try:

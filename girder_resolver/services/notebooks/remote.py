@@ -80,8 +80,11 @@ def _apply(doc, remote, site):
 # -- launching -------------------------------------------------------------------------
 
 
-def launch(site, folderId, user, failover=None):
+def launch(site, folderId, user, failover=None, tool=None):
     """Launch, or return, the user's notebook for ``folderId`` at ``site`` (another site).
+
+    ``tool`` is the id of the tool to run there, passed on to the site (None: the
+    site chooses); one live record per person, dataset and tool.
 
     The central records it (site, remoteId, identity) so that it is polled and
     stopped through the central. A site that fails leaves no record behind: a
@@ -93,7 +96,7 @@ def launch(site, folderId, user, failover=None):
     model = Notebook()
     identity = identityOf(user)
     client = SiteClient(site)
-    existing = model.findLive(site['name'], identity, folderId, user['_id'])
+    existing = model.findLive(site['name'], identity, folderId, user['_id'], tool)
     if existing is not None:
         doc = refresh(existing, site)
         if doc.get('stopPending'):
@@ -101,7 +104,7 @@ def launch(site, folderId, user, failover=None):
             raise SiteError(doc['message'])
         if doc['status'] in LIVE:
             return doc
-    fields = {'apiUrl': site['apiUrl'], 'remoteId': None}
+    fields = {'apiUrl': site['apiUrl'], 'remoteId': None, 'tool': tool}
     if failover:
         fields['failover'] = failover
     doc, created = model.claimSlot(site['name'], identity, folderId, user, fields)
@@ -117,12 +120,12 @@ def launch(site, folderId, user, failover=None):
     try:
         remote = breaker.answerWithin(
             settings.get(PluginSettings.SITE_CONNECT_TIMEOUT),
-            lambda: client.launch(folderId, identity),
+            lambda: client.launch(folderId, identity, tool),
             site['name'],
             late=withdraw,
         )
         if remote.get('status') == 'stopping':
-            remote = _launchAfterStop(client, site, folderId, identity, remote)
+            remote = _launchAfterStop(client, site, folderId, identity, remote, tool)
         remoteId = remote.get('_id')
         if not isinstance(remoteId, str) or objectId(remoteId) is None:
             raise SiteError(f'Site "{site["name"]}" answered without a notebook id.')
@@ -151,7 +154,7 @@ def launch(site, folderId, user, failover=None):
     return doc
 
 
-def _launchAfterStop(client, site, folderId, identity, remote):
+def _launchAfterStop(client, site, folderId, identity, remote, tool=None):
     """Launch again once the person's notebook at the site has finished stopping.
 
     A site hands back the person's live notebook, and one that is stopping is still
@@ -170,7 +173,7 @@ def _launchAfterStop(client, site, folderId, identity, remote):
                 raise
             remote = {'status': 'stopped'}
         if remote.get('status') not in LIVE:
-            remote = client.launch(folderId, identity)
+            remote = client.launch(folderId, identity, tool)
     if remote.get('status') == 'stopping':
         raise Conflict(
             f'Your previous notebook for this dataset at site "{site["name"]}" is still '
