@@ -20,7 +20,7 @@ from girder.models.setting import Setting
 from girder.models.user import User
 from girder.utility import setting_utilities
 
-from . import cache
+from . import cache, tools
 from .launcher import BACKENDS
 from .primitives import validSiteName
 
@@ -97,30 +97,6 @@ class Declared:
     choices: object = None
     editable: bool = True
     group: str = ''
-
-
-#: Placeholder until the built tools' module lands (tools-build): the three default tools.
-DEFAULT_TOOLS = [
-    {
-        'id': tool,
-        'name': name,
-        'description': description,
-        'ui': 'lab',
-        'kernels': [kernel],
-        'process': {'env': f'/opt/datadns/tools/{tool}'},
-        'docker': {'image': f'localhost/datadns-tool-{tool}:latest'},
-    }
-    for tool, name, description, kernel in (
-        ('python', 'Python', 'JupyterLab with a Python kernel.', 'python3'),
-        (
-            'scientific-python',
-            'Scientific Python',
-            'JupyterLab with numpy, scipy, pandas, matplotlib, xarray, netCDF4 and h5py.',
-            'python3',
-        ),
-        ('r', 'R', 'JupyterLab with an R kernel (IRkernel).', 'ir'),
-    )
-]
 
 
 def section(group, *settings):
@@ -391,17 +367,18 @@ SETTINGS = (
         'Tools',
         Declared(
             _S.TOOLS,
-            DEFAULT_TOOLS,
+            COMPUTED,
             'json',
             label='Tools',
             help='JSON list of the tools a notebook may run, each {"id", "name", "description", '
             '"ui": "lab"|"notebook", "kernels": [...], "process": {"env": <absolute path of a '
             'Python environment>}, "docker": {"image": <image>}}; ids are 1-40 lowercase '
-            'letters, digits or "-". See docs/notebooks.md.',
+            'letters, digits or "-". Default: python, scientific-python and r, built by '
+            'scripts/build-tools.sh. See docs/notebooks.md.',
         ),
         Declared(
             _S.DEFAULT_TOOL,
-            'python',
+            tools.DEFAULT_TOOL,
             'text',
             label='Default tool',
             help='The id of the tool a launch runs when neither the person nor the dataset '
@@ -889,10 +866,16 @@ def _validateOptionalString(doc):
 
 # -- tools -------------------------------------------------------------------------
 
-TOOL_ID_RE = re.compile(r'^[a-z0-9][a-z0-9-]{0,39}$')
+
+@setting_utilities.default(PluginSettings.TOOLS)
+def defaultTools():
+    """The three tools that ``scripts/build-tools.sh`` builds (``girder_resolver.tools``)."""
+    return tools.default_tools()
+
+
 _KERNEL_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
 _IMAGE_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$')
-TOOL_UIS = ('lab', 'notebook')
+TOOL_UIS = tools.UIS
 #: What each backend reads from a tool: its key and a check of the value.
 _TOOL_BACKEND_FIELDS = {
     'process': ('env', lambda v: isinstance(v, str) and v.startswith('/') and '\x00' not in v),
@@ -905,7 +888,7 @@ MAX_TOOLS = 50
 
 def validToolId(value):
     """Whether ``value`` is a well-formed tool id (1-40 lowercase letters, digits, '-')."""
-    return isinstance(value, str) and bool(TOOL_ID_RE.match(value))
+    return isinstance(value, str) and bool(tools.TOOL_ID.match(value))
 
 
 def checkTool(entry):
@@ -963,12 +946,12 @@ def checkTools(value):
     """The ``resolver.tools`` list, each entry checked; ValueError(reason) if bad."""
     if not isinstance(value, list) or not value or len(value) > MAX_TOOLS:
         raise ValueError(f'it is a JSON list of 1 to {MAX_TOOLS} tools')
-    tools = [checkTool(entry) for entry in value]
-    ids = [tool['id'] for tool in tools]
+    checked = [checkTool(entry) for entry in value]
+    ids = [tool['id'] for tool in checked]
     repeated = sorted({toolId for toolId in ids if ids.count(toolId) > 1})
     if repeated:
         raise ValueError(f'tool ids must be unique; {", ".join(repeated)} appear(s) twice')
-    return tools
+    return checked
 
 
 @setting_utilities.validator(PluginSettings.TOOLS)

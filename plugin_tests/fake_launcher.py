@@ -44,6 +44,10 @@ class FakeLauncher(Launcher):
         #: Set when a start has begun (a test waits on it before acting mid-launch).
         self.started = threading.Event()
 
+    def tool_ready(self, tool):
+        """Every tool runs here (a "server" is a record); the tool is recorded with it."""
+        return True, ''
+
     # -- switches --------------------------------------------------------------
 
     def hangStarts(self):

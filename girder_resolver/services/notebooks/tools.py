@@ -80,11 +80,8 @@ def readiness(tool, backend=None):
     few seconds.
     """
     backend = backend or local.launcher()
-    probe = getattr(backend, 'tool_ready', None)
-    if probe is None:
-        return True, None
     key = (backend.name, json.dumps(tool, sort_keys=True))
-    return cache.tools.get(key, lambda: tuple(probe(tool)), cache.TOOL_SECONDS)
+    return cache.tools.get(key, lambda: tuple(backend.tool_ready(tool)), cache.TOOL_SECONDS)
 
 
 def pick(folder, tool=None):
