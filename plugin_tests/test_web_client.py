@@ -15,6 +15,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
+from girder_resolver import tools
+
 from .web_fixtures import (
     ADMIN,
     REMOTE_SILENT,
@@ -569,6 +571,82 @@ def testResolvePageLaunchesAtTheSiteThatHoldsTheData(page, liveSite, siteB, fede
     assertNotebookPage(page, nb['url'], name)
     page.screenshots('3-notebook')
     alice.delete(f'notebook/{nb["_id"]}')
+
+
+@pytest.mark.timeout(300)
+def testTheToolMenuOfTheResolvePageLaunchesTheChosenToolThroughTheCentral(
+    page, liveSite, siteB, federation
+):
+    """Site B offers three tools, one not ready; its dataset recommends one: the menu shows
+    them, preselects the recommendation, disables the one not ready with its reason, and the
+    launch through the central runs the chosen tool at site B."""
+    name, identifier, folder = siteB.dataset('Climate reanalysis')
+    python = tools.default_tools()[0]
+    classic = {**python, 'id': 'python-classic', 'name': 'Python (classic)', 'ui': 'notebook'}
+    missing = {'id': 'missing', 'name': 'Missing', 'process': {'env': '/nonexistent/tools/x'}}
+    siteB.admin.put(
+        'system/setting',
+        parameters={'key': 'resolver.tools', 'value': json.dumps([python, classic, missing])},
+    )
+    siteB.admin.addMetadataToFolder(folder['_id'], {'datadns_tool': 'python-classic'})
+
+    def register(offered, recommended):
+        # What site B's feder8 sends: its tools (GET /resolver/tool), each dataset's tool.
+        entry = {'identifier': identifier, 'folderId': folder['_id'], 'name': name}
+        if recommended:
+            entry['tool'] = recommended
+        liveSite.admin.post(
+            'resolver/site',
+            json={
+                'name': SITE_B,
+                'apiUrl': siteB.apiUrl,
+                'mode': 'partial',
+                'tools': [{k: t[k] for k in ('id', 'name', 'ready', 'default')} for t in offered],
+                'datasets': [entry],
+            },
+        )
+
+    offered = siteB.admin.get('resolver/tool')
+    assert [(t['id'], t['ready']) for t in offered] == [
+        ('python', True),
+        ('python-classic', True),
+        ('missing', False),
+    ], 'the python tool must be built (scripts/build-tools.sh; make test runs it)'
+    register(offered, 'python-classic')
+    alice = liveSite.client(*USER)
+    try:
+        page.goto(f'{liveSite.apiUrl}/resolve?' + urllib.parse.urlencode({'id': identifier}))
+        view = page.locator('.g-resolver-resolve')
+        logIn(page, USER, opener='.g-resolver-login-button')
+        menu = view.locator('select.g-resolver-tool')
+        expect(menu).to_have_value('python-classic')
+        expect(menu.locator('option[value="python"]')).to_be_enabled()
+        expect(menu.locator('option[value="missing"]')).to_be_disabled()
+        expect(menu.locator('option[value="python-classic"]')).to_contain_text('recommended')
+        expect(view.locator('.g-resolver-tool-reason[data-tool="missing"]')).to_contain_text(
+            'not ready'
+        )
+        expect(view.locator('.g-resolver-location-tool[data-tool="missing"]')).to_contain_text(
+            'not ready'
+        )
+        page.screenshots('1-menu')
+        view.locator('.g-resolver-launch').click()
+        page.wait_for_url(
+            lambda url: not url.startswith(liveSite.url + '/'), timeout=LAUNCH_TIMEOUT_MS
+        )
+        page.wait_for_load_state()
+        [nb] = [n for n in alice.get('notebook') if n['status'] == 'running']
+        assert (nb['site'], nb['tool']) == (SITE_B, 'python-classic')
+        assertNotebookPage(page, nb['url'], name)
+        page.screenshots('2-notebook')
+    finally:
+        for nb in alice.get('notebook', parameters={'live': 'true'}):
+            alice.delete(f'notebook/{nb["_id"]}')
+        register([], None)
+        siteB.admin.put(
+            'system/setting',
+            parameters={'key': 'resolver.tools', 'value': json.dumps(tools.default_tools())},
+        )
 
 
 # Federation trust in the browser -----------------------------------------------------------

@@ -72,14 +72,26 @@ export function getNotebook(id) {
     return request({ url: `notebook/${encodeURIComponent(id)}` });
 }
 
-export function startLocalNotebook(folderId) {
-    return request({ method: 'POST', url: 'notebook', params: { folderId } });
+export function startLocalNotebook(folderId, tool) {
+    const params = tool ? { folderId, tool } : { folderId };
+    return request({ method: 'POST', url: 'notebook', params });
 }
 
-export function startRemoteNotebook(identifier, site) {
-    // No "site" at all unless one is named: an empty one would name no site.
-    const params = site ? { id: identifier, site } : { id: identifier };
+export function startRemoteNotebook(identifier, site, tool) {
+    // No "site" (or "tool") at all unless one is named: an empty one would name none.
+    const params = { id: identifier };
+    if (site) {
+        params.site = site;
+    }
+    if (tool) {
+        params.tool = tool;
+    }
     return request({ method: 'POST', url: 'resolve/launch', params });
+}
+
+/** GET /resolver/tool: this site's tools, with whether each is ready here. */
+export function listTools(folderId) {
+    return request({ url: 'resolver/tool', params: folderId ? { folderId } : {} });
 }
 
 export function stopNotebook(id) {

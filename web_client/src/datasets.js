@@ -24,6 +24,8 @@ export function groupByFolder(entries) {
                 site: entry.site,
                 name: entry.name,
                 public: entry.public,
+                // The tool the dataset recommends (its folder's metadata), or null.
+                tool: entry.tool || null,
                 identifiers: [],
             });
         }

@@ -28,19 +28,52 @@ export class LaunchError extends Error {
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 /**
+ * The tool menu for a dataset: ``tools`` (``[{id, name, ready, reason}]``, each
+ * tool once) and the one preselected: ``recommended`` if it is ready, else the
+ * default, else the first ready one. ``offers`` are lists of tools (one per
+ * location, as GET /resolve gives them, or this site's GET /resolver/tool); a tool
+ * is ready if any of them has it ready.
+ */
+export function toolMenu(offers, recommended) {
+    const byId = new Map();
+    (offers || []).forEach((tools) => (tools || []).forEach((tool) => {
+        const seen = byId.get(tool.id);
+        if (!seen) {
+            byId.set(tool.id, { ...tool, ready: Boolean(tool.ready) });
+        } else if (tool.ready && !seen.ready) {
+            byId.set(tool.id, { ...seen, ready: true, reason: null });
+        } else if (tool.default) {
+            seen.default = true;
+        }
+    }));
+    const tools = [...byId.values()];
+    const ready = tools.filter((t) => t.ready);
+    const chosen = ready.find((t) => t.id === recommended) || ready.find((t) => t.default) || ready[0];
+    return { tools, tool: chosen ? chosen.id : null, recommended: recommended || null };
+}
+
+/**
  * Where a launch goes: a location of GET /resolve (``{site, folderId, local}``)
  * and the identifier, which a launch at another site goes by. ``explicit``: the
  * person chose that site, so the launch goes there or fails (no failover).
+ * ``menu`` (see toolMenu): the tools to choose from and the one chosen.
  */
-export function launchTarget(location, identifier, explicit = false) {
+export function launchTarget(location, identifier, explicit = false, menu = null) {
     return {
-        local: Boolean(location.local), site: location.site, folderId: location.folderId, identifier, explicit,
+        local: Boolean(location.local),
+        site: location.site,
+        folderId: location.folderId,
+        identifier,
+        explicit,
+        tools: menu ? menu.tools : [],
+        tool: menu ? menu.tool : null,
+        recommended: menu ? menu.recommended : null,
     };
 }
 
-/** One key per dataset copy: notebooks carry the same two fields. */
+/** One key per dataset copy and tool: notebooks carry the same three fields. */
 export function targetKey(target) {
-    return `${target.site}/${target.folderId}`;
+    return `${target.site}/${target.folderId}/${target.tool || ''}`;
 }
 
 /**
@@ -51,10 +84,11 @@ export function targetKey(target) {
  */
 export async function launchNotebook(target, { onUpdate = () => {}, interval = POLL_INTERVAL_MS } = {}) {
     const started = target.local
-        ? api.startLocalNotebook(target.folderId)
+        ? api.startLocalNotebook(target.folderId, target.tool)
         // Only a site the person chose is named: otherwise the resolver may fail over to
-        // another site holding the data when its first choice does not answer.
-        : api.startRemoteNotebook(target.identifier, target.explicit ? target.site : null);
+        // another site holding the data when its first choice does not answer (one that
+        // offers the chosen tool).
+        : api.startRemoteNotebook(target.identifier, target.explicit ? target.site : null, target.tool);
     return followNotebook(await started, { onUpdate, interval });
 }
 

@@ -1,10 +1,10 @@
 // The datasets of a collection page, or the dataset a folder page shows: identifier
 // badges and Launch / Open / Stop with live status.
 
-import { request } from '../api';
+import { listTools, request } from '../api';
 import { datasetsOfCollection, datasetsOfFolder, knownDatasets } from '../datasets';
 import { html } from '../html';
-import { notebooks } from '../notebooks';
+import { notebooks, toolMenu } from '../notebooks';
 import NotebookControls from './NotebookControls';
 
 const { getCurrentUser } = girder.auth;
@@ -89,10 +89,13 @@ export default class DatasetPanel {
 
     async load() {
         const id = this.model.id;
-        const datasets = this.type === 'collection'
-            ? await datasetsOfCollection(id)
-            : await datasetsOfFolder(this.model);
+        const [datasets, tools] = await Promise.all([
+            this.type === 'collection' ? datasetsOfCollection(id) : datasetsOfFolder(this.model),
+            // A server without tools (or that cannot say) gets no menu: its own default runs.
+            listTools().catch(() => []),
+        ]);
         this.datasets = datasets;
+        this.tools = tools || [];
         return datasets;
     }
 
@@ -137,8 +140,15 @@ export default class DatasetPanel {
         }
         this.el.querySelectorAll('.g-resolver-dataset').forEach((row) => {
             const dataset = datasets.find((d) => d.folderId === row.dataset.folderId);
-            new NotebookControls(row.querySelector('.g-resolver-dataset-actions'),
-                { local: true, folderId: dataset.folderId, site: dataset.site }).render();
+            const menu = toolMenu([this.tools], dataset.tool);
+            new NotebookControls(row.querySelector('.g-resolver-dataset-actions'), {
+                local: true,
+                folderId: dataset.folderId,
+                site: dataset.site,
+                tools: menu.tools,
+                tool: menu.tool,
+                recommended: menu.recommended,
+            }).render();
         });
         return this;
     }

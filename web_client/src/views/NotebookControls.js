@@ -1,4 +1,6 @@
-// Launch / Open / Stop for one dataset, with live status while a launch runs.
+// Launch / Open / Stop for one dataset, with live status while a launch runs, and
+// the menu of tools to launch it with (the dataset's recommendation preselected; a
+// tool that is not ready is shown disabled, with its reason).
 // Used on collection and folder pages and on the #resolve page.
 
 import { html } from '../html';
@@ -37,6 +39,11 @@ export default class NotebookControls {
         this.el.classList.add('g-resolver-controls');
         this.el.dataset.target = this.key;
         this.el.addEventListener('click', (event) => this._click(event));
+        this.el.addEventListener('change', (event) => {
+            if (event.target.classList.contains('g-resolver-tool')) {
+                this.chooseTool(event.target.value);
+            }
+        });
         this.unsubscribe = notebooks.subscribe((key) => {
             if (!this.el.isConnected) {
                 this.unsubscribe();
@@ -64,6 +71,43 @@ export default class NotebookControls {
             event.preventDefault();
             notebooks.stop(this.key);
         }
+    }
+
+    /** Launch (and show) the notebook of tool ``id`` for this dataset from now on. */
+    chooseTool(id) {
+        const tool = (this.target.tools || []).find((t) => t.id === id && t.ready);
+        if (!tool) {
+            return;
+        }
+        this.target = { ...this.target, tool: tool.id };
+        this.key = targetKey(this.target);
+        this.el.dataset.target = this.key;
+        this.render();
+    }
+
+    toolMenu(disabled) {
+        const tools = this.target.tools || [];
+        if (!tools.length) {
+            return '';
+        }
+        const unready = tools.filter((t) => !t.ready);
+        return html`
+          <span class="g-resolver-tool-menu">
+            <label class="g-resolver-tool-label">Tool
+              <select class="g-resolver-tool form-control input-sm" ${disabled ? 'disabled' : ''}
+                  title="What the notebook runs">
+                ${tools.map((t) => html`
+                  <option value="${t.id}" ${t.id === this.target.tool ? 'selected' : ''}
+                      ${t.ready ? '' : 'disabled'} title="${t.ready ? (t.description || t.name) : (t.reason || 'Not ready here')}"
+                      >${t.name}${t.id === this.target.recommended ? ' (recommended)' : ''}${t.ready ? '' : ' (not ready)'}</option>`)}
+              </select>
+            </label>
+            ${unready.length ? html`
+              <span class="g-resolver-tool-unready text-muted">
+                ${unready.map((t) => html`<span class="g-resolver-tool-reason" data-tool="${t.id}"
+                    title="${t.reason || ''}"><b>${t.name}</b> is not ready: ${t.reason || 'its environment is missing'} </span>`)}
+              </span>` : ''}
+          </span>`;
     }
 
     launch() {
@@ -126,7 +170,12 @@ export default class NotebookControls {
               <div class="g-resolver-error text-danger" role="alert">
                 <i class="icon-attention"></i> ${state.error}
               </div>` : '';
-        this.el.innerHTML = html`${body}${error}`.toString();
+        const noTool = (this.target.tools || []).length && !this.target.tool;
+        if (noTool && getCurrentUser() && !nb && !state.busy) {
+            body = html`<span class="g-resolver-no-tool text-warning">No tool is ready here to launch this dataset with.</span>`;
+        }
+        const menu = this.toolMenu(state.busy || (nb && nb.status !== 'error'));
+        this.el.innerHTML = html`${menu}${body}${error}`.toString();
         return this;
     }
 }

@@ -4,7 +4,7 @@
 
 import * as api from '../api';
 import { html } from '../html';
-import { launchTarget, notebooks, safeNotebookUrl } from '../notebooks';
+import { launchTarget, notebooks, safeNotebookUrl, toolMenu } from '../notebooks';
 import { identifierBadge } from './DatasetPanel';
 import NotebookControls from './NotebookControls';
 
@@ -153,7 +153,11 @@ const ResolveView = View.extend({
             // A site named in the page's address is the person's choice: launched there or
             // nowhere. Otherwise the resolver may fail over to another site.
             const explicit = Boolean(this.query.site) && best.site === this.query.site;
-            this.controls = new NotebookControls(slot, launchTarget(best, this.result.identifier, explicit), {
+            // The tools of the sites a launch may go to (the chosen one only when it is
+            // explicit); the central sends a tool launch to a site that offers it.
+            const reachable = explicit ? [best] : this.result.locations.filter((loc) => loc.healthy);
+            const menu = toolMenu(reachable.map((loc) => loc.tools), best.recommendedTool);
+            this.controls = new NotebookControls(slot, launchTarget(best, this.result.identifier, explicit, menu), {
                 openTarget: '_self',
                 onRunning: (nb) => this.goToNotebook(nb),
             }).render();
@@ -280,7 +284,7 @@ const ResolveView = View.extend({
           ${action}
           <h4>Where it lives</h4>
           <table class="table table-condensed g-resolver-locations">
-            <thead><tr><th>Site</th><th>Operated by</th><th>Folder</th><th>Health</th><th>Last heard from</th></tr></thead>
+            <thead><tr><th>Site</th><th>Operated by</th><th>Folder</th><th>Tools</th><th>Health</th><th>Last heard from</th></tr></thead>
             <tbody>
               ${locations.map((loc) => html`
                 <tr class="g-resolver-location${loc === best ? ' info' : ''}" data-site="${loc.site}">
@@ -295,6 +299,9 @@ const ResolveView = View.extend({
                       ? html`<a href="#folder/${loc.folderId}">${loc.name}</a>`
                       : html`<a href="${siteWebUrl(loc.apiUrl)}#folder/${loc.folderId}" target="_blank" rel="noopener"
                           title="The folder at ${loc.site}">${loc.name} <i class="icon-link-ext"></i></a>`}</td>
+                  <td class="g-resolver-location-tools">${(loc.tools || []).map((t) => html`<span
+                      class="label ${t.ready ? 'label-default' : 'label-warning'} g-resolver-location-tool" data-tool="${t.id}"
+                      title="${t.ready ? t.name : `${t.name}: not ready at ${loc.site}`}">${t.name}${t.ready ? '' : ' (not ready)'}</span> `)}</td>
                   <td>${healthBadge(loc)}</td>
                   <td>${loc.local ? 'now (this server)' : when(loc.lastSeen)}</td>
                 </tr>`)}
