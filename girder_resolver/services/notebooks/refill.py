@@ -61,11 +61,13 @@ def _ownerAlive(stamp):
 # -- filling -----------------------------------------------------------------------
 
 
-def _reserve(slot, backend, tool):
+def _reserve(slot, backend, tool=None):
     """Insert a ``starting`` record in ``slot``; None if another process has the slot.
 
-    ``tool`` is the site's default tool (its entry): the only one the pool serves.
+    ``tool`` is the site's default tool (its entry; looked up if not given): the only
+    one the pool serves.
     """
+    tool = tool or tools.byId(tools.defaultId())
     at = now()
     entry = {
         'slot': slot,
