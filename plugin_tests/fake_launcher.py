@@ -140,7 +140,7 @@ class FakeLauncher(Launcher):
     def logs_tail(self, handle, lines=40):
         return 'fake server: no output'
 
-    def wait_ready(self, handle, timeout=None, token=None):
+    def wait_ready(self, handle, timeout=None, token=None, progress=None):
         timeout = self.config['ready_timeout'] if timeout is None else timeout
         if not self.readyGate.wait(timeout):
             raise LaunchError(f'The notebook server did not answer within {timeout:g} s.')
