@@ -347,3 +347,38 @@ def test_the_default_tool_works_in_the_warm_pool_bound_later(dataset):
         assert lab.status == 200 and b'JupyterLab' in lab.body
     finally:
         launcher.stop(handle)
+
+
+HARDENING_CHECK = """
+import json, os, pwd
+setuid = []
+for top in ('/usr', '/bin', '/sbin', '/opt'):
+    for root, dirs, files in os.walk(top):
+        for name in files:
+            try:
+                if os.lstat(os.path.join(root, name)).st_mode & 0o6000:
+                    setuid.append(os.path.join(root, name))
+            except OSError:
+                pass
+print(json.dumps({'setuid': setuid, 'jovyan': pwd.getpwnam('jovyan').pw_uid,
+                  'python': __import__('shutil').which('python3')}))
+"""
+
+
+@pytest.mark.parametrize('tool_id', list(TOOLS))
+def test_a_tool_image_is_built_like_the_notebook_image(tool_id):
+    """jovyan (uid 1000) exists, no file keeps a setuid or setgid bit, the venv is first on PATH."""
+    launcher = requireTool('docker', tool_id)
+    out = launcher.client.containers.run(
+        TOOLS[tool_id]['docker']['image'],
+        ['python3', '-c', HARDENING_CHECK],
+        remove=True,
+        network_mode='none',
+        user='65534:65534',
+    )
+    found = json.loads(out.decode().strip().splitlines()[-1])
+    assert found['setuid'] == []
+    assert found['jovyan'] == 1000
+    assert found['python'] == '/opt/datadns/venv/bin/python3'
+    labels = launcher.client.images.get(TOOLS[tool_id]['docker']['image']).labels
+    assert labels.get('datadns.recipe')

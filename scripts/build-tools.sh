@@ -220,8 +220,9 @@ if [[ $docker == 1 ]]; then
     command -v podman >/dev/null || die "--docker needs podman and mmdebstrap (apt-get install podman mmdebstrap)"
     WHEELS="$TOOLS_DIR/.wheels"
     mkdir -p "$TOOLS_DIR"
-    exec 9>"$TOOLS_DIR/.lock"
-    flock 9
+    # Its own lock: a process build may run beside it (setup.sh --test runs both at once).
+    exec 8>"$TOOLS_DIR/.lock-images"
+    flock 8
     download_wheels
     for id in "${ids[@]}"; do build_image "$id"; done
 fi

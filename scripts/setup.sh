@@ -90,7 +90,11 @@ fi
 # Each is cached between runs (outside the clone, see scripts/build-tools.sh).
 if [ "$TEST" = 1 ]; then
     step "Building the notebook tools (python, scientific-python, r; cached)"
-    scripts/build-tools.sh --all
+    # The images and the process environments at once: both mostly wait on downloads.
+    scripts/build-tools.sh --docker &
+    images=$!
+    scripts/build-tools.sh || { wait "$images"; exit 1; }
+    wait "$images"
 else
     step "Building the default notebook tool (python; cached)"
     scripts/build-tools.sh python
@@ -99,5 +103,4 @@ else
         echo "Tools not built, shown as not ready: $missing. Add them with: scripts/build-tools.sh" \
             "$missing (the r tool needs apt-get install r-base-core r-cran-irkernel first)"
     fi
-fi
 fi
