@@ -1,7 +1,8 @@
 """Benchmark notebook launches: ``POST /notebook`` to a notebook that answers.
 
     python bench/launch.py [--quick] [--launches 10] [--concurrent 10] [--pool-size 2]
-                           [--only process,concurrent,pooled,docker,failover] [--skip-docker]
+                           [--only process,concurrent,pooled,docker,slurm,failover]
+                           [--skip-docker]
                            [--follow events|poll] [--poll-ms 20]
 
 Starts SecantusDB and a Girder with the plugin (``common.Central``), imports a
@@ -19,6 +20,12 @@ site's front door:
 - ``docker``: cold launches with the docker backend; against a bare Docker-API
   start of the same image (docker SDK ``containers.run``, same arguments and
   mounts) to the first 200 from ``api/status``;
+- ``slurm``: cold launches with the slurm backend (each notebook a batch job of
+  the one-node cluster that ``scripts/slurm.sh`` runs: the sandboxed server on a
+  Unix socket and the job's TCP forwarder); against a bare ``sbatch`` of the same
+  ``jupyter_server`` (the launcher's config file and arguments, no sandbox, no
+  forwarder, listening on a TCP port itself), timed from ``sbatch`` to the first
+  200 from ``api/status``; both wait for Slurm's scheduler alike;
 - ``concurrent``: ``--concurrent`` people launching at the same moment
   (process backend);
 - ``pooled``: launches served by the warm pool (``resolver.pool_size``), each
@@ -46,8 +53,9 @@ poll``), where each poll is work for Girder and the database that the bare start
 does not cause. ``cold_server`` also gives each cold launch as its record saw it
 (created until running), Girder's side without the client. Targets: pooled p50 <= 50 ms
 through the front door; process cold p50 <= 1.15x the unsandboxed start's p50; docker cold
-p50 <= 1.2x the bare container start's; a failover launch's p50 at most the connect timeout
-plus 1 s above a normal federated launch's. The last line of stdout is the JSON result.
+p50 <= 1.2x the bare container start's; slurm cold p50 <= 1.2x the bare sbatch's; a
+failover launch's p50 at most the connect timeout plus 1 s above a normal federated launch's.
+The last line of stdout is the JSON result.
 """
 
 import argparse
@@ -71,7 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import log  # noqa: E402
 
-from datadns import sample  # noqa: E402
+from datadns import sample, stack  # noqa: E402
 from datadns.federation import setSettings  # noqa: E402
 
 TARGETS = {
@@ -83,13 +91,25 @@ TARGETS = {
     'kernel_front_door_vs_direct': 1.1,
     # A docker cold launch within 1.2x of starting the container by hand.
     'docker_cold_vs_bare': 1.2,
+    # A slurm cold launch within 1.2x of a bare sbatch of the same server (issue 15).
+    'slurm_cold_vs_bare': 1.2,
     # A federated launch (central to the site's front door) within 1.3x of the same launch
     # made at the site, cold; within 300 ms at p50 from the site's warm pool (issue 11).
     'federated_cold_vs_site': 1.3,
     'federated_pool_p50_ms': 300,
 }
 DEFAULT_SOCKET = '/run/datadns/podman.sock'
-PHASES = ('process', 'concurrent', 'pooled', 'kernel', 'docker', 'federated', 'failover', 'tools')
+PHASES = (
+    'process',
+    'concurrent',
+    'pooled',
+    'kernel',
+    'docker',
+    'slurm',
+    'federated',
+    'failover',
+    'tools',
+)
 #: resolver.site_connect_timeout at the failover phase's central (its default).
 CONNECT_TIMEOUT = 2.0
 POLL = 0.02  # seconds between two polls of the notebook and of api/status
@@ -373,6 +393,79 @@ class BareDocker:
         finally:
             container.remove(force=True)
             shutil.rmtree(etc, ignore_errors=True)
+
+
+class BareSbatch:
+    """``jupyter_server`` submitted with a bare ``sbatch``: the baseline of a slurm launch.
+
+    The process launcher's config file and arguments (unsandboxed), listening on a
+    TCP port of its own (chosen free here: one node) instead of the sandbox's Unix
+    socket and the job's forwarder; no Girder. The same sbatch options as the slurm
+    backend's jobs (one task, its CPUs and memory, no exported environment).
+    """
+
+    def __init__(self, dataPath, workRoot):
+        from girder_resolver.launcher import LaunchSpec, ProcessLauncher, SlurmLauncher
+
+        self.launcher = ProcessLauncher(
+            work_root=str(workRoot), bwrap='/nonexistent/bwrap', allow_unsandboxed=True
+        )
+        self.slurm = SlurmLauncher(mem_limit='1g')
+        self.dataPath = dataPath
+        self.LaunchSpec = LaunchSpec
+
+    def once(self, timeout):
+        import subprocess
+
+        token = secrets.token_urlsafe(24)
+        spec = self.LaunchSpec(f'bare-{secrets.token_hex(4)}', token, self.dataPath, 'data')
+        workDir = self.launcher.new_work_dir(spec.notebook_id)
+        # The launcher's own server command line, bar its socket (a bench may reach in).
+        args, env, cwd = self.launcher._prepare(spec, workDir, False, False)
+        port = stack.freePort()
+        args = [a for a in args if not a.startswith('--ServerApp.sock')] + [
+            '--ServerApp.ip=127.0.0.1',
+            f'--ServerApp.port={port}',
+            '--ServerApp.port_retries=0',
+        ]
+        script = Path(workDir) / 'bare.sh'
+        script.write_text('#!/bin/sh\nexec "$@"\n')
+        script.chmod(0o700)
+        argv = ['/usr/bin/env', '-i', *(f'{k}={v}' for k, v in sorted(env.items())), *args]
+        sbatch = self.slurm.sbatch_args(f'bare-{spec.notebook_id}', workDir)
+        session = http()
+        t0 = time.perf_counter()
+        submitted = subprocess.run(
+            [*sbatch, str(script), *argv], capture_output=True, text=True, cwd='/'
+        )
+        jobId = submitted.stdout.strip().split(';')[0]
+        try:
+            if submitted.returncode != 0:
+                raise RuntimeError(f'sbatch failed: {submitted.stderr.strip()}')
+            waitAnswers(
+                session,
+                f'http://127.0.0.1:{port}{spec.base_url}api/status',
+                token,
+                time.monotonic() + timeout,
+            )
+            return time.perf_counter() - t0
+        finally:
+            if jobId:
+                self.slurm.stop({'jobId': jobId, 'notebookId': spec.notebook_id})
+            self.launcher.stop({'notebookId': spec.notebook_id, 'workDir': workDir})
+
+
+def slurmUnavailable():
+    """Why the slurm phase cannot run here (Slurm does not answer), or None."""
+    import subprocess
+
+    try:
+        state = subprocess.run(['sinfo', '-h', '-N', '-o', '%T'], capture_output=True, text=True)
+    except OSError as exc:
+        return str(exc)
+    if state.returncode != 0 or not state.stdout.split():
+        return f'Slurm does not answer (run scripts/slurm.sh start): {state.stderr.strip()}'
+    return None
 
 
 def dockerUnavailable(image):
@@ -1070,6 +1163,24 @@ def main():
                     central.mongo(),
                 )
                 setSettings(gc, {'resolver.backend': 'process'})
+            if 'slurm' in args.only:
+                slurmSkip = slurmUnavailable()
+                if slurmSkip:
+                    log(f'slurm backend skipped: {slurmSkip}')
+                    result['slurm'] = {'skipped': slurmSkip}
+                else:
+                    log('slurm backend: cold launches against bare sbatch starts')
+                    setSettings(gc, {'resolver.backend': 'slurm'})
+                    warmUp(central, person, folderId, args)
+                    result['slurm'] = coldVersusBare(
+                        'slurm',
+                        person,
+                        folderId,
+                        BareSbatch(str(directory), central.home / 'bare-slurm'),
+                        args,
+                        central.mongo(),
+                    )
+                    setSettings(gc, {'resolver.backend': 'process'})
         except (common.OutOfTime, RuntimeError) as exc:
             log(f'stopped: {exc}')
             result['error'] = str(exc)
@@ -1123,7 +1234,7 @@ def main():
             (result.get('kernel') or {}).get('front_door_vs_direct_p50'),
             TARGETS['kernel_front_door_vs_direct'],
         )
-    for backend in ('process', 'docker'):
+    for backend in ('process', 'docker', 'slurm'):
         phase = result.get(backend) or {}
         if backend not in args.only:
             continue
@@ -1161,7 +1272,7 @@ def main():
         )
         + sum(
             (result.get(b) or {}).get(k, {}).get('errors', 0)
-            for b in ('process', 'docker')
+            for b in ('process', 'docker', 'slurm')
             for k in ('cold', 'bare')
         )
         + sum(
