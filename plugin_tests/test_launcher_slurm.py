@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from girder_resolver import tools
 from girder_resolver.launcher import LaunchError, LaunchSpec, get_launcher
 from girder_resolver.launcher.slurm import slurm_memory, slurm_seconds, slurm_time
 from plugin_tests.launcher_helpers import makeDataset, requireSlurm
@@ -111,3 +112,22 @@ def test_a_pooled_job_binds_its_dataset_later_reports_activity_and_is_adopted(sl
     assert not backend.is_alive(handle)
     assert backend.job(handle) is None or backend.job(handle)[0] == 'CANCELLED'
     assert not os.path.exists(handle['workDir'])
+
+
+def test_a_tool_runs_in_the_job_with_its_environment_and_ui(slurm):
+    root, data = slurm
+    tool = {tool['id']: tool for tool in tools.default_tools()}['python']
+    backend = launcher(root)
+    ready, reason = backend.tool_ready(tool)
+    if not ready:
+        pytest.fail(f'The python tool must be built here (make test builds it): {reason}')
+    handle = backend.start(LaunchSpec(f'tool-{RUN}', 'tooltoken', str(data), tool=tool))
+    try:
+        backend.wait_ready(handle, timeout=90, token='tooltoken')
+        assert handle['tool'] == 'python'
+        specs = backend.request(handle, 'GET', 'api/kernelspecs', token='tooltoken').json()
+        assert 'python3' in specs['kernelspecs']
+        lab = backend.request(handle, 'GET', 'lab', token='tooltoken')
+        assert lab.status == 200
+    finally:
+        backend.stop(handle)

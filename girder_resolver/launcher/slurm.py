@@ -230,10 +230,15 @@ class SlurmLauncher(ProcessLauncher):
         """Submit the notebook's job; returns its handle once Slurm accepted it.
 
         Handle: ``{'backend': 'slurm', 'notebookId', 'jobId', 'workDir', 'baseUrl',
-        'started', 'labels', 'sandboxed'}``, plus ``'host'``, ``'port'``, ``'node'``
-        once :meth:`wait_ready` found where the server answers.
+        'started', 'labels', 'sandboxed', 'bindLater'}`` (and ``'tool'``), plus
+        ``'host'``, ``'port'``, ``'node'`` once :meth:`wait_ready` found where the
+        server answers.
         """
         spec.check_data_path()
+        if spec.tool:
+            ready, reason = self.tool_ready(spec.tool)
+            if not ready:
+                raise LaunchError(reason)
         sandboxed = self.sandboxed()
         if bind_later and not self.can_bind_later():
             raise LaunchError(
@@ -266,6 +271,8 @@ class SlurmLauncher(ProcessLauncher):
             'sandboxed': sandboxed,
             'bindLater': bool(bind_later),
         }
+        if spec.tool:
+            handle['tool'] = spec.tool['id']
         self._write_marker(handle, spec)
         return handle
 
