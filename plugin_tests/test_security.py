@@ -227,6 +227,14 @@ MATRIX = {
     ('GET', '/resolver/site'): [
         ('the sites', lambda w, c: {}, expect(OK, OK, OK, OK, OK, OK, OK)),
     ],
+    ('GET', '/resolver/tool'): [
+        ("the site's tools", lambda w, c: {}, expect(OK, OK, OK, OK, OK, OK, OK)),
+        (
+            'the tool a private dataset recommends: only to those who may read it',
+            lambda w, c: {'params': {'folderId': str(w.private['_id'])}},
+            expect(401, OK, 403, 403, 403, OK, 401),
+        ),
+    ],
     ('GET', '/resolver/server'): [
         ("this server's own name", lambda w, c: {}, expect(OK, OK, OK, OK, OK, OK, OK)),
     ],
