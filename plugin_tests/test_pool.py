@@ -13,7 +13,7 @@ import pytest
 from girder.models.setting import Setting
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
-from girder_resolver import frontdoor
+from girder_resolver import frontdoor, tools
 from girder_resolver.launcher.identity import COOKIE_NAME
 from girder_resolver.models.notebook import Notebook
 from girder_resolver.models.pooled import PooledNotebook
@@ -258,3 +258,28 @@ def testTheDockerBackendHasNoPool(server):
     assert pool.targetSize() == 0
     assert refill.refillOnce() == {}
     assert PooledNotebook().collection.count_documents({}) == 0
+
+
+@pytest.mark.plugin('resolver')
+def testThePoolServesTheDefaultToolOnly(server, admin, user, dataset, warmPool):
+    folder, _ = dataset
+    python = tools.default_tools()[0]
+    classic = {**python, 'id': 'python-classic', 'name': 'Python (classic)', 'ui': 'notebook'}
+    Setting().set('resolver.tools', [python, classic])
+    [entry] = waitForPool(1)
+    assert (entry['tool'], entry['toolEntry']['id']) == ('python', 'python')
+    # Another tool: a cold start; the warm server stays for the default tool.
+    other = launch(server, user, folder, tool='python-classic').json
+    assert other['status'] == 'launching' and other['tool'] == 'python-classic'
+    assert PooledNotebook().load(entry['_id'])['status'] == 'ready'
+    assert waitFor(server, user, other['_id'])['status'] == 'running'
+    # The default tool: the warm server, at once.
+    nb = launch(server, user, folder).json
+    assert (nb['_id'], nb['status'], nb['tool']) == (str(entry['_id']), 'running', 'python')
+    assert Notebook().load(nb['_id'])['toolEntry']['id'] == 'python'
+    # A new default tool: the pool's servers are replaced by servers of that tool.
+    [refilled] = waitForPool(1)
+    assert refilled['tool'] == 'python'
+    Setting().set('resolver.default_tool', 'python-classic')
+    [fresh] = waitForPool(1)
+    assert fresh['tool'] == 'python-classic' and fresh['_id'] != refilled['_id']
