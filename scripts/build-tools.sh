@@ -165,6 +165,9 @@ build_process() {
 # as /usr/bin/python3 here, so the same wheels fit.
 download_wheels() {
     local downloader="$TOOLS_DIR/.downloader" step=$SECONDS
+    if [[ -f "$WHEELS/.pins" && "$(cat "$WHEELS/.pins")" == "$JUPYTER_PIP" ]]; then
+        return  # downloaded already, for these pins
+    fi
     if [[ ! -x "$downloader/bin/pip" ]]; then
         "$PYTHON" -c 'import ensurepip' 2>/dev/null \
             || die "$PYTHON cannot make venvs: apt-get install python3-venv"
@@ -178,6 +181,7 @@ download_wheels() {
         grep -v '^WARNING: Location' "$WHEELS/.pip.log" | tail -20 >&2
         die "downloading the wheels failed (is PyPI reachable?), its last output is above"
     fi
+    echo "$JUPYTER_PIP" > "$WHEELS/.pins"
     log "wheels ready in $((SECONDS - step)) s"
 }
 
