@@ -124,6 +124,11 @@ def testCollectionPageListsItsDatasetsWithTheirIdentifiers(page, liveSite):
         row = datasetRow(page, name)
         expect(row.locator('.g-resolver-identifier')).to_have_text(identifier)
         expect(row.locator('.g-resolver-launch')).to_be_visible()
+        # The site's tools, its default preselected (scripts/build-tools.sh built them all).
+        expect(row.locator('select.g-resolver-tool')).to_have_value(tools.DEFAULT_TOOL)
+        expect(row.locator('select.g-resolver-tool option:enabled')).to_have_count(
+            len(tools.default_tool_ids())
+        )
     # The folder list beside it carries the same badges.
     folderLink = page.locator('.g-folder-list-entry', has_text=GALAXY)
     expect(folderLink.locator('.g-resolver-identifier')).to_have_text(liveSite.dataset(GALAXY)[1])
@@ -134,12 +139,21 @@ def testFolderPageShowsTheIdentifierOfItsDataset(page, liveSite):
     openApp(page, liveSite)
     logIn(page, USER)
     name, identifier, folder = liveSite.dataset(GALAXY)
-    page.goto(f'{liveSite.url}/#collection/{liveSite.collection["_id"]}/folder/{folder["_id"]}')
-    panel = page.locator('.g-resolver-datasets-folder')
-    expect(panel).to_contain_text('This folder is a dataset')
-    expect(panel.locator('.g-resolver-identifier')).to_have_text(identifier)
-    expect(panel.locator('.g-resolver-launch')).to_be_visible()
-    page.screenshots('folder')
+    # The dataset recommends the R tool: its menu preselects it.
+    liveSite.admin.addMetadataToFolder(folder['_id'], {'datadns_tool': 'r'})
+    try:
+        page.goto(f'{liveSite.url}/#collection/{liveSite.collection["_id"]}/folder/{folder["_id"]}')
+        panel = page.locator('.g-resolver-datasets-folder')
+        expect(panel).to_contain_text('This folder is a dataset')
+        expect(panel.locator('.g-resolver-identifier')).to_have_text(identifier)
+        expect(panel.locator('.g-resolver-launch')).to_be_visible()
+        expect(panel.locator('select.g-resolver-tool')).to_have_value('r')
+        expect(panel.locator('select.g-resolver-tool option[value="r"]')).to_contain_text(
+            'recommended'
+        )
+        page.screenshots('folder')
+    finally:
+        liveSite.admin.addMetadataToFolder(folder['_id'], {'datadns_tool': None})
 
 
 def testAnonymousVisitorIsAskedToLogInOnACollectionPage(page, liveSite):
