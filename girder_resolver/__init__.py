@@ -21,13 +21,15 @@ from . import (  # (settings: registers validators)
 from .constants import LAUNCH_SCOPE
 from .models.dataset import Dataset
 from .models.notebook import Notebook
+from .models.run import Run
 from .models.site import Site
 from .rest.dataset import Resolver
 from .rest.frontdoor import StoppedNotebookPages
 from .rest.notebook import NotebookResource
 from .rest.resolve import Resolve
+from .rest.run import RunResource
 from .rest.settings import SettingResource
-from .services import resolution
+from .services import resolution, runs
 from .services.notebooks import local as localNotebooks
 from .services.notebooks import policy, pool, recovery, refill
 from .settings import PluginSettings
@@ -69,11 +71,13 @@ class ResolverPlugin(GirderPlugin):
         ModelImporter.registerModel('resolver_dataset', Dataset, 'resolver')
         ModelImporter.registerModel('resolver_site', Site, 'resolver')
         ModelImporter.registerModel('resolver_notebook', Notebook, 'resolver')
+        ModelImporter.registerModel('resolver_run', Run, 'resolver')
 
         info['apiRoot'].resolve = Resolve()
         info['apiRoot'].resolver = Resolver()
         SettingResource().mountOn(info['apiRoot'].resolver)
         info['apiRoot'].notebook = NotebookResource()
+        info['apiRoot'].run = RunResource()
         # What the front door shows at /notebook/<id>/ once that notebook has stopped.
         info['serverRoot'].mount(StoppedNotebookPages(), '/notebook', {'/': {}})
 
@@ -119,6 +123,10 @@ class ResolverPlugin(GirderPlugin):
         girderEvents.bind('model.setting.save.after', 'resolver.pool', _poolSettingSaved)
         cherrypy.engine.subscribe('stop', refill.shutdown)
         refill.start()
+
+        # Batch runs are followed in a thread of their own, those that outlived a restart too.
+        cherrypy.engine.subscribe('stop', runs.stop)
+        runs.start()
 
         # The front door starts with the server when notebooks already run (adopted after
         # a restart), else with the first route; it gets every running notebook's route,

@@ -36,11 +36,11 @@ class Conflict(DataDnsError):
 
 
 class InvalidTransition(Conflict):
-    """A notebook status change that the transition table does not allow from its status."""
+    """A status change (of a notebook, a run) that its transition table does not allow."""
 
-    def __init__(self, current, wanted):
+    def __init__(self, current, wanted, what='notebook'):
         super().__init__(
-            f'The notebook is {current or "gone"}; it cannot become {wanted}. '
+            f'The {what} is {current or "gone"}; it cannot become {wanted}. '
             'Reload it and try again.'
         )
         self.current = current

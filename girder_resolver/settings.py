@@ -72,6 +72,9 @@ class PluginSettings:
     TOOLS = 'resolver.tools'
     DEFAULT_TOOL = 'resolver.default_tool'
     TOOL_KEY = 'resolver.tool_key'
+    RUN_CAP = 'resolver.run_cap'
+    RUN_TIME_LIMIT = 'resolver.run_time_limit'
+    RUN_DIR = 'resolver.run_dir'
 
 
 #: The kinds of value a setting holds (how the admin page edits it).
@@ -393,6 +396,34 @@ SETTINGS = (
         ),
     ),
     *section(
+        'Batch runs',
+        Declared(
+            _S.RUN_CAP,
+            2,
+            'number',
+            label='Active runs per person',
+            help='How many queued or running batch runs one person may have at this site; '
+            'one more is refused (429) until one ends.',
+        ),
+        Declared(
+            _S.RUN_TIME_LIMIT,
+            3600,
+            'number',
+            label='Run time limit (seconds)',
+            help='A batch run still running after this long is ended and marked failed ("ran '
+            'longer than the limit of N s").',
+        ),
+        Declared(
+            _S.RUN_DIR,
+            '',
+            'text',
+            label='Run directory',
+            help="Where runs' results directories (RESULTS_DIR) and logs are kept on this "
+            'machine until they are uploaded; on a cluster, a file system the compute nodes '
+            'share. Empty: <tmp>/datadns-runs.',
+        ),
+    ),
+    *section(
         'Front door',
         Declared(
             _S.FRONTDOOR_MANAGED,
@@ -640,6 +671,8 @@ def _validatePidsLimit(doc):
         PluginSettings.HEARTBEAT_TTL,
         PluginSettings.USER_CAP,
         PluginSettings.CULL_INTERVAL,
+        PluginSettings.RUN_CAP,
+        PluginSettings.RUN_TIME_LIMIT,
     }
 )
 def _validateAtLeastOne(doc):
@@ -981,3 +1014,11 @@ def _validateToolKey(doc):
             'The tool key must be a metadata key of 1-128 characters without "." or "$".',
             'value',
         )
+
+
+@setting_utilities.validator(PluginSettings.RUN_DIR)
+def _validateRunDir(doc):
+    value = doc['value'] or ''
+    if not isinstance(value, str) or (value and not value.startswith('/')):
+        raise ValidationException('The run directory must be an absolute path, or empty.', 'value')
+    doc['value'] = value.rstrip('/') if value != '/' else value

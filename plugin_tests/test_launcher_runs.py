@@ -55,7 +55,7 @@ def _log(launcher, handle):
         out += chunk
 
 
-@pytest.fixture(scope='module', params=['process', 'slurm'])
+@pytest.fixture(scope='module', params=['process', 'docker', 'slurm'])
 def backend(request, tmp_path_factory):
     """(launcher factory, dataset path, a fresh results directory maker) for one backend."""
     root = tmp_path_factory.mktemp(f'runs-{request.param}')

@@ -487,6 +487,17 @@ class Launcher(abc.ABC):
         """End the run (idempotent); :meth:`run_state` then says it was cancelled."""
         raise self._no_runs()
 
+    def tool_identity(self, tool):
+        """A string naming the software a run of ``tool`` gets here (None: the default).
+
+        It changes when that software changes (an environment rebuilt, a new image),
+        so that an earlier run's results are reused only for the same tool version.
+        The base class names the tool's entry for this backend; backends that can
+        tell more (an image id, an environment's files) override it.
+        """
+        part = (tool or {}).get(self.name)
+        return f'{self.name}:{json.dumps(part, sort_keys=True)}'
+
     def cleanup_run(self, handle):
         """Release what the run held (process, container, its working files, its log).
 

@@ -37,6 +37,16 @@ The per-notebook directory ``<run_root>/<notebook_id>.<random>/`` holds::
 
 ``etc/`` is the container's ``/etc/datadns`` (read-only), ``sock/`` its ``/run/datadns``.
 
+A batch run (:meth:`DockerLauncher.start_run`) is a container of the tool's image
+(``tool['docker']['image']``, else ``image``) under the same rules: no network,
+the same user, capabilities, limits and read-only root, the dataset bind-mounted
+read-only at ``/data`` and the results directory writable at ``/results``
+(``DATASET_DIR`` and ``RESULTS_DIR``). Ending a run kills its container (its
+command is PID 1 there, which a SIGTERM would not end).
+It is labelled ``datadns.run=<id>`` and kept after it exits, so that its exit
+code (from the Docker API) and its log outlive it until :meth:`cleanup_run`;
+``<run_root>/.runs/<run_id>/ended`` records why it was ended early.
+
 ``sock/`` is writable by the container until the server answers; then
 :meth:`DockerLauncher.wait_ready` makes it read-only for the container, so that
 code in a kernel cannot put a symlink (to another socket of this machine, say
@@ -60,9 +70,27 @@ except ImportError:  # the package, and the process backend, work without the SD
     _sdk = None
 
 from . import identity, readonly, unixclose
-from .base import Launcher, LaunchError, Option, tool_config_lines, tool_part
+from .base import (
+    RUN_DATASET_DIR,
+    RUN_RESULTS_DIR,
+    Launcher,
+    LaunchError,
+    Option,
+    tool_config_lines,
+    tool_part,
+)
 
 MANAGED_LABEL = 'datadns.managed'
+#: The label of a batch run's container (never ``datadns.managed``: list_running()
+#: removes exited notebook containers, and a run's exit status must outlive it).
+RUN_LABEL = 'datadns.run'
+RUN_NAME_PREFIX = 'datadns-run-'
+#: Where batch runs keep their directories, under run_root (a dot name, with no sentinel:
+#: the clean-up of orphan notebook directories leaves it alone).
+RUNS_DIR = '.runs'
+_RUN_SENTINEL = '.datadns-run'
+#: Most bytes that one run_log() call returns.
+_LOG_CHUNK = 1 << 20
 NOTEBOOK_LABEL = 'datadns.notebook'
 BASE_URL_LABEL = 'datadns.base_url'
 TOOL_LABEL = 'datadns.tool'
@@ -404,6 +432,233 @@ class DockerLauncher(Launcher):
             pass
         return ''
 
+    # -- batch runs ----------------------------------------------------------------
+
+    def tool_identity(self, tool):
+        """The id of the image that runs the tool's commands (its name if the engine lacks it)."""
+        docker = _docker()
+        image = tool_part(tool, 'docker', 'image') or self.config['image']
+        try:
+            return f'docker:{image}:{self.client.images.get(image).id}'
+        except (docker.errors.DockerException, OSError, LaunchError):
+            return f'docker:{image}'
+
+    def start_run(self, spec):
+        """Create and start the run's container; returns its run handle.
+
+        Handle: ``{'backend': 'docker', 'runId', 'containerId', 'containerName',
+        'runDir', 'started', 'startedEpoch', 'timeLimit', 'labels'}``.
+        """
+        docker = _docker()
+        spec.check_paths()
+        image = tool_part(spec.tool, 'docker', 'image') or self.config['image']
+        run_dir = os.path.join(self.run_root, RUNS_DIR, spec.run_id)
+        try:
+            os.makedirs(self.run_root, mode=0o700, exist_ok=True)
+            os.makedirs(os.path.dirname(run_dir), mode=0o700, exist_ok=True)
+            os.mkdir(run_dir, mode=0o700)
+            open(os.path.join(run_dir, _RUN_SENTINEL), 'w').close()
+            self._open_results_to_container(spec.results_path)
+        except FileExistsError:
+            raise LaunchError(f'Run {spec.run_id} has been started already.') from None
+        except OSError as error:
+            _remove_run_dir(run_dir, _RUN_SENTINEL)
+            raise LaunchError(f'Could not prepare the run directory: {error}') from None
+        name = f'{RUN_NAME_PREFIX}{spec.run_id}'
+        labels = {
+            **{str(k): str(v) for k, v in self.config['labels'].items()},
+            **spec.labels,
+            RUN_LABEL: spec.run_id,
+        }
+        home = self.config['home'].rstrip('/') or '/'
+        environment = {
+            'HOME': home,
+            'LANG': 'C.UTF-8',
+            'PYTHONUNBUFFERED': '1',
+            **spec.env,
+            'DATASET_DIR': RUN_DATASET_DIR,
+            'RESULTS_DIR': RUN_RESULTS_DIR,
+        }
+        kwargs = self._sandbox_kwargs(home)
+        kwargs.update(
+            {
+                'name': name,
+                'command': list(spec.argv),
+                'entrypoint': [],
+                'labels': labels,
+                'environment': environment,
+                'mounts': [
+                    docker.types.Mount(
+                        target=RUN_DATASET_DIR, source=spec.data_path, type='bind', read_only=True
+                    ),
+                    docker.types.Mount(
+                        target=RUN_RESULTS_DIR,
+                        source=spec.results_path,
+                        type='bind',
+                        read_only=False,
+                    ),
+                ],
+            }
+        )
+        kwargs.update(self.config['run_kwargs'])
+        container = None
+        try:
+            container = self.client.containers.create(image, **kwargs)
+            container.start()
+        except docker.errors.ImageNotFound:
+            _remove_run_dir(run_dir, _RUN_SENTINEL)
+            raise LaunchError(
+                f'The image {image} is not available to the container engine; build it with '
+                'scripts/build-tools.sh --docker (a tool) or scripts/build-notebook-image.sh.'
+            ) from None
+        except (docker.errors.DockerException, OSError) as error:
+            if container is not None:
+                self._remove_run_container(container)
+            _remove_run_dir(run_dir, _RUN_SENTINEL)
+            raise LaunchError(
+                f'The container engine could not start the run: {_explain(error)}'
+            ) from None
+        return {
+            'backend': self.name,
+            'runId': spec.run_id,
+            'containerId': container.id,
+            'containerName': name,
+            'runDir': run_dir,
+            'started': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            'startedEpoch': time.time(),
+            'timeLimit': spec.time_limit,
+            'labels': labels,
+        }
+
+    def run_state(self, handle):
+        """From the container's state; a run past its time limit is ended here."""
+        container = self._container(handle['containerId'])
+        reason = _read_reason(handle['runDir'])
+        if container is None:
+            return 'exited', None, reason or "the run's container is gone"
+        if container.status in ('created', 'configured', 'initialized'):
+            return 'queued', None, None
+        if container.status in ('running', 'paused', 'restarting', 'stopping'):
+            limit = int(handle.get('timeLimit') or 0)
+            elapsed = time.time() - float(handle.get('startedEpoch') or time.time())
+            if not limit or elapsed <= limit:
+                return 'running', None, None
+            self._end_run(handle, container, f'ran longer than the limit of {limit} s')
+            reason = _read_reason(handle['runDir'])
+        if reason:
+            return 'exited', None, reason
+        try:
+            container.reload()
+        except (_docker().errors.DockerException, OSError):
+            return 'exited', None, reason or "the run's container is gone"
+        code = (container.attrs.get('State') or {}).get('ExitCode')
+        code = int(code) if code is not None else None
+        if code == 0:
+            return 'exited', 0, None
+        return 'exited', code, f'the command exited with code {code}'
+
+    def run_log(self, handle, offset=0):
+        """The container's output (stdout and stderr) from ``offset`` (at most 1 MiB)."""
+        docker = _docker()
+        try:
+            container = self._container(handle['containerId'])
+            if container is None:
+                return b''
+            output = container.logs(stdout=True, stderr=True)
+        except (docker.errors.DockerException, OSError, LaunchError):
+            return b''
+        offset = max(0, int(offset))
+        return output[offset : offset + _LOG_CHUNK]
+
+    def cancel_run(self, handle):
+        """Kill the run's container."""
+        container = self._container(handle['containerId'])
+        if container is not None and container.status in ('created', 'running', 'paused'):
+            self._end_run(handle, container, 'cancelled')
+
+    def cleanup_run(self, handle):
+        """Remove the run's container (running or not) and its directory."""
+        container = self._container(handle['containerId'])
+        if container is not None:
+            self._remove_run_container(container)
+        run_dir = handle.get('runDir') or ''
+        if os.path.dirname(run_dir) == os.path.join(self.run_root, RUNS_DIR):
+            _remove_run_dir(run_dir, _RUN_SENTINEL)
+
+    def _end_run(self, handle, container, reason):
+        path = os.path.join(handle['runDir'], 'ended')
+        if not os.path.exists(path):
+            try:
+                with open(path, 'w') as out:
+                    out.write(reason)
+            except OSError:
+                pass
+        docker = _docker()
+        try:
+            container.kill()
+            container.wait(timeout=int(self.config['api_timeout']))
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # not running (any more)
+                raise LaunchError(
+                    f'The container engine could not stop the run: {_explain(error)}'
+                ) from None
+        except (docker.errors.DockerException, OSError) as error:
+            raise LaunchError(
+                f'The container engine could not stop the run: {_explain(error)}'
+            ) from None
+
+    def _remove_run_container(self, container):
+        docker = _docker()
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            if error.status_code != 409:
+                raise LaunchError(
+                    f'The container engine could not remove the run container: {_explain(error)}'
+                ) from None
+        except (docker.errors.DockerException, OSError) as error:
+            raise LaunchError(
+                f'The container engine could not remove the run container: {_explain(error)}'
+            ) from None
+
+    def _open_results_to_container(self, results_path):
+        """Let the container's user write the results directory.
+
+        Given to that user when Girder may (root), else opened to all: the
+        directory is the caller's, inside a directory only Girder's user enters.
+        """
+        uid, _, gid = self.user.partition(':')
+        if os.geteuid() == 0 and uid.isdigit() and (not gid or gid.isdigit()):
+            os.chown(results_path, int(uid), int(gid or uid))
+        else:
+            os.chmod(results_path, 0o777)
+
+    def _sandbox_kwargs(self, home):
+        """The sandbox options every container gets: user, no network, no capabilities, limits."""
+        scratch = self.config['scratch_size'] or self.config['mem_limit']
+        tmpfs_options = 'rw,exec,nosuid,nodev,mode=1777' + (f',size={scratch}' if scratch else '')
+        kwargs = {
+            'tmpfs': {home: tmpfs_options, '/tmp': tmpfs_options},
+            'working_dir': home,
+            'user': self.user,
+            'network_mode': self.config['network'],
+            'cap_drop': ['ALL'],
+            'security_opt': ['no-new-privileges'],
+            'read_only': True,
+            'detach': True,
+        }
+        if self.config['mem_limit']:
+            kwargs['mem_limit'] = self.config['mem_limit']
+        if self.config['cpus']:
+            kwargs['nano_cpus'] = int(float(self.config['cpus']) * 1e9)
+        if self.config['pids_limit']:
+            kwargs['pids_limit'] = int(self.config['pids_limit'])
+        return kwargs
+
     # -- helpers ---------------------------------------------------------------
 
     def _make_run_dir(self, spec):
@@ -456,30 +711,16 @@ class DockerLauncher(Launcher):
             bind(os.path.join(run_dir, 'sock'), SOCKET_DIR, False),
             bind(os.path.join(run_dir, 'etc'), ETC_DIR, True),
         ]
-        environment = {'HOME': home, 'PYTHONUNBUFFERED': '1'}
-        scratch = self.config['scratch_size'] or self.config['mem_limit']
-        tmpfs_options = 'rw,exec,nosuid,nodev,mode=1777' + (f',size={scratch}' if scratch else '')
-        kwargs = {
-            'name': name,
-            'command': self.server_args(spec),
-            'labels': labels,
-            'environment': environment,
-            'mounts': mounts,
-            'tmpfs': {home: tmpfs_options, '/tmp': tmpfs_options},
-            'working_dir': home,
-            'user': self.user,
-            'network_mode': self.config['network'],
-            'cap_drop': ['ALL'],
-            'security_opt': ['no-new-privileges'],
-            'read_only': True,
-            'detach': True,
-        }
-        if self.config['mem_limit']:
-            kwargs['mem_limit'] = self.config['mem_limit']
-        if self.config['cpus']:
-            kwargs['nano_cpus'] = int(float(self.config['cpus']) * 1e9)
-        if self.config['pids_limit']:
-            kwargs['pids_limit'] = int(self.config['pids_limit'])
+        kwargs = self._sandbox_kwargs(home)
+        kwargs.update(
+            {
+                'name': name,
+                'command': self.server_args(spec),
+                'labels': labels,
+                'environment': {'HOME': home, 'PYTHONUNBUFFERED': '1'},
+                'mounts': mounts,
+            }
+        )
         kwargs.update(self.config['run_kwargs'])
         return kwargs
 
@@ -659,8 +900,17 @@ class DockerLauncher(Launcher):
             _remove_run_dir(run_dir)
 
 
-def _remove_run_dir(run_dir):
-    """Remove a per-notebook directory this launcher made (it holds the sentinel)."""
-    if os.path.islink(run_dir) or not os.path.exists(os.path.join(run_dir, _SENTINEL)):
+def _remove_run_dir(run_dir, sentinel=_SENTINEL):
+    """Remove a per-notebook (or per-run) directory this launcher made (it holds the sentinel)."""
+    if os.path.islink(run_dir) or not os.path.exists(os.path.join(run_dir, sentinel)):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _read_reason(run_dir):
+    """Why a run was ended early (recorded by _end_run), or None."""
+    try:
+        with open(os.path.join(run_dir, 'ended')) as source:
+            return source.read().strip() or None
+    except OSError:
+        return None

@@ -455,6 +455,20 @@ class ProcessLauncher(Launcher):
             paths.append(env)
         return os.path.join(env, 'bin'), sorted(set(paths))
 
+    def tool_identity(self, tool):
+        """The environment that runs the tool's commands, and when its packages last changed."""
+        python_bin, _ = self._tool_python(tool)
+        env = os.path.dirname(python_bin)
+        stamps = []
+        for path in [os.path.join(env, 'pyvenv.cfg')] + sorted(
+            glob.glob(os.path.join(env, 'lib', 'python3*', 'site-packages'))
+        ):
+            try:
+                stamps.append(str(os.stat(path).st_mtime_ns))
+            except OSError:
+                stamps.append('-')
+        return f'process:{os.path.realpath(env)}:{",".join(stamps)}'
+
     def start_run(self, spec):
         """Start the batch run ``spec`` in its sandbox; returns its run handle.
 
@@ -593,6 +607,7 @@ class ProcessLauncher(Launcher):
             except subprocess.TimeoutExpired:
                 pass
         run_dir = handle.get('runDir') or ''
+        _kill_naming(run_dir)
         if os.path.basename(run_dir) == handle.get('runId') and os.path.dirname(
             run_dir
         ) == os.path.join(self.work_root, RUNS_DIR):
@@ -601,8 +616,10 @@ class ProcessLauncher(Launcher):
     def _end_run(self, handle, reason):
         """Record why the run ends, then end it: SIGTERM, and SIGKILL after ``stop_grace``.
 
-        Killing the wrapper is enough for the sandbox (``--die-with-parent``); the
-        process group is signalled too, for an unsandboxed run.
+        Killing the wrapper is enough for a sandbox that has started
+        (``--die-with-parent``); the process group is signalled too, for an
+        unsandboxed run, and whatever still names the run's directory on its
+        command line (a bwrap caught half-way through its start) is killed last.
         """
         ended = os.path.join(handle['runDir'], 'ended')
         if not os.path.exists(ended):
@@ -611,22 +628,18 @@ class ProcessLauncher(Launcher):
             except OSError:
                 pass
         pid = handle['pid']
-        descendants = []
-        try:
-            for child in psutil.Process(pid).children(recursive=True):
-                descendants.append((child.pid, startTicks(child)))
-        except psutil.Error:
-            pass
+        descendants = _descendants(pid)
         self._signal_group(pid, signal.SIGTERM)
         if not self._wait_gone(handle, descendants, self.config['stop_grace']):
             self._signal_group(pid, signal.SIGKILL)
-            for child_pid, child_start in descendants:
+            for child_pid, child_start in descendants + _descendants(pid):
                 if processMatches(child_pid, child_start):
                     try:
                         os.kill(child_pid, signal.SIGKILL)
                     except OSError:
                         pass
             self._wait_gone(handle, descendants, 5.0)
+        _kill_naming(handle['runDir'])
 
     # -- helpers ---------------------------------------------------------------
 
@@ -797,6 +810,30 @@ class ProcessLauncher(Launcher):
         try:
             os.unlink(self._marker_path(notebook_id))
         except FileNotFoundError:
+            pass
+
+
+def _descendants(pid):
+    """(pid, start time) of every process below ``pid``."""
+    found = []
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            found.append((child.pid, startTicks(child)))
+    except psutil.Error:
+        pass
+    return found
+
+
+def _kill_naming(run_dir):
+    """SIGKILL every process whose command line names ``run_dir`` (the run's bwrap)."""
+    if not run_dir:
+        return
+    marker = os.path.join(run_dir, 'home')
+    for process in psutil.process_iter(['cmdline']):
+        try:
+            if marker in (process.info['cmdline'] or []):
+                process.kill()
+        except psutil.Error:
             pass
 
 
