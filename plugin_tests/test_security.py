@@ -36,7 +36,7 @@ from girder_resolver.constants import LAUNCH_SCOPE
 from girder_resolver.models.site import Site
 from girder_resolver.services.registration import register as registerSite
 
-PREFIXES = ('/resolve', '/resolver', '/notebook')
+PREFIXES = ('/resolve', '/resolver', '/notebook', '/run')
 CALLERS = ('anonymous', 'user', 'other', 'siteOwner', 'otherSiteOwner', 'admin', 'credential')
 SECRET = 'site-credential-that-must-never-leak-0123456789'
 PUBLIC_ID = 'doi:10.5072/security.public'
@@ -87,6 +87,7 @@ class World:
             {str(f['_id']): str(tmp_path / f['name']) for f in (self.public, self.private)},
         )
         self.notebook = self.stoppedNotebook(user)
+        self.run = self.finishedRun(user)
 
     def register(self, owner, name):
         registerSite(
@@ -126,6 +127,27 @@ class World:
         )
         return str(doc['_id'])
 
+    def finishedRun(self, owner):
+        from girder_resolver.models.notebook import identityOf
+        from girder_resolver.models.run import Run
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        doc = Run().save(
+            {
+                'name': 'a finished run',
+                'site': Setting().get('resolver.site_name'),
+                'identity': identityOf(owner),
+                'folderId': self.private['_id'],
+                'userId': owner['_id'],
+                'status': 'succeeded',
+                'exitCode': 0,
+                'command': 'true',
+                'created': now,
+                'updated': now,
+            }
+        )
+        return str(doc['_id'])
+
     def caller(self, name):
         """request() keyword arguments that make the call as ``name``."""
         if name == 'anonymous':
@@ -138,7 +160,8 @@ class World:
 @pytest.fixture
 def world(server, admin, user, tmp_path):
     from girder_resolver.models.notebook import Notebook
-    from girder_resolver.services import notebooks
+    from girder_resolver.models.run import Run
+    from girder_resolver.services import notebooks, runs
 
     world = World(admin, user, tmp_path)
     yield world
@@ -148,6 +171,8 @@ def world(server, admin, user, tmp_path):
         time.sleep(0.2)
     for doc in Notebook().find({'live': True}):
         notebooks.stop(doc)
+    for doc in Run().find({'active': True}):
+        runs.cancel(doc)
 
 
 # The expectations ---------------------------------------------------------------------
@@ -322,6 +347,42 @@ MATRIX = {
             expect(401, OK, 403, 403, 403, OK, 400),
         ),
     ],
+    ('POST', '/run'): [
+        (
+            'a private folder only user may read (the service account may not)',
+            lambda w, c: {'params': {'folderId': str(w.private['_id']), 'command': 'true'}},
+            expect(401, OK, 403, 403, 403, OK, 403),
+        ),
+        (
+            'a public dataset (the credential must name a person)',
+            lambda w, c: {'params': {'folderId': str(w.public['_id']), 'command': 'true'}},
+            expect(401, OK, OK, OK, OK, OK, 400),
+        ),
+    ],
+    ('GET', '/run'): [
+        ("one's own runs", lambda w, c: {}, expect(401, OK, OK, OK, OK, OK, 400)),
+    ],
+    ('GET', '/run/{id}'): [
+        (
+            "user's run",
+            lambda w, c: {'path': f'/run/{w.run}'},
+            expect(401, OK, 403, 403, 403, OK, 400),
+        ),
+    ],
+    ('GET', '/run/{id}/log'): [
+        (
+            "user's run",
+            lambda w, c: {'path': f'/run/{w.run}/log', 'isJson': False},
+            expect(401, OK, 403, 403, 403, OK, 400),
+        ),
+    ],
+    ('DELETE', '/run/{id}'): [
+        (
+            "user's run (ended: answered as it is)",
+            lambda w, c: {'path': f'/run/{w.run}'},
+            expect(401, OK, 403, 403, 403, OK, 400),
+        ),
+    ],
 }
 
 
@@ -427,7 +488,7 @@ INJECTIONS = [
 ]
 #: Parameters whose value is a filter or a key: hostile values must be refused (4xx).
 FILTERS = {'id', 'identifier', 'site', 'collectionId', 'folderId', 'userId', 'name', 'sort'}
-FILTERS |= {'offset'}
+FILTERS |= {'offset', 'scriptFileId', 'status'}
 
 
 def hostile(value, param):
@@ -461,6 +522,7 @@ def baseline(world, path):
         '/resolve': {'id': PUBLIC_ID},
         '/resolve/launch': {'id': PUBLIC_ID},
         '/notebook': {'folderId': str(world.private['_id'])},
+        '/run': {'folderId': str(world.private['_id']), 'command': 'true'},
     }.get(path, {})
 
 
