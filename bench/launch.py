@@ -61,6 +61,7 @@ The last line of stdout is the JSON result.
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -698,8 +699,8 @@ def kernelRoundTrips(central, person, folderId, args):
     handle, token = record['handle'], record['token']
     browser = http()
     url = person.session.get(f'{person.apiUrl}/notebook/{nb["_id"]}').json()['url']
-    page = browser.get(url, timeout=30)  # the cookie, then the UI's /tree
-    base = page.url.rsplit('/tree', 1)[0] + '/'
+    page = browser.get(url, timeout=30)  # the cookie, then the tool's UI (/lab or /tree)
+    base = re.sub(r'(lab|tree)/?$', '', page.url)
     kernel = browser.post(
         f'{base}api/kernels', json={}, headers={'Authorization': f'token {token}'}, timeout=30
     ).json()['id']

@@ -109,7 +109,7 @@ def testDatadnsUpResolvesLaunchesStopsCleanlyAndReusesItsData(home):
         browser = requests.Session()
         opened = browser.get(notebook['url'], timeout=30)
         assert opened.status_code == 200, opened.text
-        base = opened.url.split('/tree')[0].rstrip('/')
+        base = re.sub(r'/(lab|tree)/?$', '', opened.url)
         listing = browser.get(f'{base}/api/contents/Galaxy survey', timeout=10).json()
         assert {'README.md', 'part-1.csv', 'part-2.csv'} <= {c['name'] for c in listing['content']}
     finally:

@@ -64,8 +64,8 @@ def testTheNotebookWorksThroughTheFrontDoorWithoutATokenInAnyUrl(boundServer, us
     browser = http()
     page = browser.get(nb['url'])
     assert page.status_code == 200, page.text
-    # Sent on to the classic UI's file listing under /notebook/<id>/, never with the token.
-    assert urllib.parse.urlsplit(page.url).path == f'/notebook/{nb["_id"]}/tree'
+    # Sent on to the default tool's UI (JupyterLab) under /notebook/<id>/, never with the token.
+    assert urllib.parse.urlsplit(page.url).path == f'/notebook/{nb["_id"]}/lab'
     for hop in [*page.history, page]:
         assert token not in hop.url
         assert token not in hop.headers.get('Location', '')

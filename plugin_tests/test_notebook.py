@@ -221,12 +221,13 @@ def testANotebookRunsNextToTheDataReadOnlyBehindItsToken(
         json={'type': 'file', 'format': 'text', 'content': 'x'},
     )
     assert write.status_code == 403
-    # The notebook's address opens the UI's file listing, which shows the dataset, to a
-    # browser holding the notebook's cookie (what its open link sets: test_frontdoor.py).
+    # The notebook's address opens the default tool's UI (JupyterLab), whose file browser
+    # shows the dataset, to a browser holding the notebook's cookie (what its open link
+    # sets: test_frontdoor.py).
     assert token not in nb['url']
     page = session.get(frontDoorUrl(nb), headers={'Authorization': f'token {token}'})
     assert page.status_code == 200
-    assert urllib.parse.urlsplit(page.url).path.endswith('/tree')
+    assert urllib.parse.urlsplit(page.url).path.endswith('/lab')
     context = browser.new_context()
     try:
         context.add_cookies([{'name': COOKIE_NAME, 'value': token, 'url': frontDoorUrl(nb)}])
