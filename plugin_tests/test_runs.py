@@ -8,6 +8,7 @@ cancel, the caps, who may see what, and bad input.
 """
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -19,7 +20,9 @@ from girder.models.upload import Upload
 from pytest_girder.assertions import assertStatus, assertStatusOk
 
 from girder_resolver.models.run import Run
+from girder_resolver.primitives import processStamp
 from girder_resolver.services import runs
+from girder_resolver.services.notebooks.local import launcher
 from plugin_tests.test_notebook import makeDataset, makeUser, requireDocker
 
 RESULT_COMMAND = (
@@ -185,6 +188,38 @@ def testARunsLogStreamsWhileItRuns(boundServer, admin, user, fsAssetstore, tmp_p
     # From an offset, once it has ended.
     tail = session.get(url, headers={'Girder-Token': token}, params={'offset': 8}, timeout=10)
     assert tail.text == 'done\n'
+
+
+@pytest.mark.plugin('resolver')
+def testARunThatEndedWhileNobodyFollowedItIsFinishedAfterARestart(server, user, dataset, runRoot):
+    folder, _ = dataset
+    Setting().set('resolver.backend', 'process')
+    runs.stop()  # Girder is down: nothing follows the run
+    try:
+        resp = submit(server, user, folder, command='echo out > "$RESULTS_DIR/r.txt"')
+        assertStatus(resp, 201)
+        doc = Run().load(resp.json['_id'])
+        handle = doc['handle']
+        deadline = time.monotonic() + 30
+        while launcher('process').run_state(handle)[0] != 'exited':
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert Run().load(doc['_id'])['status'] in ('queued', 'running')
+        # The process that was finishing it died half-way (its claim names a process gone).
+        gone = subprocess.Popen(['true'])
+        stamp = processStamp(gone.pid)
+        gone.wait()
+        Run().collection.update_one({'_id': doc['_id']}, {'$set': {'finisher': stamp}})
+    finally:
+        runs.start()  # Girder is back: its follower picks the run up
+    deadline = time.monotonic() + 30
+    while Run().load(doc['_id'])['status'] not in ('succeeded', 'failed', 'cancelled'):
+        assert time.monotonic() < deadline, Run().load(doc['_id'])
+        time.sleep(0.1)
+    done = Run().load(doc['_id'])
+    assert done['status'] == 'succeeded'
+    assert download(server, user, str(done['resultsFolderId']), 'r.txt') == 'out\n'
+    assert not os.path.exists(handle['runDir'])  # the backend's hold released
 
 
 @pytest.mark.plugin('resolver')

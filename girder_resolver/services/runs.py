@@ -250,7 +250,11 @@ def _capReached(cap):
 def _start(doc, launcher, argv, dataPath, tool):
     results = os.path.join(runDir(doc), 'results')
     try:
-        os.makedirs(results, mode=0o700)
+        # Private to Girder's user all the way down: logs and results wait here.
+        os.makedirs(runRoot(), mode=0o700, exist_ok=True)
+        os.chmod(runRoot(), 0o700)
+        os.makedirs(runDir(doc), mode=0o700)
+        os.mkdir(results, mode=0o700)
         spec = RunSpec(
             str(doc['_id']),
             argv,
