@@ -254,7 +254,9 @@ def testTimeLimitCancelAndCap(server, user, dataset, runRoot):
 
 
 @pytest.mark.plugin('resolver')
-def testScriptsBadInputAndOtherPeoplesFiles(server, admin, user, dataset, runRoot, fsAssetstore):
+def testScriptsBadInputAndOtherPeoplesFiles(
+    server, admin, user, dataset, runRoot, fsAssetstore, monkeypatch
+):
     folder, _ = dataset
     Setting().set('resolver.backend', 'process')
     private = Folder().createFolder(
@@ -324,6 +326,21 @@ def testScriptsBadInputAndOtherPeoplesFiles(server, admin, user, dataset, runRoo
         ),
         401,
     )
+
+    # A run that leaves more results than may be uploaded fails, saying so.
+    monkeypatch.setattr(runs, 'MAX_RESULT_ENTRIES', 3)
+    many = submit(
+        server,
+        user,
+        folder,
+        command='touch "$RESULTS_DIR"/f1 "$RESULTS_DIR"/f2 "$RESULTS_DIR"/f3 "$RESULTS_DIR"/f4',
+    )
+    assertStatus(many, 201)
+    capped = waitFinal(server, user, many.json['_id'])
+    assert capped['status'] == 'failed'
+    assert 'more than 3 files and folders' in capped['reason']
+    uploaded = server.request('/item', user=user, params={'folderId': capped['resultsFolderId']})
+    assert [i['name'] for i in uploaded.json] == ['f1', 'f2', 'f3']
 
 
 class _Bytes:

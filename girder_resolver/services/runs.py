@@ -58,6 +58,8 @@ MAX_SCRIPT = 100_000
 #: Most bytes of a log shown as ``logTail``.
 LOG_TAIL = 4000
 RESULTS_PARENT = 'Data DNS runs'
+#: Most files and folders of a run's results that are uploaded; a run that left more fails.
+MAX_RESULT_ENTRIES = 10_000
 #: Interpreters a script may name (by its #! line or its file name's extension).
 INTERPRETERS = {
     'bash': ['bash', '-c'],
@@ -397,7 +399,14 @@ def finish(doc, code, reason):
         reason = reason or 'the run ended without an exit status'
     fields = {'exitCode': code, 'reason': reason}
     try:
-        fields['resultsFolderId'] = uploadResults(claimed, os.path.join(directory, 'results'))
+        folderId, complete = uploadResults(claimed, os.path.join(directory, 'results'))
+        fields['resultsFolderId'] = folderId
+        if not complete:
+            status = 'failed'
+            fields['reason'] = (
+                f'The run left more than {MAX_RESULT_ENTRIES} files and folders in RESULTS_DIR; '
+                f'only the first {MAX_RESULT_ENTRIES} were uploaded.'
+            )
     except Exception as error:  # the run is over either way; say why nothing was kept
         logger.exception('Could not upload the results of run %s', claimed['_id'])
         status = 'failed'
@@ -448,8 +457,9 @@ def _resultsExist(doc):
 
 def uploadResults(doc, resultsPath):
     """Upload the tree ``resultsPath`` into ``Private/Data DNS runs/<run name>`` of the
-    run's owner; the results folder's id.
+    run's owner; ``(results folder id, whether all of it was uploaded)``.
 
+    At most :data:`MAX_RESULT_ENTRIES` files and folders are taken.
     Only regular files and directories are taken, never through a symlink: the run
     wrote this tree, and a link in it could point at any file of this machine.
     """
@@ -465,11 +475,12 @@ def uploadResults(doc, resultsPath):
     target = Folder().createFolder(
         parent, doc['name'] or str(doc['_id']), creator=user, public=False, reuseExisting=True
     )
-    _uploadTree(resultsPath, target, user, depth=0)
-    return target['_id']
+    budget = [MAX_RESULT_ENTRIES]
+    _uploadTree(resultsPath, target, user, 0, budget)
+    return target['_id'], budget[0] >= 0
 
 
-def _uploadTree(path, folder, user, depth):
+def _uploadTree(path, folder, user, depth, budget):
     if depth > 32:
         return
     try:
@@ -479,9 +490,12 @@ def _uploadTree(path, folder, user, depth):
     for entry in entries:
         if entry.is_symlink():
             continue
+        budget[0] -= 1
+        if budget[0] < 0:
+            return
         if entry.is_dir(follow_symlinks=False):
             sub = Folder().createFolder(folder, entry.name, creator=user, reuseExisting=True)
-            _uploadTree(entry.path, sub, user, depth + 1)
+            _uploadTree(entry.path, sub, user, depth + 1, budget)
         elif entry.is_file(follow_symlinks=False):
             if Item().findOne({'folderId': folder['_id'], 'name': entry.name}) is not None:
                 continue  # uploaded before a restart cut the finish short
