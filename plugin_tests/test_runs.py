@@ -23,6 +23,7 @@ from girder_resolver.models.run import Run
 from girder_resolver.primitives import processStamp
 from girder_resolver.services import runs
 from girder_resolver.services.notebooks.local import launcher
+from plugin_tests.launcher_helpers import requireSlurm
 from plugin_tests.test_notebook import makeDataset, makeUser, requireDocker
 
 RESULT_COMMAND = (
@@ -157,6 +158,22 @@ def testARunWritesItsResultsIntoGirderAndAnIdenticalRunReusesThem(
     assertStatusOk(mine)
     assert len(mine.json) == 2
     assert len(server.request('/run', user=admin).json) == 4
+
+
+@pytest.mark.plugin('resolver')
+def testARunOnSlurmIsAJobWhoseResultsGoIntoGirder(server, user, dataset, runRoot):
+    requireSlurm()
+    Setting().set('resolver.backend', 'slurm')
+    folder, data = dataset
+    resp = submit(server, user, folder, command=RESULT_COMMAND)
+    assertStatus(resp, 201)
+    done = waitFinal(server, user, resp.json['_id'])
+    assert done['status'] == 'succeeded', done
+    assert done['backend'] == 'slurm'
+    assert 'reading /data' in done['logTail'] and 'finished' in done['logTail']
+    results = done['resultsFolderId']
+    assert download(server, user, results, 'copy.csv') == (data / 'values.csv').read_text()
+    assert download(server, user, results, 'plots', 'n.txt').strip() == '2'
 
 
 @pytest.mark.plugin('resolver')
