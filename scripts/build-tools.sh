@@ -26,6 +26,8 @@
 # DATADNS_DEBIAN_MIRROR (for images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# What is built is read by other users (the notebooks' sandbox user, slurm jobs).
+umask 022
 
 ALL_IDS=(python scientific-python r)
 # What every tool runs: JupyterLab (the default UI), the classic UI (Notebook 7, for a
