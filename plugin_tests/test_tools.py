@@ -15,6 +15,7 @@ Without them the launch tests are skipped, except in CI (CI=true), where they fa
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -115,10 +116,20 @@ def requireTool(backend, tool_id):
     pytest.skip(reason)
 
 
+#: The process launcher's work root: short, for its sockets' paths (removed at the end).
+WORK_ROOT = f'/tmp/datadns-tools-test-{RUN}'
+
+
 def launcherFor(backend):
     if backend == 'process':
-        return get_launcher('process', work_root=f'/tmp/datadns-tools-test-{RUN}')
+        return get_launcher('process', work_root=WORK_ROOT)
     return get_launcher('docker', labels={'datadns.test': '1'})
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _removeWorkRoot():
+    yield
+    shutil.rmtree(WORK_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope='module')
