@@ -29,7 +29,10 @@ from plugin_tests.test_notebook import makeDataset, makeUser, requireDocker
 RESULT_COMMAND = (
     'echo "reading $DATASET_DIR"; cp "$DATASET_DIR/values.csv" "$RESULTS_DIR/copy.csv"; '
     'mkdir "$RESULTS_DIR/plots"; wc -l < "$DATASET_DIR/values.csv" > "$RESULTS_DIR/plots/n.txt"; '
-    'ln -s /etc/passwd "$RESULTS_DIR/leak"; echo finished'
+    'ln -s /etc/passwd "$RESULTS_DIR/leak"; '
+    # Nothing of Girder's environment, in its own or any visible process; no dataset writes.
+    '(env; cat /proc/[0-9]*/environ) 2>/dev/null | grep -qa girder-secret && echo LEAKED; '
+    'touch "$DATASET_DIR/new" 2>/dev/null && echo WROTE; echo finished'
 )
 
 
@@ -84,8 +87,9 @@ def download(server, user, folderId, *path):
 @pytest.mark.plugin('resolver')
 @pytest.mark.parametrize('backend', ['process', 'docker'])
 def testARunWritesItsResultsIntoGirderAndAnIdenticalRunReusesThem(
-    server, admin, user, dataset, runRoot, backend
+    server, admin, user, dataset, runRoot, backend, monkeypatch
 ):
+    monkeypatch.setenv('DATADNS_TEST_SECRET', 'girder-secret-no-run-may-see')
     if backend == 'docker':
         requireDocker()
     Setting().set('resolver.backend', backend)
