@@ -6,12 +6,14 @@ before its dataset is known), activity for the culler, and adoption by job id.
 """
 
 import os
+import socket
 
 import pytest
 
 from girder_resolver import tools
 from girder_resolver.launcher import LaunchError, LaunchSpec, get_launcher
 from girder_resolver.launcher.slurm import slurm_memory, slurm_seconds, slurm_time
+from plugin_tests.kernel_helpers import runInKernel
 from plugin_tests.launcher_helpers import makeDataset, requireSlurm
 
 RUN = os.getpid()
@@ -131,3 +133,40 @@ def test_a_tool_runs_in_the_job_with_its_environment_and_ui(slurm):
         assert lab.status == 200
     finally:
         backend.stop(handle)
+
+
+def test_a_kernel_cannot_send_the_forwarder_to_another_socket_of_the_node(slurm, tmp_path):
+    """The job's forwarder connects, outside the sandbox, to the socket's path in a
+    directory the kernel can write: a symlink there must not lead it elsewhere."""
+    root, data = slurm
+    decoy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    decoyPath = str(tmp_path / 'decoy.sock')
+    decoy.bind(decoyPath)
+    decoy.listen()
+    decoy.settimeout(1)
+    backend = launcher(root)
+    handle = backend.start(LaunchSpec(f'symlink-{RUN}', 'symtoken', str(data)))
+    try:
+        backend.wait_ready(handle, timeout=60, token='symtoken')
+        kernel = backend.request(
+            handle, 'POST', 'api/kernels', token='symtoken', body={'name': 'python3'}
+        ).json()
+        url = (
+            f'ws://{handle["host"]}:{handle["port"]}{handle["baseUrl"]}'
+            f'api/kernels/{kernel["id"]}/channels'
+        )
+        code = (
+            'import os\n'
+            "os.rename('/run/datadns/nb.sock', '/run/datadns/moved.sock')\n"
+            f"os.symlink({decoyPath!r}, '/run/datadns/nb.sock')\n"
+            "print('replaced')\n"
+        )
+        # Through the forwarder (a WebSocket over TCP), as a browser's kernel runs.
+        assert 'replaced' in runInKernel(url, code, headers=['Authorization: token symtoken'])
+        with pytest.raises(OSError):
+            backend.request(handle, 'GET', 'api/status', token='symtoken')
+        with pytest.raises(TimeoutError):
+            decoy.accept()  # the forwarder never connected to it
+    finally:
+        backend.stop(handle)
+        decoy.close()

@@ -7,7 +7,8 @@ Copied into the job's working directory and submitted as the batch script (with 
 1. starts the sandboxed notebook server (``argv`` of ``job.json``), which listens on
    a Unix socket inside its sandbox, since the sandbox has no network of its own;
 2. listens on a TCP port of the node (``listen``; port 0: any free one) and forwards
-   each connection to that socket, byte for byte (HTTP and WebSockets alike);
+   each connection to that socket, byte for byte (HTTP and WebSockets alike), never
+   through a symlink put in its place;
 3. writes where it answers, ``{"host", "port", "node", "jobId"}``, atomically into
    ``address_file`` (outside the sandbox, so a kernel cannot redirect the front door);
 4. on SIGTERM/SIGINT (``scancel``) ends the server's process group, and exits with
@@ -26,6 +27,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 
@@ -51,9 +53,34 @@ async def _pipe(reader, writer):
             writer.close()
 
 
+def _connect_socket(path):
+    """A socket connected to the Unix socket at ``path``, never through a symlink.
+
+    The socket's directory is writable inside the sandbox: a kernel could put a
+    symlink there to another socket of the node (a container engine's, say), which
+    a plain connect() would follow with this program's rights. Opening the path
+    with O_NOFOLLOW and connecting through /proc/self/fd reaches only a real
+    socket file (also past the 108-byte limit of socket paths).
+    """
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(f'{path} is not a socket')
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(f'/proc/self/fd/{fd}')
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    finally:
+        os.close(fd)
+
+
 async def _forward(socket_path, client_reader, client_writer):
     try:
-        server_reader, server_writer = await asyncio.open_unix_connection(socket_path)
+        sock = _connect_socket(socket_path)
+        server_reader, server_writer = await asyncio.open_unix_connection(sock=sock)
     except OSError:
         client_writer.close()
         return
