@@ -39,7 +39,14 @@ from girder.models.upload import Upload
 from girder.models.user import User
 
 from .. import settings
-from ..errors import InvalidRequest, InvalidTransition, LimitReached, NotFound, Unavailable
+from ..errors import (
+    Conflict,
+    InvalidRequest,
+    InvalidTransition,
+    LimitReached,
+    NotFound,
+    Unavailable,
+)
 from ..launcher import LaunchError, RunSpec
 from ..models.run import ACTIVE, FINAL, Run
 from ..primitives import aware, now, objectId, processGone
@@ -202,7 +209,11 @@ def submit(folder, user, identity, command=None, scriptFileId=None, toolId=None,
     dataPath = local.datasetPath(folder)
     tool = toolChoice.choose(folder, toolId)
     launcher = local.launcher()
-    key = runKey(launcher.tool_identity(tool), content, folder, datasetStamp(folder, dataPath))
+    try:
+        toolIdentity = launcher.tool_identity(tool)
+    except LaunchError as error:
+        raise Conflict(f'The tool cannot run at this site now: {error}') from None
+    key = runKey(toolIdentity, content, folder, datasetStamp(folder, dataPath))
     if not fresh:
         earlier = Run().findReusable(key, user['_id'], identity)
         if earlier is not None and _resultsExist(earlier):
