@@ -26,16 +26,23 @@ export class RestError extends Error {
  * them there; the contract is written that way), and Girder's own error alert is
  * switched off: callers show errors where they belong.
  */
-export function request({ method = 'GET', url, params, headers }) {
+export function request({ method = 'GET', url, params, headers, form }) {
     const query = params ? $.param(dropEmpty(params)) : '';
+    const options = {
+        method,
+        url: query ? `${url}?${query}` : url,
+        headers,
+        dataType: 'json',
+        error: null,
+    };
+    if (form) {
+        // Long values (a script's text) go in a form-encoded body, which Girder reads
+        // like the query string.
+        options.data = dropEmpty(form);
+        options.contentType = 'application/x-www-form-urlencoded; charset=UTF-8';
+    }
     return new Promise((resolve, reject) => {
-        restRequest({
-            method,
-            url: query ? `${url}?${query}` : url,
-            headers,
-            dataType: 'json',
-            error: null,
-        }).done((body) => resolve(body)).fail((xhr) => reject(new RestError(xhr)));
+        restRequest(options).done((body) => resolve(body)).fail((xhr) => reject(new RestError(xhr)));
     });
 }
 
@@ -96,6 +103,70 @@ export function listTools(folderId) {
 
 export function stopNotebook(id) {
     return request({ method: 'DELETE', url: `notebook/${encodeURIComponent(id)}` });
+}
+
+// Batch runs ----------------------------------------------------------------------------
+
+/**
+ * What a run form sends: ``{command}`` or ``{script}`` (the script's text), ``tool`` (an
+ * id, or empty for the site's default) and ``fresh`` (run again even if an identical run
+ * succeeded before).
+ */
+function runForm({ command, script, tool, fresh }) {
+    return { command, script, tool, fresh: fresh ? 'true' : undefined };
+}
+
+export function startLocalRun(folderId, run) {
+    return request({ method: 'POST', url: 'run', params: { folderId }, form: runForm(run) });
+}
+
+export function startRemoteRun(identifier, site, run) {
+    // As for notebooks: no "site" unless the person chose one, so the resolver may fail over.
+    const params = site ? { id: identifier, site } : { id: identifier };
+    return request({ method: 'POST', url: 'resolve/run', params, form: runForm(run) });
+}
+
+export function listRuns(params) {
+    return request({ url: 'run', params: { limit: 50, sort: 'created', sortdir: -1, ...params } });
+}
+
+export function getRun(id) {
+    return request({ url: `run/${encodeURIComponent(id)}` });
+}
+
+export function cancelRun(id) {
+    return request({ method: 'DELETE', url: `run/${encodeURIComponent(id)}` });
+}
+
+/**
+ * Read a run's log from byte ``offset``, handing each piece to ``onBytes(Uint8Array)`` as it
+ * arrives (the server streams it while the run runs). Resolves when the answer ends.
+ */
+export async function streamRunLog(id, offset, onBytes, signal) {
+    const url = `${girder.rest.getApiRoot()}/run/${encodeURIComponent(id)}/log?offset=${offset}`;
+    const token = girder.auth.getCurrentToken();
+    const resp = await fetch(url, {
+        headers: token ? { 'Girder-Token': token } : {},
+        credentials: 'same-origin',
+        signal,
+    });
+    if (!resp.ok) {
+        let body = {};
+        try {
+            body = await resp.json();
+        } catch (err) {
+            // Not JSON: the status says enough.
+        }
+        throw new RestError({ status: resp.status, statusText: resp.statusText, responseJSON: body });
+    }
+    const reader = resp.body.getReader();
+    for (;;) {
+        const { done, value } = await reader.read();
+        if (done) {
+            return;
+        }
+        onBytes(value);
+    }
 }
 
 // Settings and sites ------------------------------------------------------------------

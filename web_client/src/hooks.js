@@ -4,6 +4,7 @@ import { attachDatasetPanel, decorateFolderLinks } from './views/DatasetPanel';
 
 const { wrap } = girder.utilities.PluginUtils;
 const { AdminView, CollectionView, FolderView } = girder.views.body;
+const { GlobalNavView } = girder.views.layout;
 const { FolderListWidget, HierarchyWidget } = girder.views.widgets;
 const { getCurrentUser } = girder.auth;
 
@@ -36,6 +37,21 @@ wrap(AdminView, 'render', function (render, ...args) {
           <li class="g-resolver-admin-settings">
             <a href="#plugins/resolver/config"><i class="icon-link"></i> Data DNS settings</a>
           </li>`);
+    }
+    return result;
+});
+
+// The global navigation: "My runs" for a logged-in person (the #runs page).
+wrap(GlobalNavView, 'render', function (render, ...args) {
+    const result = render.apply(this, args);
+    if (getCurrentUser() && !this.el.querySelector('.g-resolver-nav-runs')) {
+        const item = document.createElement('li');
+        item.className = 'g-global-nav-li g-resolver-nav-runs';
+        item.innerHTML = '<a class="g-nav-link" g-target="runs" g-name="resolverRuns" href="#runs"><i class="icon-play"></i><span>My runs</span></a>';
+        const list = this.el.querySelector('ul.g-global-nav');
+        if (list) {
+            list.appendChild(item);
+        }
     }
     return result;
 });

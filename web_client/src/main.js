@@ -7,7 +7,8 @@ import './hooks';
 
 import * as api from './api';
 import * as notebooks from './notebooks';
+import * as runs from './runs';
 import NotebookControls from './views/NotebookControls';
 import ResolveView from './views/ResolveView';
 
-girder.pluginUtils.registerPluginNamespace('resolver', { api, notebooks, NotebookControls, ResolveView });
+girder.pluginUtils.registerPluginNamespace('resolver', { api, notebooks, runs, NotebookControls, ResolveView });

@@ -3,6 +3,7 @@
 import ConfigView from './views/ConfigView';
 import FederationView from './views/FederationView';
 import ResolveView from './views/ResolveView';
+import RunsView from './views/RunsView';
 
 const router = girder.router;
 const events = girder.events;
@@ -17,6 +18,14 @@ router.route('plugins/resolver/config', 'resolverConfig', () => {
 
 router.route('resolver/federation', 'resolverFederation', () => {
     events.trigger('g:navigateTo', FederationView);
+});
+
+router.route('runs', 'resolverRuns', () => {
+    events.trigger('g:navigateTo', RunsView, {});
+});
+
+router.route('runs/:id', 'resolverRun', (id) => {
+    events.trigger('g:navigateTo', RunsView, { runId: id });
 });
 
 // On login Girder re-runs the current route without its query string; the

@@ -6,6 +6,7 @@ import { datasetsOfCollection, datasetsOfFolder, knownDatasets } from '../datase
 import { html } from '../html';
 import { notebooks, toolMenu } from '../notebooks';
 import NotebookControls from './NotebookControls';
+import RunControls from './RunControls';
 
 const { getCurrentUser } = girder.auth;
 
@@ -72,7 +73,11 @@ function datasetRow(dataset, collectionId) {
           <a class="g-resolver-dataset-name" href="${href}"><i class="icon-folder"></i>${dataset.name}</a>
           <span class="g-resolver-identifiers">${dataset.identifiers.map((i) => identifierBadge(i.identifier, i.scheme))}</span>
         </div>
-        <div class="g-resolver-dataset-actions"></div>
+        <div class="g-resolver-dataset-buttons">
+          <div class="g-resolver-dataset-actions"></div>
+          <div class="g-resolver-dataset-run"></div>
+        </div>
+        <div class="g-resolver-dataset-run-panel"></div>
       </li>`;
 }
 
@@ -133,7 +138,11 @@ export default class DatasetPanel {
                     <div class="g-resolver-dataset-info">
                       <span class="g-resolver-identifiers">${dataset.identifiers.map((i) => identifierBadge(i.identifier, i.scheme))}</span>
                     </div>
-                    <div class="g-resolver-dataset-actions"></div>
+                    <div class="g-resolver-dataset-buttons">
+                      <div class="g-resolver-dataset-actions"></div>
+                      <div class="g-resolver-dataset-run"></div>
+                    </div>
+                    <div class="g-resolver-dataset-run-panel"></div>
                   </li>
                 </ul>
               </div>`.toString();
@@ -141,13 +150,17 @@ export default class DatasetPanel {
         this.el.querySelectorAll('.g-resolver-dataset').forEach((row) => {
             const dataset = datasets.find((d) => d.folderId === row.dataset.folderId);
             const menu = toolMenu([this.tools], dataset.tool);
-            new NotebookControls(row.querySelector('.g-resolver-dataset-actions'), {
+            const target = {
                 local: true,
                 folderId: dataset.folderId,
                 site: dataset.site,
                 tools: menu.tools,
                 tool: menu.tool,
                 recommended: menu.recommended,
+            };
+            new NotebookControls(row.querySelector('.g-resolver-dataset-actions'), target).render();
+            new RunControls(row.querySelector('.g-resolver-dataset-run'), target, {
+                panel: row.querySelector('.g-resolver-dataset-run-panel'),
             }).render();
         });
         return this;

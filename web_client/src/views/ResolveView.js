@@ -7,6 +7,7 @@ import { html } from '../html';
 import { launchTarget, notebooks, safeNotebookUrl, toolMenu } from '../notebooks';
 import { identifierBadge } from './DatasetPanel';
 import NotebookControls from './NotebookControls';
+import RunControls from './RunControls';
 
 const View = girder.views.View;
 const { getCurrentUser } = girder.auth;
@@ -161,6 +162,11 @@ const ResolveView = View.extend({
                 openTarget: '_self',
                 onRunning: (nb) => this.goToNotebook(nb),
             }).render();
+            const runSlot = this.el.querySelector('.g-resolver-run-slot');
+            if (runSlot) {
+                // A batch run goes where a launch would (the same site, the same failover).
+                new RunControls(runSlot, launchTarget(best, this.result.identifier, explicit)).render();
+            }
         }
         return this;
     },
@@ -271,6 +277,7 @@ const ResolveView = View.extend({
                   <div class="g-resolver-refused alert alert-danger">The site answered with a notebook address that is
                     not an http(s) URL; it was not opened.</div>` : ''}
                 <div class="g-resolver-launch-slot"></div>
+                <div class="g-resolver-run-slot"></div>
                 <p class="g-resolver-opening hidden"><i class="icon-spin3 animate-spin"></i> Opening your notebook…</p>
               </div>`;
         }
