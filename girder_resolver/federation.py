@@ -285,27 +285,41 @@ class SiteClient:
             _tokens[key] = (token, time.monotonic() + _TOKEN_REUSE_SECONDS)
         return token
 
-    def _request(self, method, path, params):
+    def _answer(self, method, path, params, data=None, stream=False):
+        """The site's answer (status < 400) to a request with its credential; else SiteError."""
         for attempt in (0, 1):
             headers = {'Girder-Token': self._token(fresh=attempt > 0)}
-            resp = self._send(method, f'{self.apiUrl}/{path}', params=params, headers=headers)
+            resp = self._send(
+                method,
+                f'{self.apiUrl}/{path}',
+                params=params,
+                data=data,
+                headers=headers,
+                stream=stream,
+            )
             # A cached token the site forgot (restart on a new database): get a new one once.
             if resp.status_code == 401 and attempt == 0:
+                resp.close()
                 continue
             if resp.status_code >= 400:
                 message = _message(resp)
+                resp.close()
                 raise SiteError(
                     f'Site "{self.name}" answered HTTP {resp.status_code}'
                     + (f': {message}' if message else '.'),
                     resp.status_code,
                 )
-            try:
-                body = resp.json()
-            except ValueError:
-                raise SiteError(f'Site "{self.name}" answered something that is not JSON.')
-            if not isinstance(body, dict):
-                raise SiteError(f'Site "{self.name}" answered something that is not a notebook.')
-            return body
+            return resp
+
+    def _request(self, method, path, params, data=None):
+        resp = self._answer(method, path, params, data=data)
+        try:
+            body = resp.json()
+        except ValueError:
+            raise SiteError(f'Site "{self.name}" answered something that is not JSON.')
+        if not isinstance(body, dict):
+            raise SiteError(f'Site "{self.name}" answered something that is not a notebook.')
+        return body
 
     def launch(self, folderId, identity, tool=None):
         """Launch (or find) the notebook of ``identity`` for ``folderId`` at the site."""
@@ -319,3 +333,45 @@ class SiteClient:
 
     def stop(self, notebookId, identity):
         return self._request('DELETE', f'notebook/{notebookId}', {'onBehalfOf': identity})
+
+    # Batch runs ---------------------------------------------------------------------------
+
+    def startRun(self, folderId, identity, run):
+        """Submit a run of ``identity`` for ``folderId`` at the site.
+
+        ``run``: ``command`` or ``script`` (the script's text), optional ``tool`` and
+        ``fresh``; sent in the request body (a script may be long, and bodies are not logged).
+        """
+        body = {key: value for key, value in run.items() if value is not None}
+        if 'fresh' in body:
+            body['fresh'] = 'true' if body['fresh'] else 'false'
+        return self._request(
+            'POST', 'run', {'folderId': folderId, 'onBehalfOf': identity}, data=body
+        )
+
+    def getRun(self, runId, identity):
+        return self._request('GET', f'run/{runId}', {'onBehalfOf': identity})
+
+    def cancelRun(self, runId, identity):
+        return self._request('DELETE', f'run/{runId}', {'onBehalfOf': identity})
+
+    def runLog(self, runId, identity, offset=0, chunkSize=8192):
+        """The run's log from byte ``offset``, as the site sends it (an iterator of bytes).
+
+        The site streams the log while the run runs; a pause longer than
+        ``resolver.site_read_timeout`` ends the iteration (the caller asks again from
+        where it got to), as does the end of the site's answer.
+        """
+        resp = self._answer(
+            'GET', f'run/{runId}/log', {'onBehalfOf': identity, 'offset': offset}, stream=True
+        )
+
+        def chunks():
+            try:
+                yield from resp.iter_content(chunkSize)
+            except requests.RequestException:
+                return
+            finally:
+                resp.close()
+
+        return chunks()
