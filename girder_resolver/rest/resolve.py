@@ -11,9 +11,12 @@ import cherrypy
 from girder.api import access
 from girder.api.describe import Description, autoDescribeRoute
 from girder.api.rest import getApiUrl, getCurrentUser
+from girder.constants import AccessType
+from girder.models.folder import Folder
 
 from .. import errors, metrics, ratelimit
-from ..services import notebooks, resolution
+from ..models.notebook import identityOf
+from ..services import notebooks, resolution, runs, runs_remote
 from ..settings import validToolId
 from . import parseIdentifier
 from .errors import DomainResource
@@ -78,6 +81,7 @@ class Resolve(DomainResource):
         self.resourceName = 'resolve'
         self.route('GET', (), self.resolve)
         self.route('POST', ('launch',), self.launch)
+        self.route('POST', ('run',), self.run)
 
     @access.public
     @autoDescribeRoute(
@@ -180,3 +184,77 @@ class Resolve(DomainResource):
         if not locations:
             raise errors.NotFound(f'No site holds {identifier.canonical}, or you may not read it.')
         return notebooks.view(notebooks.launchFirst(locations, user, site=site, tool=tool))
+
+    @access.user
+    @autoDescribeRoute(
+        Description('Run a command or a script next to a dataset, at the best healthy site.')
+        .notes(
+            'Goes where POST /resolve/launch would: here, it runs like POST /run; at another '
+            "site, this resolver submits it there on your behalf with the site's federation "
+            'credential and keeps a record of it (its "site" names where it runs, "remoteId" '
+            'its id there). The site runs it and keeps its results: "resultsUrl" is their '
+            "folder's page at the site (only an http(s) URL on the site's own host is kept). "
+            'Follow it with GET /run/{id} and GET /run/{id}/log, cancel it with DELETE '
+            '/run/{id}, here. A script from your files here (scriptFileId) is sent to the site '
+            'as its text. A site that does not answer or fails (5xx) is passed over for the '
+            'next healthy one; with "site", only that site is tried.'
+        )
+        .param('id', 'The identifier, in any common spelling.')
+        .param('site', 'Run at this site only (no failover).', required=False)
+        .param('command', 'The command (bash).', required=False)
+        .param('script', "The script's text (a #! line names its interpreter).", required=False)
+        .param('scriptFileId', 'A file of yours at this server holding the script.', required=False)
+        .param('tool', "The tool (its id) of the site's list that runs it.", required=False)
+        .param(
+            'fresh',
+            'Run again even if an identical run succeeded before.',
+            required=False,
+            dataType='boolean',
+            default=False,
+        )
+        .errorResponse('Bad input: no command or script, or more than one; a bad identifier.', 400)
+        .errorResponse('No location is known for the identifier; no such script file.', 404)
+        .errorResponse('The cap of active runs is reached (at the chosen site).', 429)
+        .errorResponse('The chosen site, or every healthy site, failed to take the run.', 502)
+        .errorResponse('No healthy site (or not the chosen one) holds the dataset.', 503)
+    )
+    def run(self, id, site, command, script, scriptFileId, tool, fresh):
+        identifier = parseIdentifier(id)
+        if site is not None and not isinstance(site, str):
+            raise errors.InvalidRequest('Give at most one "site" parameter.')
+        given = [command, script, scriptFileId]
+        if sum(value is not None for value in given) != 1:
+            raise errors.InvalidRequest(
+                'Give one of "command", "script" (its text) or "scriptFileId".'
+            )
+        user = getCurrentUser()
+        locations = resolution.locations(identifier.canonical, user, preferSite=site)
+        if not locations:
+            raise errors.NotFound(f'No site holds {identifier.canonical}, or you may not read it.')
+        request = {'command': command, 'script': script, 'tool': tool, 'fresh': bool(fresh)}
+        if scriptFileId is not None:
+            # A file of this server: another site is sent its text.
+            request['script'], scriptFile = runs.readScript(scriptFileId, user)
+            request['scriptName'] = scriptFile['name']
+
+        reused = []
+
+        def submitHere(folderId):
+            folder = Folder().load(folderId, user=user, level=AccessType.READ, exc=True)
+            doc, again = runs.submit(
+                folder,
+                user,
+                identityOf(user),
+                command=command,
+                script=script,
+                scriptFileId=scriptFileId,
+                toolId=tool,
+                fresh=bool(fresh),
+            )
+            reused.append(again)
+            return doc
+
+        doc = runs_remote.submitFirst(
+            locations, identifier.canonical, user, request, submitHere, site=site
+        )
+        return runs.view(doc, reused=bool(reused and reused[0]))

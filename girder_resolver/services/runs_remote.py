@@ -294,3 +294,12 @@ def log(doc, offset=0):
             f'Site "{doc["site"]}" did not give the log: {exc}',
             status=exc.status if exc.status and exc.status < 500 else None,
         )
+
+
+def view(doc):
+    """The central's record as its owner sees it (as ``runs.view`` shows a run of this site)."""
+    out = Run().serialize(doc)
+    out['reused'] = bool(doc.get('reused'))
+    out['queueReason'] = None
+    out['logTail'] = doc.get('logTail') or ''
+    return out
