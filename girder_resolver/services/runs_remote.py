@@ -144,9 +144,7 @@ def submit(site, location, identifier, user, request, failover=None):
         if breaker.unavailable(exc):
             breaker.failed(Site().collection, site, str(exc), launch=True)
             raise
-        raise SiteFailed(
-            f'Site "{site["name"]}" could not start the run: {exc}', status=exc.status
-        )
+        raise SiteFailed(f'Site "{site["name"]}" could not start the run: {exc}', status=exc.status)
     except UnsafeUrl as exc:
         # Nothing of the answer is kept, and the run is not left going at the site.
         try:
