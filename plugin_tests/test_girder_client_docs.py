@@ -28,6 +28,10 @@ def testTheDocHasExamplesOfEveryStep():
         "gc.post('resolve/launch'",
         "gc.get(f'notebook/",
         'gc.delete(',
+        "gc.post(\n    'resolve/run'",
+        'f\'run/{run["_id"]}\'',
+        '/log',
+        'gc.downloadFolderRecursive(',
     ):
         assert step in code
 
@@ -66,3 +70,5 @@ def testTheGirderClientExamplesRunAgainstALiveServer(girder, capsys):
     out = capsys.readouterr().out
     assert 'Open this in your browser: http://' in out
     assert namespace['notebook']['status'] == 'running'
+    assert namespace['run']['status'] == 'succeeded'
+    assert 'row-counts.txt' in out

@@ -15,6 +15,7 @@ import pymongo
 import pytest
 from bson import ObjectId
 
+from datadns import sample
 from plugin_tests.federation_helpers import http, person, registerSite, siteBehindCentral
 from plugin_tests.test_federation_trust import FakeSite
 
@@ -25,9 +26,10 @@ OCEAN = 'hdl:20.500.12345/ocean-temps'
 
 @pytest.fixture(scope='module')
 def fed(mongoUri, tmp_path_factory):
-    with siteBehindCentral(
-        mongoUri, tmp_path_factory.mktemp('run-federation'), 'runfed', SITE
-    ) as federation:
+    home = tmp_path_factory.mktemp('run-federation')
+    with siteBehindCentral(mongoUri, home, 'runfed', SITE) as federation:
+        # The central keeps people's files too (a script to run at the site).
+        sample.ensureAssetstore(federation.clients['central'], home / 'central-assetstore')
         yield federation
 
 

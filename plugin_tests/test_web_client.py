@@ -720,3 +720,90 @@ def testTheResolvePageNeverNavigatesToANotebookUrlThatIsNotHttp(page, liveSite):
     assert page.evaluate('window.__pwned') is None
     assert page.url.startswith(liveSite.url)
     page.screenshots('refused')
+
+
+# Batch runs --------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def testTheRunFormSubmitsARunAndMyRunsFollowsItsLogToTheResults(page, liveSite):
+    name, _identifier, _folder = liveSite.dataset(GALAXY)
+    openApp(page, liveSite)
+    logIn(page, USER)
+    page.goto(f'{liveSite.url}/#collection/{liveSite.collection["_id"]}')
+    row = datasetRow(page, name)
+    row.locator('.g-resolver-run').click()
+    form = row.locator('.g-resolver-run-form')
+    expect(form).to_be_visible()
+    expect(form.locator('.g-resolver-run-tool option').first).to_have_text("The site's default")
+    form.locator('.g-resolver-run-command textarea').fill(
+        'echo "counting rows"; for i in 1 2 3; do echo "step $i"; sleep 1; done; '
+        'wc -l "$DATASET_DIR"/*.csv > "$RESULTS_DIR/rows.txt"'
+    )
+    form.locator('.g-resolver-run-fresh').check()
+    page.screenshots('1-form')
+    form.locator('.g-resolver-run-submit').click()
+    follow = row.locator('.g-resolver-run-follow')
+    expect(follow).to_be_visible()
+    page.screenshots('2-submitted')
+
+    follow.click()
+    detail = page.locator('.g-resolver-run-detail')
+    expect(detail).to_be_visible()
+    log = detail.locator('.g-resolver-run-log')
+    # The log shows while the run still runs.
+    expect(log).to_contain_text('step 1', timeout=60000)
+    page.screenshots('3-running')
+    expect(detail.locator('.g-resolver-run-status')).to_have_text('succeeded', timeout=90000)
+    expect(log).to_contain_text('step 3')
+    expect(page.locator('.g-resolver-run-row .g-resolver-run-status').first).to_have_text(
+        'succeeded'
+    )
+    page.screenshots('4-succeeded')
+
+    results = detail.locator('.g-resolver-run-results')
+    href = results.get_attribute('href')
+    assert href.startswith(f'{liveSite.url}/#folder/') or href.startswith('#folder/'), href
+    # The global navigation leads back here.
+    expect(page.locator('.g-resolver-nav-runs')).to_be_visible()
+    page.goto(f'{liveSite.url}/#folder/{href.rsplit("/", 1)[1]}')
+    expect(page.locator('.g-item-list-link', has_text='rows.txt')).to_be_visible()
+    page.screenshots('5-results')
+
+
+def testMyRunsNeverLinksToAResultsUrlThatIsNotHttp(page, liveSite):
+    """Even if a server answered one, a javascript: results URL never becomes a link."""
+    hostile = {
+        '_id': 'e' * 24,
+        'status': 'succeeded',
+        'site': SITE_B,
+        'remoteId': 'f' * 24,
+        'command': 'true',
+        'exitCode': 0,
+        'resultsUrl': 'javascript:window.__pwned=1',
+        'resultsFolderId': None,
+        'logTail': '',
+        'created': '2026-01-01T00:00:00+00:00',
+    }
+
+    def fake(route):
+        path = urllib.parse.urlsplit(route.request.url).path
+        if path.endswith('/run'):
+            route.fulfill(json=[hostile])
+        elif path.endswith('/log'):
+            route.fulfill(body='done\n', content_type='text/plain')
+        else:
+            route.fulfill(json=hostile)
+
+    page.route(re.compile(r'.*/api/v1/run(/[0-9a-f]{24}(/log)?)?(\?.*)?$'), fake)
+    openApp(page, liveSite)
+    logIn(page, USER)
+    page.goto(f'{liveSite.url}/#runs/{hostile["_id"]}')
+    detail = page.locator('.g-resolver-run-detail')
+    expect(detail.locator('.g-resolver-run-status')).to_have_text('succeeded')
+    expect(detail.locator('.g-resolver-run-log')).to_contain_text('done')
+    expect(page.locator('.g-resolver-run-row')).to_have_count(1)
+    expect(page.locator('.g-resolver-run-results')).to_have_count(0)
+    assert 'javascript:' not in page.content()
+    assert page.evaluate('window.__pwned') is None
+    page.screenshots('refused')
