@@ -35,13 +35,11 @@ export function resultsLink(run) {
     if (!run) {
         return null;
     }
-    if (run.resultsUrl) {
-        return safeNotebookUrl(run.resultsUrl);
-    }
     if (run.resultsFolderId && !run.remoteId) {
+        // A run of this server: its results folder, here.
         return `#folder/${encodeURIComponent(run.resultsFolderId)}`;
     }
-    return null;
+    return run.resultsUrl ? safeNotebookUrl(run.resultsUrl) : null;
 }
 
 /**
