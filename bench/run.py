@@ -102,7 +102,7 @@ class Person:
             params={'folderId': folderId, 'fresh': 'true'},
             data={'command': COMMAND},
         )
-        if resp.status_code != 200:
+        if resp.status_code not in (200, 201):
             raise RuntimeError(f'POST /run answered {resp.status_code}: {resp.text[:300]}')
         run = resp.json()
         while run['status'] not in FINAL:
