@@ -807,3 +807,31 @@ def testMyRunsNeverLinksToAResultsUrlThatIsNotHttp(page, liveSite):
     expect(page.locator('.g-resolver-runs-page a[href^="javascript"]')).to_have_count(0)
     assert page.evaluate('window.__pwned') is None
     page.screenshots('refused')
+
+
+@pytest.mark.timeout(300)
+def testTheResolvePageRunsAtTheSiteThatHoldsTheDataAndLinksToItsResultsThere(
+    page, liveSite, siteB, federation
+):
+    """The central holds no copy: the run goes to site B, which keeps the results."""
+    _name, identifier, _folder = siteB.dataset('Climate reanalysis')
+    page.goto(f'{liveSite.url}/#resolve?' + urllib.parse.urlencode({'id': identifier}))
+    view = page.locator('.g-resolver-resolve')
+    logIn(page, USER, opener='.g-resolver-login-button')
+    view.locator('.g-resolver-run').click()
+    form = view.locator('.g-resolver-run-form')
+    form.locator('.g-resolver-run-command textarea').fill(
+        'ls "$DATASET_DIR" > "$RESULTS_DIR/listing.txt"; echo "listed at the site"'
+    )
+    form.locator('.g-resolver-run-fresh').check()
+    form.locator('.g-resolver-run-submit').click()
+    view.locator('.g-resolver-run-follow').click()
+    detail = page.locator('.g-resolver-run-detail')
+    expect(detail.locator('.g-resolver-run-status')).to_have_text('succeeded', timeout=90000)
+    expect(detail).to_contain_text(f'At {SITE_B}')
+    expect(detail.locator('.g-resolver-run-log')).to_contain_text('listed at the site')
+    results = detail.locator('.g-resolver-run-results')
+    expect(results).to_contain_text(f'Results at {SITE_B}')
+    assert results.get_attribute('href').startswith(f'{siteB.url}/#folder/')
+    assert results.get_attribute('target') == '_blank'
+    page.screenshots('succeeded')
