@@ -165,7 +165,10 @@ const ResolveView = View.extend({
             const runSlot = this.el.querySelector('.g-resolver-run-slot');
             if (runSlot) {
                 // A batch run goes where a launch would (the same site, the same failover).
-                new RunControls(runSlot, launchTarget(best, this.result.identifier, explicit)).render();
+                new RunControls(runSlot, {
+                    ...launchTarget(best, this.result.identifier, explicit),
+                    tools: best.tools,
+                }).render();
             }
         }
         return this;

@@ -62,7 +62,9 @@ export default class RunControls {
             this.submitted = null;
             this.error = null;
             if (this.open) {
-                tools().then((list) => {
+                // A location of GET /resolve may list its site's own tools; else this server's.
+                const listed = Array.isArray(this.target.tools) ? Promise.resolve(this.target.tools) : tools();
+                listed.then((list) => {
                     this.tools = list;
                     if (this.open && this.el.isConnected) {
                         // Keep what was typed meanwhile.
