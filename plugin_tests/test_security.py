@@ -232,6 +232,18 @@ MATRIX = {
             expect(401, OK, 404, 404, 404, OK, 401),
         ),
     ],
+    ('POST', '/resolve/run'): [
+        (
+            'a public dataset',
+            lambda w, c: {'params': {'id': PUBLIC_ID, 'command': 'true'}},
+            expect(401, OK, OK, OK, OK, OK, 401),
+        ),
+        (
+            'a private dataset',
+            lambda w, c: {'params': {'id': PRIVATE_ID, 'command': 'true'}},
+            expect(401, OK, 404, 404, 404, OK, 401),
+        ),
+    ],
     ('GET', '/resolver/dataset'): [
         ('the index', lambda w, c: {}, expect(OK, OK, OK, OK, OK, OK, OK)),
     ],
@@ -521,6 +533,7 @@ def baseline(world, path):
     return {
         '/resolve': {'id': PUBLIC_ID},
         '/resolve/launch': {'id': PUBLIC_ID},
+        '/resolve/run': {'id': PRIVATE_ID, 'command': 'true'},
         '/notebook': {'folderId': str(world.private['_id'])},
         '/run': {'folderId': str(world.private['_id']), 'command': 'true'},
     }.get(path, {})

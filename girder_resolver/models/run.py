@@ -53,6 +53,12 @@ PUBLIC_FIELDS = (
     'updated',
     'started',
     'ended',
+    # At a central, a run at another site: its id there, its results folder's page there,
+    # the identifier it was submitted for, and what the submission passed over on its way.
+    'remoteId',
+    'resultsUrl',
+    'identifier',
+    'failover',
 )
 
 

@@ -83,6 +83,16 @@ class RunResource(DomainResource):
         )
         .param('command', 'The command (bash).', required=False)
         .param('scriptFileId', 'A file holding the script to run.', required=False)
+        .param(
+            'script',
+            "The script's text instead of a file (a central sends a script from its files so).",
+            required=False,
+        )
+        .param(
+            'scriptName',
+            'With script: its file name (its extension may name the interpreter).',
+            required=False,
+        )
         .param('tool', 'The tool (its id) whose environment or image runs it.', required=False)
         .param(
             'fresh',
@@ -103,7 +113,7 @@ class RunResource(DomainResource):
         .errorResponse('The per-person cap of active runs is reached.', 429)
         .errorResponse('The tool is not ready at this site.', 409)
     )
-    def submit(self, folder, command, scriptFileId, tool, fresh, onBehalfOf):
+    def submit(self, folder, command, scriptFileId, script, scriptName, tool, fresh, onBehalfOf):
         user = getCurrentUser()
         identity = callerIdentity(user, onBehalfOf)
         if delegated() and not Dataset().isLocalDataset(folder):
@@ -119,6 +129,8 @@ class RunResource(DomainResource):
             scriptFileId=scriptFileId,
             toolId=tool,
             fresh=bool(fresh),
+            script=script,
+            scriptName=scriptName,
         )
         cherrypy.response.status = 200 if reused else 201
         return runs.view(doc, reused=reused)
@@ -157,7 +169,9 @@ class RunResource(DomainResource):
             if status not in STATUSES:
                 raise errors.InvalidRequest(f'"status" is one of {", ".join(STATUSES)}.')
             query['status'] = status
-        return [runs.view(doc) for doc in runs.find(query, limit=limit, offset=offset, sort=sort)]
+        found = runs.find(query, limit=limit, offset=offset, sort=sort)
+        # A central's records of runs at other sites follow them while they are active.
+        return [runs.view(runs.refresh(doc) if runs.isRemote(doc) else doc) for doc in found]
 
     @access.user(scope=LAUNCH_SCOPE)
     @autoDescribeRoute(
@@ -199,11 +213,16 @@ class RunResource(DomainResource):
         if offset < 0:
             raise errors.InvalidRequest('"offset" must be 0 or more.')
         doc = loadOwn(id, onBehalfOf)
+        remote = runs.remoteLog(doc, offset) if runs.isRemote(doc) else None
         setResponseHeader('Content-Type', 'text/plain; charset=utf-8')
         setResponseHeader('Cache-Control', 'no-cache')
         setResponseHeader('X-Accel-Buffering', 'no')
         setRawResponse()
         cherrypy.response.stream = True
+
+        if remote is not None:
+            # A run at another site: its log as the site streams it.
+            return lambda: remote
 
         def stream():
             position = offset

@@ -49,8 +49,10 @@ from ..errors import (
 )
 from ..launcher import LaunchError, RunSpec
 from ..models.run import ACTIVE, FINAL, Run
+from ..models.site import Site
 from ..primitives import aware, now, objectId, processGone
 from ..settings import PluginSettings
+from . import runs_remote
 from .notebooks import local
 from .notebooks import tools as toolChoice
 
@@ -183,7 +185,17 @@ def find(query, limit=0, offset=0, sort=None):
     return Run().find(query, limit=limit, offset=offset, sort=sort)
 
 
-def submit(folder, user, identity, command=None, scriptFileId=None, toolId=None, fresh=False):
+def submit(
+    folder,
+    user,
+    identity,
+    command=None,
+    scriptFileId=None,
+    toolId=None,
+    fresh=False,
+    script=None,
+    scriptName=None,
+):
     """Run ``command`` (or the script file) next to dataset ``folder``; ``(doc, reused)``.
 
     The tool is chosen as for a notebook (``toolId``, else the one the dataset
@@ -193,14 +205,22 @@ def submit(folder, user, identity, command=None, scriptFileId=None, toolId=None,
     :class:`LimitReached` (the person's cap of active runs) or :class:`Conflict`
     (the tool is not ready here).
     """
-    if (command is None) == (scriptFileId is None):
-        raise InvalidRequest('Give either "command" or "scriptFileId" (one of them).')
+    if sum(value is not None for value in (command, scriptFileId, script)) != 1:
+        raise InvalidRequest('Give one of "command", "scriptFileId" or "script" (its text).')
     if command is not None:
         if not isinstance(command, str) or not command.strip():
             raise InvalidRequest('"command" must be a non-empty string.')
         if len(command.encode()) > MAX_SCRIPT or '\0' in command:
             raise InvalidRequest(f'A command is at most {MAX_SCRIPT} bytes of text.')
         content, argv, script = command, ['bash', '-c', command], None
+    elif script is not None:
+        # A script's text, as a central sends one from its own files.
+        if not isinstance(script, str) or not script.strip():
+            raise InvalidRequest('"script" must be a non-empty text.')
+        if len(script.encode()) > MAX_SCRIPT or '\0' in script:
+            raise InvalidRequest(f'A script is at most {MAX_SCRIPT} bytes of text.')
+        name = scriptName if isinstance(scriptName, str) and scriptName else 'script'
+        content, argv, script = script, scriptArgv(script, name), None
     else:
         content, script = readScript(scriptFileId, user)
         if '\0' in content:
@@ -288,7 +308,10 @@ def _start(doc, launcher, argv, dataPath, tool):
 
 def view(doc, reused=False):
     """The run as its owner sees it: its fields, ``reused`` and the tail of its log."""
+    if runs_remote.isRemote(doc):
+        return runs_remote.view(doc)
     out = Run().serialize(doc)
+    out['resultsUrl'] = resultsUrl(doc)
     out['reused'] = bool(reused)
     out['queueReason'] = doc.get('queueReason')
     tail = readLog(doc, max(0, logSize(doc) - LOG_TAIL))
@@ -296,8 +319,30 @@ def view(doc, reused=False):
     return out
 
 
+def resultsUrl(doc):
+    """The web page of the run's results folder at this site, or None (none yet)."""
+    if not doc.get('resultsFolderId'):
+        return None
+    apiUrl = Site().localApiUrl().rstrip('/')
+    web = apiUrl[: -len('/api/v1')] if apiUrl.endswith('/api/v1') else apiUrl
+    return f'{web}/#folder/{doc["resultsFolderId"]}'
+
+
+def isRemote(doc):
+    """Whether the run is a central's record of a run at another site."""
+    return runs_remote.isRemote(doc)
+
+
+def remoteLog(doc, offset=0):
+    """The log of a run at another site (a central's record), streamed from there."""
+    return runs_remote.log(doc, offset)
+
+
 def refresh(doc):
-    """``doc`` brought up to date with its backend (an active run of this site)."""
+    """``doc`` brought up to date with its backend (an active run of this site), or (a
+    central's record of a run at another site) with that site."""
+    if runs_remote.isRemote(doc):
+        return runs_remote.refresh(doc)
     if doc['status'] in ACTIVE and doc.get('handle'):
         follow(doc)
         doc = Run().load(doc['_id']) or doc
@@ -306,6 +351,8 @@ def refresh(doc):
 
 def cancel(doc):
     """Cancel an active run (its results so far are kept); a run that ended stays as it is."""
+    if runs_remote.isRemote(doc):
+        return runs_remote.cancel(doc)
     if doc['status'] in FINAL:
         return doc
     Run().setFields(doc, cancelRequested=True)

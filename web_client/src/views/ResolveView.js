@@ -165,10 +165,7 @@ const ResolveView = View.extend({
             const runSlot = this.el.querySelector('.g-resolver-run-slot');
             if (runSlot) {
                 // A batch run goes where a launch would (the same site, the same failover).
-                new RunControls(runSlot, {
-                    ...launchTarget(best, this.result.identifier, explicit),
-                    tools: best.tools,
-                }).render();
+                new RunControls(runSlot, launchTarget(best, this.result.identifier, explicit, menu)).render();
             }
         }
         return this;

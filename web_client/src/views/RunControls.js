@@ -120,7 +120,7 @@ export default class RunControls {
         this.render(run);
     }
 
-    renderForm(values = {}) {
+    renderForm(values = { tool: this.target.tool }) {
         const kind = values.script !== undefined ? 'script' : 'command';
         const choices = this.tools.length
             ? this.tools.map((tool) => html`
