@@ -247,7 +247,7 @@ def testARunThatEndedWhileNobodyFollowedItIsFinishedAfterARestart(server, user, 
 def testTimeLimitCancelAndCap(server, user, dataset, runRoot):
     folder, _ = dataset
     Setting().set('resolver.backend', 'process')
-    Setting().set('resolver.run_time_limit', 2)
+    Setting().set('resolver.run_time_limit', 3)
     Setting().set('resolver.run_cap', 2)
     slow = submit(server, user, folder, command='echo partial > "$RESULTS_DIR/p.txt"; sleep 60')
     assertStatus(slow, 201)
@@ -268,7 +268,7 @@ def testTimeLimitCancelAndCap(server, user, dataset, runRoot):
     began = time.monotonic()
     limited = waitFinal(server, user, slow.json['_id'], timeout=30)
     assert limited['status'] == 'failed'
-    assert limited['reason'] == 'ran longer than the limit of 2 s'
+    assert limited['reason'] == 'ran longer than the limit of 3 s'
     assert time.monotonic() - began < 20
     # What it left before it was ended is kept.
     assert download(server, user, limited['resultsFolderId'], 'p.txt') == 'partial\n'
