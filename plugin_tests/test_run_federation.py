@@ -8,6 +8,7 @@ status and links to the results folder there. A fake site (a tiny HTTP server,
 as in test_federation_trust.py) answers with hostile results URLs.
 """
 
+import datetime
 import io
 import time
 
@@ -188,3 +189,53 @@ def testASiteAnsweringWithAJavascriptResultsUrlIsRefused(fed):
         assert listed and listed[0]['resultsUrl'] is None
     finally:
         fake.close()
+
+
+def testARunFailsOverFromAFailingSiteAndNeedsAHealthyOne(fed):
+    """As launches: a site that fails (5xx) is passed over for the next that holds the data;
+    with no healthy site, a 503."""
+    mirrored, silentOnly = 'doi:10.5072/runs.mirrored', 'doi:10.5072/runs.silent'
+    failing = FakeSite(error=(503, {'message': 'down for maintenance'}))
+    galaxies = next(f for _name, ident, f in fed.datasets[SITE] if ident == GALAXIES)
+    try:
+        # Ranked first (same operator, same weight: by name), and failing.
+        resp = registerSite(
+            fed,
+            'a-failing',
+            failing.apiUrl,
+            'fake-credential',
+            datasets=[
+                {'identifier': mirrored, 'folderId': 'f' * 24, 'name': 'Mirror'},
+                {'identifier': silentOnly, 'folderId': 'e' * 24, 'name': 'Silent'},
+            ],
+        )
+        assert resp.status_code == 200, resp.text
+        mine = [
+            {'identifier': ident, 'folderId': folder['_id'], 'name': name}
+            for name, ident, folder in fed.datasets[SITE]
+        ]
+        mirror = {'identifier': mirrored, 'folderId': galaxies['_id'], 'name': 'Galaxy survey'}
+        resp = registerSite(fed, SITE, fed.girders[SITE].apiUrl, fed.launchKey, [*mine, mirror])
+        assert resp.status_code == 200, resp.text
+        alice = person(fed, 'central', 'alice')
+        resp = call(alice, 'POST', 'resolve/run', id=mirrored, command='echo mirrored')
+        assert resp.status_code == 200, resp.text
+        run = resp.json()
+        assert run['site'] == SITE
+        assert 'a-failing' in run['failover'] and f'submitted at {SITE}' in run['failover']
+        assert any('/run' in path for _method, path, _body in failing.requests)
+        assert waitFor(alice, run['_id'], ('succeeded', 'failed'))['status'] == 'succeeded'
+
+        # Only a site that stopped sending heartbeats holds it: 503, nothing sent there.
+        db = pymongo.MongoClient(fed.mongoUri)[fed.girders['central'].dbName]
+        longAgo = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=2)
+        db['resolver_site'].update_one({'name': 'a-failing'}, {'$set': {'lastHeartbeat': longAgo}})
+        time.sleep(2.1)  # the central may reuse its read of the site for resolver.cache_seconds
+        asked = len(failing.requests)
+        resp = call(alice, 'POST', 'resolve/run', id=silentOnly, command='true')
+        assert resp.status_code == 503, resp.text
+        assert 'No healthy site' in resp.json()['message']
+        assert len(failing.requests) == asked
+    finally:
+        failing.close()
+        registerSite(fed, SITE, fed.girders[SITE].apiUrl, fed.launchKey)
