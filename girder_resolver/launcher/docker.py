@@ -56,12 +56,14 @@ Paths (the dataset, ``run_root``) are paths on the engine's machine: this
 backend expects the engine to run beside Girder.
 """
 
+import collections
 import datetime
 import os
 import secrets
 import shutil
 import stat
 import tempfile
+import threading
 import time
 
 try:
@@ -76,6 +78,7 @@ from .base import (
     Launcher,
     LaunchError,
     Option,
+    parse_utc,
     tool_config_lines,
     tool_part,
 )
@@ -91,6 +94,13 @@ RUNS_DIR = '.runs'
 _RUN_SENTINEL = '.datadns-run'
 #: Most bytes that one run_log() call returns.
 _LOG_CHUNK = 1 << 20
+#: Seconds a running run's log, read whole from the engine, is reused by run_log().
+_LOG_FRESH = 0.2
+#: Seconds after a run's container exited before its log counts as complete: the engine
+#: may log the last output a moment after the container's status says it exited.
+_LOG_SETTLE = 1.0
+#: Run logs kept in memory (the most recently read).
+_LOG_CACHE_SIZE = 8
 NOTEBOOK_LABEL = 'datadns.notebook'
 BASE_URL_LABEL = 'datadns.base_url'
 TOOL_LABEL = 'datadns.tool'
@@ -223,6 +233,11 @@ class DockerLauncher(Launcher):
         self.user = user
         self.run_root = os.path.abspath(self.config['run_root'] or _default_run_root())
         self._client = None
+        # Run logs as last read: {container id: (monotonic time, ended, bytes)}. The engine
+        # answers a log only whole, so a reader going through it piece by piece (or
+        # following it) reuses one read: for ever once the run ended, briefly before.
+        self._run_logs = collections.OrderedDict()
+        self._run_logs_lock = threading.Lock()
 
     @property
     def client(self):
@@ -551,6 +566,8 @@ class DockerLauncher(Launcher):
             container.reload()
         except (_docker().errors.DockerException, OSError):
             return 'exited', None, reason or "the run's container is gone"
+        if not _settled(container):
+            return 'running', None, None  # its last output may still be on its way to the log
         code = (container.attrs.get('State') or {}).get('ExitCode')
         code = int(code) if code is not None else None
         if code == 0:
@@ -558,17 +575,31 @@ class DockerLauncher(Launcher):
         return 'exited', code, f'the command exited with code {code}'
 
     def run_log(self, handle, offset=0):
-        """The container's output (stdout and stderr) from ``offset`` (at most 1 MiB)."""
+        """The container's output (stdout and stderr) from ``offset`` (at most 1 MiB).
+
+        The whole log is read from the engine at most every ``_LOG_FRESH`` seconds
+        while the run runs, and once after it ended.
+        """
         docker = _docker()
-        try:
-            container = self._container(handle['containerId'])
-            if container is None:
+        key = handle['containerId']
+        with self._run_logs_lock:
+            cached = self._run_logs.get(key)
+        if cached is None or not (cached[1] or time.monotonic() - cached[0] < _LOG_FRESH):
+            try:
+                container = self._container(key)
+                if container is None:
+                    return b''
+                ended = _settled(container)
+                cached = (time.monotonic(), ended, container.logs(stdout=True, stderr=True))
+            except (docker.errors.DockerException, OSError, LaunchError):
                 return b''
-            output = container.logs(stdout=True, stderr=True)
-        except (docker.errors.DockerException, OSError, LaunchError):
-            return b''
+            with self._run_logs_lock:
+                self._run_logs[key] = cached
+                self._run_logs.move_to_end(key)
+                while len(self._run_logs) > _LOG_CACHE_SIZE:
+                    self._run_logs.popitem(last=False)
         offset = max(0, int(offset))
-        return output[offset : offset + _LOG_CHUNK]
+        return cached[2][offset : offset + _LOG_CHUNK]
 
     def cancel_run(self, handle):
         """Kill the run's container."""
@@ -578,6 +609,8 @@ class DockerLauncher(Launcher):
 
     def cleanup_run(self, handle):
         """Remove the run's container (running or not) and its directory."""
+        with self._run_logs_lock:
+            self._run_logs.pop(handle['containerId'], None)
         container = self._container(handle['containerId'])
         if container is not None:
             self._remove_run_container(container)
@@ -914,3 +947,14 @@ def _read_reason(run_dir):
             return source.read().strip() or None
     except OSError:
         return None
+
+
+def _settled(container):
+    """Whether ``container`` exited more than ``_LOG_SETTLE`` seconds ago (its log complete)."""
+    if container.status not in ('exited', 'dead'):
+        return False
+    finished = parse_utc((container.attrs.get('State') or {}).get('FinishedAt') or '')
+    if finished is None or finished.year < 2000:
+        return True
+    age = datetime.datetime.now(datetime.timezone.utc) - finished
+    return age.total_seconds() >= _LOG_SETTLE
