@@ -142,6 +142,10 @@ def testARunNeedsACommandOrAScriptAndAKnownIdentifier(fed):
     assert resp.status_code == 404
     resp = call(alice, 'POST', 'resolve/run', id=GALAXIES, scriptFileId='f' * 24)
     assert resp.status_code in (400, 404)
+    # As launches: a tool no site holding the data offers is named back.
+    resp = call(alice, 'POST', 'resolve/run', id=GALAXIES, command='true', tool='no-such-tool')
+    assert resp.status_code == 400
+    assert 'no-such-tool' in resp.json()['message']
     anonymous = http().post(f'{alice.urlBase}resolve/run', params={'id': GALAXIES, 'command': 'x'})
     assert anonymous.status_code == 401
 

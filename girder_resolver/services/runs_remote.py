@@ -19,13 +19,14 @@ import re
 import time
 
 from .. import breaker, settings
-from ..errors import InvalidTransition, NotFound, SiteFailed, Unavailable
+from ..errors import InvalidRequest, InvalidTransition, NotFound, SiteFailed, Unavailable
 from ..federation import SiteClient, SiteError, UnsafeUrl, checkNotebookUrl, sanitize
 from ..models.notebook import identityOf
 from ..models.run import ACTIVE, FINAL, STATUSES, Run
 from ..models.site import Site
 from ..primitives import now, objectId, parseTime
 from ..settings import PluginSettings
+from .notebooks import offeringTool
 
 logger = logging.getLogger(__name__)
 
@@ -176,12 +177,23 @@ def submit(site, location, identifier, user, request, failover=None):
 def submitFirst(locations, identifier, user, request, submitLocal, site=None):
     """Submit the run at the first of ``locations`` (ranked) that takes it.
 
-    As launches go (``notebooks.launchFirst``): healthy locations only; a site that
+    As launches go (``notebooks.launchFirst``): with a ``tool`` in ``request``, only the
+    locations that offer it ready; healthy locations only; a site that
     fails (no answer, a 5xx) is passed over for the next, until one takes the run or
     ``resolver.launch_deadline`` passes; the record's ``failover`` says what was passed
     over. With ``site``, only that site is tried. ``submitLocal(folderId)`` runs it
     here when this server holds the data.
     """
+    tool = request.get('tool')
+    if tool:
+        # As launches: only the sites that offer the tool, ready (400/409 naming them if none).
+        offering = offeringTool(locations, tool)
+        if site is not None and site not in [loc['site'] for loc in offering]:
+            raise InvalidRequest(
+                f'Site "{site}" does not offer the tool "{tool}" ready for this dataset; '
+                'GET /resolve lists the tools each location offers.'
+            )
+        locations = offering
     if site is not None:
         chosen = [loc for loc in locations if loc['site'] == site]
         if not chosen:

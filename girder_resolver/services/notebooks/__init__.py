@@ -34,6 +34,7 @@ __all__ = [
     'isLocal',
     'launch',
     'launchFirst',
+    'offeringTool',
     'load',
     'redeemTicket',
     'refresh',
@@ -169,7 +170,7 @@ def toolAt(location, tool=None):
     return next((t['id'] for t in offered if t.get('default')), None)
 
 
-def _offeringTool(locations, tool):
+def offeringTool(locations, tool):
     """The locations whose site has ``tool`` ready; :class:`InvalidRequest` naming what the
     locations offer when none has it, :class:`Conflict` when it is offered but nowhere ready."""
     offered = {}
@@ -208,7 +209,7 @@ def launchFirst(locations, user, site=None, tool=None):
     is an error that names the other sites holding the data.
     """
     if tool is not None:
-        offering = _offeringTool(locations, tool)
+        offering = offeringTool(locations, tool)
         if site is not None and not any(loc['site'] == site for loc in offering):
             raise InvalidRequest(
                 f'Site "{site}" does not offer the tool "{tool}" ready for this dataset; '
