@@ -226,6 +226,15 @@ def testARunThatEndedWhileNobodyFollowedItIsFinishedAfterARestart(server, user, 
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert Run().load(doc['_id'])['status'] in ('queued', 'running')
+        # A cancel that comes after the command ended by itself does not make it cancelled.
+        late = submit(server, user, folder, command='echo late')
+        late = Run().load(late.json['_id'])
+        while launcher('process').run_state(late['handle'])[0] != 'exited':
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        resp = server.request(f'/run/{late["_id"]}', method='DELETE', user=user)
+        assertStatusOk(resp)
+        assert resp.json['status'] == 'succeeded' and resp.json['exitCode'] == 0
         # The process that was finishing it died half-way (its claim names a process gone).
         gone = subprocess.Popen(['true'])
         stamp = processStamp(gone.pid)

@@ -448,7 +448,8 @@ def finish(doc, code, reason):
     handle = claimed['handle']
     directory = runDir(claimed)
     _keepLog(launcher, handle, directory)
-    if claimed.get('cancelRequested') or reason == 'cancelled':
+    # Cancelled when the cancel ended it, not when the command had ended by itself first.
+    if reason == 'cancelled' or (claimed.get('cancelRequested') and code is None):
         status, reason = 'cancelled', 'cancelled'
     elif code == 0 and not reason:
         status = 'succeeded'
