@@ -18,6 +18,7 @@ from girder.models.model_base import Model
 
 from ..errors import InvalidTransition
 from ..primitives import now, processStamp
+from .notebook import validIdentity
 
 ACTIVE = ('queued', 'running')
 FINAL = ('succeeded', 'failed', 'cancelled')
@@ -81,6 +82,8 @@ class Run(Model):
     def validate(self, doc):
         if doc.get('status') not in STATUSES:
             raise ValidationException(f'Run status must be one of {", ".join(STATUSES)}.')
+        if not validIdentity(doc.get('identity')):
+            raise ValidationException('A run identity is "<site>:<user id>".')
         doc['active'] = doc['status'] in ACTIVE
         return doc
 
