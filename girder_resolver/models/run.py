@@ -92,8 +92,9 @@ class Run(Model):
         return {field: doc.get(field) for field in PUBLIC_FIELDS}
 
     def countActive(self, userId, identity, excluding=None):
-        """How many queued or running runs ``identity`` has through ``userId``."""
-        query = {'userId': userId, 'identity': identity, 'active': True}
+        """How many queued or running runs ``identity`` has through ``userId`` here (a central's
+        records of runs at other sites count at their sites, not here)."""
+        query = {'userId': userId, 'identity': identity, 'active': True, 'remoteId': None}
         if excluding is not None:
             query['_id'] = {'$ne': excluding}
         return self.collection.count_documents(query)
