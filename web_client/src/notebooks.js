@@ -32,14 +32,15 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
  * tool once) and the one preselected: ``recommended`` if it is ready, else the
  * default, else the first ready one. ``offers`` are lists of tools (one per
  * location, as GET /resolve gives them, or this site's GET /resolver/tool); a tool
- * is ready if any of them has it ready.
+ * is ready if any of them has it ready. ``unready``: the reason shown for a tool
+ * that is not ready and came without one (a site registers no reasons).
  */
-export function toolMenu(offers, recommended) {
+export function toolMenu(offers, recommended, unready = 'its environment is missing') {
     const byId = new Map();
     (offers || []).forEach((tools) => (tools || []).forEach((tool) => {
         const seen = byId.get(tool.id);
         if (!seen) {
-            byId.set(tool.id, { ...tool, ready: Boolean(tool.ready) });
+            byId.set(tool.id, { ...tool, ready: Boolean(tool.ready), reason: tool.ready ? null : (tool.reason || unready) });
         } else if (tool.ready && !seen.ready) {
             byId.set(tool.id, { ...seen, ready: true, reason: null });
         } else if (tool.default) {

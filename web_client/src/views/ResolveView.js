@@ -157,7 +157,8 @@ const ResolveView = View.extend({
             // The tools of the sites a launch may go to (the chosen one only when it is
             // explicit); the central sends a tool launch to a site that offers it.
             const reachable = explicit ? [best] : this.result.locations.filter((loc) => loc.healthy);
-            const menu = toolMenu(reachable.map((loc) => loc.tools), best.recommendedTool);
+            const menu = toolMenu(reachable.map((loc) => loc.tools), best.recommendedTool,
+                'not ready at the sites that hold this dataset');
             this.controls = new NotebookControls(slot, launchTarget(best, this.result.identifier, explicit, menu), {
                 openTarget: '_self',
                 onRunning: (nb) => this.goToNotebook(nb),
