@@ -596,13 +596,14 @@ def testTheToolMenuOfTheResolvePageLaunchesTheChosenToolThroughTheCentral(
     launch through the central runs the chosen tool at site B."""
     name, identifier, folder = siteB.dataset('Climate reanalysis')
     python = tools.default_tools()[0]
-    classic = {**python, 'id': 'python-classic', 'name': 'Python (classic)', 'ui': 'notebook'}
+    # A second tool on the same built environment (JupyterLab): only the choice differs.
+    other = {**python, 'id': 'python-alt', 'name': 'Python (alternative)'}
     missing = {'id': 'missing', 'name': 'Missing', 'process': {'env': '/nonexistent/tools/x'}}
     siteB.admin.put(
         'system/setting',
-        parameters={'key': 'resolver.tools', 'value': json.dumps([python, classic, missing])},
+        parameters={'key': 'resolver.tools', 'value': json.dumps([python, other, missing])},
     )
-    siteB.admin.addMetadataToFolder(folder['_id'], {'datadns_tool': 'python-classic'})
+    siteB.admin.addMetadataToFolder(folder['_id'], {'datadns_tool': 'python-alt'})
 
     def register(offered, recommended):
         # What site B's feder8 sends: its tools (GET /resolver/tool), each dataset's tool.
@@ -623,20 +624,20 @@ def testTheToolMenuOfTheResolvePageLaunchesTheChosenToolThroughTheCentral(
     offered = siteB.admin.get('resolver/tool')
     assert [(t['id'], t['ready']) for t in offered] == [
         ('python', True),
-        ('python-classic', True),
+        ('python-alt', True),
         ('missing', False),
     ], 'the python tool must be built (scripts/build-tools.sh; make test runs it)'
-    register(offered, 'python-classic')
+    register(offered, 'python-alt')
     alice = liveSite.client(*USER)
     try:
         page.goto(f'{liveSite.apiUrl}/resolve?' + urllib.parse.urlencode({'id': identifier}))
         view = page.locator('.g-resolver-resolve')
         logIn(page, USER, opener='.g-resolver-login-button')
         menu = view.locator('select.g-resolver-tool')
-        expect(menu).to_have_value('python-classic')
+        expect(menu).to_have_value('python-alt')
         expect(menu.locator('option[value="python"]')).to_be_enabled()
         expect(menu.locator('option[value="missing"]')).to_be_disabled()
-        expect(menu.locator('option[value="python-classic"]')).to_contain_text('recommended')
+        expect(menu.locator('option[value="python-alt"]')).to_contain_text('recommended')
         expect(view.locator('.g-resolver-tool-reason[data-tool="missing"]')).to_contain_text(
             'not ready'
         )
@@ -650,7 +651,7 @@ def testTheToolMenuOfTheResolvePageLaunchesTheChosenToolThroughTheCentral(
         )
         page.wait_for_load_state()
         [nb] = [n for n in alice.get('notebook') if n['status'] == 'running']
-        assert (nb['site'], nb['tool']) == (SITE_B, 'python-classic')
+        assert (nb['site'], nb['tool']) == (SITE_B, 'python-alt')
         assertNotebookPage(page, nb['url'], name)
         page.screenshots('2-notebook')
     finally:
