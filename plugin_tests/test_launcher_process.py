@@ -3,6 +3,7 @@
 import datetime
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,13 @@ import pytest
 
 import girder_resolver.launcher
 from girder_resolver.launcher import LaunchError, LaunchSpec, ProcessLauncher, get_launcher
-from plugin_tests.launcher_helpers import makeDataset, sharedNotebook, socketRefused
+from plugin_tests.kernel_helpers import runInKernel
+from plugin_tests.launcher_helpers import (
+    makeDataset,
+    sharedNotebook,
+    socketRefused,
+    unixSocket,
+)
 
 TOKEN = 'process-test-token'
 
@@ -46,7 +53,8 @@ def test_handle_is_json_and_names_the_process(started):
     assert handle['notebookId'] == spec.notebook_id
     assert handle['baseUrl'] == f'/notebook/{spec.notebook_id}/'
     assert isinstance(handle['pid'], int)
-    assert handle['socket'] == os.path.join(handle['workDir'], 'run', 'nb.sock')
+    # A hard link outside the sandbox to its run/nb.sock (which a kernel could replace).
+    assert handle['socket'] == os.path.join(handle['workDir'], 'nb.sock')
     assert 'port' not in handle and 'host' not in handle
     assert handle['sandboxed'] is True
     assert launcher.poll(handle)
@@ -153,6 +161,47 @@ def test_list_running_finds_it_from_a_fresh_launcher(started):
     launcher, _, handle = started
     assert handle in launcher.list_running()
     assert handle in ProcessLauncher(work_root=launcher.work_root).list_running()
+
+
+def test_a_kernel_cannot_send_girder_or_the_front_door_to_another_socket(tmp_path):
+    """run/ is writable inside the sandbox: a kernel may put a symlink to another socket of
+    the host (a container engine's, say) in place of run/nb.sock. Girder and the front
+    door connect, with their own rights, to the hard link made outside the sandbox."""
+    decoyPath = str(tmp_path / 'decoy.sock')
+    decoy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    decoy.bind(decoyPath)
+    decoy.listen()
+    decoy.settimeout(1)
+    launcher = get_launcher('process', work_root=str(tmp_path / 'work'))
+    spec = LaunchSpec('proc-symlink', TOKEN, str(makeDataset(tmp_path)))
+    handle = launcher.start(spec)
+    try:
+        launcher.wait_ready(handle, timeout=60, token=TOKEN)
+        kernel = launcher.request(
+            handle, 'POST', 'api/kernels', token=TOKEN, body={'name': 'python3'}
+        ).json()
+        code = (
+            'import os\n'
+            "os.rename('/run/datadns/nb.sock', '/run/datadns/moved.sock')\n"
+            f"os.symlink({decoyPath!r}, '/run/datadns/nb.sock')\n"
+            "print('replaced')\n"
+        )
+        out = runInKernel(
+            f'ws://localhost{spec.base_url}api/kernels/{kernel["id"]}/channels',
+            code,
+            headers=[f'Authorization: token {TOKEN}'],
+            sock=unixSocket(handle['socket']),
+        )
+        assert 'replaced' in out
+        assert os.path.islink(os.path.join(handle['workDir'], 'run', 'nb.sock'))
+        # Still the notebook's own server, through the link; the decoy is never reached.
+        assert launcher.request(handle, 'GET', 'api/status', token=TOKEN).status == 200
+        assert launcher.proxy_target(handle).endswith('nb.sock')
+        with pytest.raises(TimeoutError):
+            decoy.accept()
+    finally:
+        launcher.stop(handle)
+        decoy.close()
 
 
 def test_stop_closes_the_socket_ends_the_sandbox_and_keeps_the_data(tmp_path):

@@ -8,11 +8,22 @@ a working directory ``<work_root>/<notebook_id>/``::
     home/                      the notebook's scratch home and file tree, writable
     home/<data_name>           where the dataset appears (a read-only bind mount)
     run/nb.sock                the server's socket; run/runtime/ its runtime files
+    nb.sock                    a hard link to run/nb.sock, made when the server
+                               first answers: what Girder and the front door
+                               connect to (see below)
     etc/                       jupyter_server_config.py (mode 0600, holds the
                                token) and the modules it loads; read-only inside
     data/                      (start_unbound() only) the shared mount point that
                                bind_data() mounts the dataset onto
     server.log                 the server's stdout and stderr
+
+``run/`` is writable inside the sandbox, so a kernel could put a symlink in place
+of ``run/nb.sock`` leading to another socket of this machine (the container
+engine's, say), and whoever connects by that path from outside (Girder, the front
+door, with their rights) would follow it. So they connect to ``nb.sock`` instead,
+a hard link outside the sandbox's view, made (never through a symlink) when the
+server first answers, before any kernel can exist: starting one takes a request
+to the answering server.
 
 and a marker ``<work_root>/<notebook_id>.json`` holding its handle, by which a
 restarted Girder finds the notebooks that still run. ``<work_root>/.unbound-empty``
@@ -43,6 +54,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -291,7 +303,8 @@ class ProcessLauncher(Launcher):
             'notebookId': spec.notebook_id,
             'pid': process.pid,
             'procStart': processStart(process.pid),
-            'socket': os.path.join(work_dir, 'run', sandbox.SOCKET_NAME),
+            # The hard link that request() makes once the server's socket exists.
+            'socket': os.path.join(work_dir, sandbox.SOCKET_NAME),
             'baseUrl': spec.base_url,
             'workDir': work_dir,
             'started': _utcnow_iso(),
@@ -359,6 +372,25 @@ class ProcessLauncher(Launcher):
         except OSError:
             os.unlink(tmp)
             raise
+
+    def request(self, handle, method, path, **kwargs):
+        """As :meth:`Launcher.request`, through the hard link to the server's socket.
+
+        The link is made here, by the first request after the server created its
+        socket (the readiness polls of :meth:`wait_ready`), never through a symlink.
+        """
+        link = handle.get('socket')
+        if link and handle.get('workDir') and not os.path.lexists(link):
+            inner = os.path.join(handle['workDir'], 'run', sandbox.SOCKET_NAME)
+            if link != inner:
+                try:
+                    if stat.S_ISSOCK(os.lstat(inner).st_mode):
+                        os.link(inner, link, follow_symlinks=False)
+                except FileExistsError:
+                    pass  # another thread's request made it
+                except OSError as error:
+                    raise OSError(f'The notebook server has no socket yet: {error}') from None
+        return super().request(handle, method, path, **kwargs)
 
     def is_alive(self, handle):
         """Whether the server (for a sandbox: its bwrap process) still runs."""
