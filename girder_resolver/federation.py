@@ -355,16 +355,15 @@ class SiteClient:
     def cancelRun(self, runId, identity):
         return self._request('DELETE', f'run/{runId}', {'onBehalfOf': identity})
 
-    def runLog(self, runId, identity, offset=0, chunkSize=8192):
+    def runLog(self, runId, identity, offset=0, follow=True, chunkSize=8192):
         """The run's log from byte ``offset``, as the site sends it (an iterator of bytes).
 
         The site streams the log while the run runs; a pause longer than
         ``resolver.site_read_timeout`` ends the iteration (the caller asks again from
         where it got to), as does the end of the site's answer.
         """
-        resp = self._answer(
-            'GET', f'run/{runId}/log', {'onBehalfOf': identity, 'offset': offset}, stream=True
-        )
+        params = {'onBehalfOf': identity, 'offset': offset, 'follow': 'true' if follow else 'false'}
+        resp = self._answer('GET', f'run/{runId}/log', params, stream=True)
 
         def chunks():
             try:

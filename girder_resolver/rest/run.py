@@ -171,7 +171,7 @@ class RunResource(DomainResource):
             query['status'] = status
         found = runs.find(query, limit=limit, offset=offset, sort=sort)
         # A central's records of runs at other sites follow them while they are active.
-        return [runs.view(runs.refresh(doc) if runs.isRemote(doc) else doc) for doc in found]
+        return [runs.view(runs.refreshListed(doc)) for doc in found]
 
     @access.user(scope=LAUNCH_SCOPE)
     @autoDescribeRoute(
@@ -213,7 +213,7 @@ class RunResource(DomainResource):
         if offset < 0:
             raise errors.InvalidRequest('"offset" must be 0 or more.')
         doc = loadOwn(id, onBehalfOf)
-        remote = runs.remoteLog(doc, offset) if runs.isRemote(doc) else None
+        remote = runs.remoteLog(doc, offset, follow) if runs.isRemote(doc) else None
         setResponseHeader('Content-Type', 'text/plain; charset=utf-8')
         setResponseHeader('Cache-Control', 'no-cache')
         setResponseHeader('X-Accel-Buffering', 'no')

@@ -333,9 +333,18 @@ def isRemote(doc):
     return runs_remote.isRemote(doc)
 
 
-def remoteLog(doc, offset=0):
+def remoteLog(doc, offset=0, follow=True):
     """The log of a run at another site (a central's record), streamed from there."""
-    return runs_remote.log(doc, offset)
+    return runs_remote.log(doc, offset, follow)
+
+
+def refreshListed(doc):
+    """``doc`` as a listing shows it: a central's active record of a run at another site is
+    refreshed from there, unless that site failed calls lately (a listing must not wait on
+    every dead site; ``GET /run/{id}`` always asks)."""
+    if runs_remote.isRemote(doc):
+        return runs_remote.refresh(doc, skipSuspect=True)
+    return doc
 
 
 def refresh(doc):

@@ -241,11 +241,16 @@ def _submitAt(location, identifier, user, request, submitLocal, failover=None):
 # -- following -------------------------------------------------------------------------
 
 
-def refresh(doc):
-    """The record brought up to date from its site (an ended run is kept as it ended)."""
+def refresh(doc, skipSuspect=False):
+    """The record brought up to date from its site (an ended run is kept as it ended).
+
+    ``skipSuspect``: a site whose calls failed lately (``breaker``) is not asked.
+    """
     if doc.get('status') in FINAL:
         return doc
     site = siteNamed(doc['site'])
+    if skipSuspect and site is not None and breaker.suspect(site):
+        return doc
     if site is None:
         return _move(
             doc,
@@ -290,13 +295,14 @@ def cancel(doc):
     return _apply(doc, remote, site)
 
 
-def log(doc, offset=0):
-    """The run's log at its site from byte ``offset``: an iterator of bytes, streamed."""
+def log(doc, offset=0, follow=True):
+    """The run's log at its site from byte ``offset``: an iterator of bytes, streamed while
+    the run runs (``follow``), else what the site has now."""
     site = siteNamed(doc['site'])
     if site is None:
         raise NotFound(f'Site "{doc["site"]}" is no longer registered here.')
     try:
-        return SiteClient(site).runLog(doc['remoteId'], doc['identity'], offset)
+        return SiteClient(site).runLog(doc['remoteId'], doc['identity'], offset, follow)
     except SiteError as exc:
         if breaker.unavailable(exc):
             breaker.failed(Site().collection, site, str(exc))
