@@ -9,6 +9,7 @@ cancel, the caps, who may see what, and bad input.
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -32,7 +33,9 @@ RESULT_COMMAND = (
     'ln -s /etc/passwd "$RESULTS_DIR/leak"; '
     # Nothing of Girder's environment, in its own or any visible process; no dataset writes.
     '(env; cat /proc/[0-9]*/environ) 2>/dev/null | grep -qa girder-secret && echo LEAKED; '
-    'touch "$DATASET_DIR/new" 2>/dev/null && echo WROTE; echo finished'
+    'touch "$DATASET_DIR/new" 2>/dev/null && echo WROTE; '
+    # The tool's environment runs it, not the Python running Girder, which it cannot see.
+    f'[ -e {sys.prefix}/pyvenv.cfg ] && echo GIRDER_PYTHON; echo finished'
 )
 
 

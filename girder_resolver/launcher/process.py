@@ -476,16 +476,13 @@ class ProcessLauncher(Launcher):
             python = self._command()[0]
             return os.path.dirname(python) or '/usr/bin', sandbox.python_paths(python)
         env = os.path.abspath(env)
-        python = os.path.join(env, 'bin', 'python')
         if not os.path.isdir(env):
             raise LaunchError(
                 f'The environment {env} of tool {tool.get("id", "?")} is not on this server; '
                 'build it with scripts/build-tools.sh.'
             )
-        paths = sandbox.python_paths(python if os.path.exists(python) else None)
-        if env not in paths and not env.startswith('/usr/'):
-            paths.append(env)
-        return os.path.join(env, 'bin'), sorted(set(paths))
+        # As for a notebook of the tool: its environment, not the Python running Girder.
+        return os.path.join(env, 'bin'), sandbox.env_paths(env)
 
     def tool_identity(self, tool):
         """The environment that runs the tool's commands, and when its packages last changed."""
