@@ -81,8 +81,12 @@ if [ "$TEST" = 1 ]; then
     scripts/podman-service.sh start >/dev/null
     step "Building the notebook image (first time only)"
     scripts/build-notebook-image.sh
-    step "Starting a one-node Slurm cluster"
-    scripts/slurm.sh start
+    if [ "$(id -u)" = 0 ]; then
+        step "Starting a one-node Slurm cluster"
+        scripts/slurm.sh start
+    else
+        echo "Not root: Slurm not started (the slurm tests need: sudo scripts/slurm.sh start)" >&2
+    fi
 fi
 
 # The notebook tools (docs/tools.md). `make run` builds the default one, python, for the
