@@ -115,7 +115,16 @@ def testASecondLaunchWaitsInTheQueueWithSlurmsReasonUntilTheFirstStops(fed):
     assert waiting['status'] == 'launching'
     assert jobOf(waiting)[1] == 'PENDING'
 
+    # A launch stopped while it waits in the queue is stopped, its job cancelled.
+    carol = person(fed, 'central', 'carol')
+    third = call(fed, carol, 'POST', 'resolve/launch', id=GALAXIES).json()
+    eventually(lambda: jobOf(third) and jobOf(third)[1] == 'PENDING', 30, 'the third job')
+    stopped = call(fed, carol, 'DELETE', f'notebook/{third["_id"]}').json()
+    assert stopped['status'] == 'stopped', stopped
+    assert jobOf(third) is None
     time.sleep(1)
+    assert call(fed, carol, 'GET', f'notebook/{third["_id"]}').json()['status'] == 'stopped'
+
     assert call(fed, bob, 'GET', f'notebook/{second["_id"]}').json()['status'] == 'launching'
     call(fed, alice, 'DELETE', f'notebook/{first["_id"]}')
     running = waitRunning(fed, bob, second['_id'], timeout=120)
