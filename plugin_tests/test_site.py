@@ -35,6 +35,43 @@ def entry(identifier, folderId='f1', name='Dataset'):
     return {'identifier': identifier, 'folderId': folderId, 'name': name}
 
 
+@pytest.mark.plugin('resolver')
+def testASiteRegistersItsToolsAndEachDatasetsRecommendation(server, admin):
+    offered = [
+        {'id': 'python', 'name': 'Python', 'ready': True, 'default': True},
+        {'id': 'r', 'name': 'R', 'ready': False, 'default': False},
+    ]
+    recommends = {**entry('doi:10.5072/abc', 'f1', 'A'), 'tool': 'r'}
+    badTool = {**entry('doi:10.5072/bad', 'f2', 'B'), 'tool': {'$ne': 1}}
+    resp = register(server, admin, datasets=[recommends, badTool], tools=offered)
+    assertStatusOk(resp)
+    assert [r['identifier'] for r in resp.json['rejected']] == ['doi:10.5072/bad']
+    assert 'tool must be a tool id' in resp.json['rejected'][0]['reason']
+    [location] = server.request('/resolve', params={'id': 'doi:10.5072/abc'}).json['locations']
+    assert location['tools'] == offered and location['recommendedTool'] == 'r'
+    # A partial registration may change the tools alone, and a dataset's recommendation.
+    changed = [{**offered[1], 'ready': True}]
+    resp = register(
+        server, admin, mode='partial', tools=changed, datasets=[{**recommends, 'tool': None}]
+    )
+    assertStatusOk(resp)
+    assert resp.json['updated'] == 1
+    [location] = server.request('/resolve', params={'id': 'doi:10.5072/abc'}).json['locations']
+    assert location['tools'] == changed and location['recommendedTool'] is None
+    # Malformed tools change nothing and say why.
+    for bad in (
+        'python',
+        [{'id': 'Bad Id', 'name': 'x'}],
+        [{'id': 'r'}, {'id': 'r'}],
+        [{'id': 'r', 'image': 'x'}],
+        [{'id': 'r', 'name': ''}],
+    ):
+        resp = register(server, admin, tools=bad, datasets=[recommends])
+        assertStatus(resp, 400)
+        assert '"tools"' in resp.json['message'], resp.json
+    assert Site().findOne({'name': 'site-a'})['tools'] == changed
+
+
 @pytest.fixture
 def otherAdmin(admin):
     return User().createUser('other', 'password', 'Other', 'Admin', 'other@example.org', admin=True)
@@ -68,6 +105,9 @@ def testARegisteredDatasetResolvesToTheSite(server, admin):
             'local': False,
             'operator': admin['login'],
             'disputed': False,
+            # A site that registered no tools offers none (it chooses its own at launch).
+            'tools': [],
+            'recommendedTool': None,
         }
     ]
 
