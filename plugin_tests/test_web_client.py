@@ -737,6 +737,9 @@ def testTheRunFormSubmitsARunAndMyRunsFollowsItsLogToTheResults(page, liveSite):
     form = row.locator('.g-resolver-run-form')
     expect(form).to_be_visible()
     expect(form.locator('.g-resolver-run-tool option').first).to_have_text("The site's default")
+    # The tool the Launch menu chose is chosen here too.
+    launchTool = row.locator('select.g-resolver-tool').input_value()
+    expect(form.locator('.g-resolver-run-tool')).to_have_value(launchTool)
     form.locator('.g-resolver-run-command textarea').fill(
         'echo "counting rows"; for i in 1 2 3; do echo "step $i"; sleep 1; done; '
         'wc -l "$DATASET_DIR"/*.csv > "$RESULTS_DIR/rows.txt"'

@@ -61,14 +61,16 @@ export default class RunControls {
             this.open = !this.open;
             this.submitted = null;
             this.error = null;
-            if (this.open) {
-                // A location of GET /resolve may list its site's own tools; else this server's.
-                const listed = Array.isArray(this.target.tools) ? Promise.resolve(this.target.tools) : tools();
-                listed.then((list) => {
+            if (this.open && Array.isArray(this.target.tools)) {
+                // The tools the dataset's panel (or its location of GET /resolve) lists.
+                this.tools = this.target.tools;
+            } else if (this.open) {
+                tools().then((list) => {
                     this.tools = list;
                     if (this.open && this.el.isConnected) {
                         // Keep what was typed meanwhile.
-                        this.render(this.el.querySelector('form') ? this.values() : undefined);
+                        const values = this.el.querySelector('form') ? this.values() : {};
+                        this.render({ ...values, tool: values.tool || this.target.tool });
                     }
                 });
             }
