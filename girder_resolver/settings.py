@@ -102,6 +102,13 @@ class Declared:
     group: str = ''
 
 
+def toolChoices():
+    """The site's tools, each as (id, 'id: name'), for the default tool's menu."""
+    return [
+        (tool['id'], f'{tool["id"]}: {tool["name"]}') for tool in get(PluginSettings.TOOLS) or ()
+    ]
+
+
 def section(group, *settings):
     """``settings``, shown together on the admin page under the title ``group``."""
     return tuple(dataclasses.replace(declared, group=group) for declared in settings)
@@ -382,10 +389,11 @@ SETTINGS = (
         Declared(
             _S.DEFAULT_TOOL,
             tools.DEFAULT_TOOL,
-            'text',
+            'choice',
             label='Default tool',
-            help='The id of the tool a launch runs when neither the person nor the dataset '
-            'chooses one (one of the tools above).',
+            help='The tool a launch runs when neither the person nor the dataset chooses one '
+            '(one of the tools above; save a new list of tools first).',
+            choices=toolChoices,
         ),
         Declared(
             _S.TOOL_KEY,
