@@ -23,9 +23,9 @@ site's front door:
 - ``slurm``: cold launches with the slurm backend (each notebook a batch job of
   the one-node cluster that ``scripts/slurm.sh`` runs: the sandboxed server on a
   Unix socket and the job's TCP forwarder); against a bare ``sbatch`` of the same
-  ``jupyter_server`` (the launcher's config file and arguments, no sandbox, no
-  forwarder, listening on a TCP port itself), timed from ``sbatch`` to the first
-  200 from ``api/status``; both wait for Slurm's scheduler alike;
+  ``jupyter_server`` (the default tool's, with the launcher's config file and
+  arguments, no sandbox, no forwarder, listening on a TCP port itself), timed from
+  ``sbatch`` to the first 200 from ``api/status``; both wait for Slurm's scheduler;
 - ``concurrent``: ``--concurrent`` people launching at the same moment
   (process backend);
 - ``pooled``: launches served by the warm pool (``resolver.pool_size``), each
@@ -406,6 +406,7 @@ class BareSbatch:
     """
 
     def __init__(self, dataPath, workRoot):
+        from girder_resolver import tools
         from girder_resolver.launcher import LaunchSpec, ProcessLauncher, SlurmLauncher
 
         self.launcher = ProcessLauncher(
@@ -414,12 +415,18 @@ class BareSbatch:
         self.slurm = SlurmLauncher(mem_limit='1g')
         self.dataPath = dataPath
         self.LaunchSpec = LaunchSpec
+        # The tool a launch gets by default (resolver.default_tool), so that both start
+        # the same server (its environment, JupyterLab); none if it is not built here.
+        default = {t['id']: t for t in tools.default_tools()}.get('python')
+        self.tool = default if default and self.launcher.tool_ready(default)[0] else None
 
     def once(self, timeout):
         import subprocess
 
         token = secrets.token_urlsafe(24)
-        spec = self.LaunchSpec(f'bare-{secrets.token_hex(4)}', token, self.dataPath, 'data')
+        spec = self.LaunchSpec(
+            f'bare-{secrets.token_hex(4)}', token, self.dataPath, 'data', tool=self.tool
+        )
         workDir = self.launcher.new_work_dir(spec.notebook_id)
         # The launcher's own server command line, bar its socket (a bench may reach in).
         args, env, cwd = self.launcher._prepare(spec, workDir, False, False)
