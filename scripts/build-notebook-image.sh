@@ -72,6 +72,7 @@ if podman image exists "$IMAGE"; then
     exit 0
   fi
   log "$IMAGE was built with packages '${built_with:-unknown}', recipe '${built_recipe:-unknown}'; rebuilding with $PACKAGES, recipe $RECIPE"
+  old_id="$(podman image inspect --format '{{.Id}}' "$IMAGE")"
 fi
 command -v mmdebstrap >/dev/null || { log "mmdebstrap is missing (apt-get install mmdebstrap)"; exit 1; }
 
@@ -96,3 +97,7 @@ podman import "${change_args[@]}" \
   --message "datadns $WHAT (mmdebstrap bookworm + $PACKAGES, recipe $RECIPE)" \
   "$tmp/nb.tar" "$IMAGE" >/dev/null
 log "built $IMAGE in $((SECONDS - started)) s"
+if [[ -n "${old_id:-}" ]]; then
+  # The image it replaces, unless a container still uses it (then it stays, untagged).
+  podman rmi "$old_id" >/dev/null 2>&1 && log "removed the image it replaces (${old_id:0:12})" || true
+fi

@@ -17,8 +17,8 @@
 #   in its venv's share/jupyter/kernels.
 # - Images: localhost/datadns-tool-<id>:latest, Debian bookworm by mmdebstrap, made by
 #   scripts/build-notebook-image.sh with more steps: a venv /opt/datadns/venv (seeing
-#   Debian's Python packages) with the same pinned JupyterLab from PyPI, first on PATH.
-#   The scientific libraries and R come from Debian packages there.
+#   nothing of Debian's Python packages) with the same pinned wheels as the process
+#   environment, first on PATH; R comes from Debian packages there.
 #
 # Idempotent and cached: a venv holds the hash of its recipe in .datadns-recipe, an
 # image in its label datadns.recipe; a build whose recipe did not change does nothing.
@@ -34,7 +34,6 @@ ALL_IDS=(python scientific-python r)
 # tool whose ui is 'notebook') and a Python kernel. Pinned: the recipe changes with them.
 JUPYTER_PIP='jupyterlab==4.6.6 notebook==7.6.5 ipykernel==7.4.0'
 SCIENTIFIC_PIP='numpy==2.4.6 scipy==1.17.1 pandas==3.1.1 matplotlib==3.11.2 xarray==2026.9.0 netCDF4==1.7.5.1.post1 h5py==3.16.0'
-SCIENTIFIC_DEB='python3-numpy,python3-scipy,python3-pandas,python3-matplotlib,python3-xarray,python3-netcdf4,python3-h5py'
 R_DEB='r-base-core,r-cran-irkernel'
 IMAGE_VENV=/opt/datadns/venv
 # JupyterLab's settings in every tool: notebooks have no network, so it neither asks to
@@ -167,7 +166,8 @@ build_process() {
 # as /usr/bin/python3 here, so the same wheels fit.
 download_wheels() {
     local downloader="$TOOLS_DIR/.downloader" step=$SECONDS
-    if [[ -f "$WHEELS/.pins" && "$(cat "$WHEELS/.pins")" == "$JUPYTER_PIP" ]]; then
+    local pins="$JUPYTER_PIP $SCIENTIFIC_PIP"
+    if [[ -f "$WHEELS/.pins" && "$(cat "$WHEELS/.pins")" == "$pins" ]]; then
         return  # downloaded already, for these pins
     fi
     if [[ ! -x "$downloader/bin/pip" ]]; then
@@ -176,27 +176,26 @@ download_wheels() {
         "$PYTHON" -m venv "$downloader"
     fi
     mkdir -p "$WHEELS"
-    log "downloading the wheels of $JUPYTER_PIP into $WHEELS (for the images)"
+    log "downloading the wheels of $pins into $WHEELS (for the images)"
     # shellcheck disable=SC2086
     if ! "$downloader/bin/pip" download -q --disable-pip-version-check --only-binary=:all: \
-            -d "$WHEELS" $JUPYTER_PIP >"$WHEELS/.pip.log" 2>&1; then
+            -d "$WHEELS" $pins >"$WHEELS/.pip.log" 2>&1; then
         grep -v '^WARNING: Location' "$WHEELS/.pip.log" | tail -20 >&2
         die "downloading the wheels failed (is PyPI reachable?), its last output is above"
     fi
-    echo "$JUPYTER_PIP" > "$WHEELS/.pins"
+    echo "$pins" > "$WHEELS/.pins"
     log "wheels ready in $((SECONDS - step)) s"
 }
 
 build_image() {
     local id="$1" step=$SECONDS deb='python3-venv,ca-certificates'
     case "$id" in
-        scientific-python) deb="$deb,$SCIENTIFIC_DEB" ;;
         r) deb="$deb,$R_DEB" ;;
     esac
     # Hooks run with this script's environment: $DATADNS_TOOL_WHEELS is the wheels' directory.
-    local hooks="chroot \"\$1\" python3 -m venv --system-site-packages $IMAGE_VENV
+    local hooks="chroot \"\$1\" python3 -m venv $IMAGE_VENV
 mkdir \"\$1/tmp/wheels\" && cp \"\$DATADNS_TOOL_WHEELS\"/*.whl \"\$1/tmp/wheels/\"
-chroot \"\$1\" env -i PATH=/usr/bin:/bin $IMAGE_VENV/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check $JUPYTER_PIP
+chroot \"\$1\" env -i PATH=/usr/bin:/bin $IMAGE_VENV/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check $(pip_packages "$id")
 rm -rf \"\$1/tmp/wheels\" \"\$1/root/.cache\"
 mkdir -p \"\$1$IMAGE_VENV/share/jupyter/lab/settings\" && echo '$LAB_OVERRIDES' > \"\$1$IMAGE_VENV/share/jupyter/lab/settings/overrides.json\"
 chroot \"\$1\" $IMAGE_VENV/bin/python -c \"$(check_python "$id")\""
