@@ -2,7 +2,9 @@
 
 Talks to the engine with the ``docker`` SDK only (never a shell), so it works
 against Docker Engine and against Podman's Docker-compatible service alike
-(``scripts/podman-service.sh``). Each container is a sandbox:
+(``scripts/podman-service.sh``). A container runs the notebook image (the
+``image`` option) or, for a launch with a tool, the tool's ``docker.image``
+(``scripts/build-tools.sh`` builds the default tools' images). Each is a sandbox:
 
 - no network (``network_mode`` ``none``: a loopback interface of its own and
   nothing else), so nothing in it can reach Girder, its database or any other

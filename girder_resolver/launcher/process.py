@@ -1,6 +1,8 @@
 """The process backend: one sandboxed ``jupyter_server`` per notebook, no container engine.
 
-The embedded default. Each notebook server runs under bubblewrap (see
+The embedded default. Each notebook server (the ``command`` option's, or, for a
+launch with a tool, ``<tool's process.env>/bin/python -m jupyter_server``, that
+environment shown read-only) runs under bubblewrap (see
 :mod:`.sandbox` for what it sees) and listens on a Unix socket, never on a TCP
 port: the site's front door reaches it at ``http+unix://…``. Each notebook gets
 a working directory ``<work_root>/<notebook_id>/``::
