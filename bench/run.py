@@ -1,6 +1,6 @@
 """Benchmark batch runs: what a run through the plugin costs over running the command bare.
 
-    python bench/run.py [--quick] [--runs 10] [--only process,docker] [--skip-docker]
+    python bench/run.py [--quick] [--runs 10] [--only process,docker,slurm] [--skip-docker]
                         [--poll-ms 20]
 
 Starts SecantusDB and a Girder with the plugin (``common.Central``), imports a
@@ -16,7 +16,10 @@ alternating so that drift on a loaded machine hits both alike:
   (``sandbox.run_bwrap_args``) for ``process``; for ``docker``, ``containers.run``
   of the run image through the Docker API (Podman here), dataset mounted
   read-only and a results directory writable, no network, polled every 20 ms
-  until it exited (as the backend polls its runs).
+  until it exited (as the backend polls its runs); for ``slurm``, ``sbatch`` of
+  the same bwrap command line (an argument list handed to a two-line job
+  script, never a shell string), its state polled with ``scontrol show job``
+  every 20 ms until the job has ended.
 
 Each backend's first run is a warm-up, not counted. ``overhead_p50_ms`` is the
 plugin's p50 minus the bare p50: what submitting through Girder adds to a run,
@@ -27,6 +30,7 @@ reported). The last line of stdout is the JSON result.
 
 import argparse
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -43,13 +47,15 @@ from common import log  # noqa: E402
 from datadns import sample  # noqa: E402
 from datadns.federation import setSettings  # noqa: E402
 
-PHASES = ('process', 'docker')
+PHASES = ('process', 'docker', 'slurm')
 TARGET_OVERHEAD_MS = 1000
 DEFAULT_SOCKET = '/run/datadns/podman.sock'
 IMAGE = 'localhost/datadns-notebook:latest'
 COMMAND = 'wc -l "$DATASET_DIR"/*.csv > "$RESULTS_DIR/row-counts.txt"; echo counted'
 FINAL = ('succeeded', 'failed', 'cancelled')
-POLL = 0.02  # seconds between two looks at a bare container
+POLL = 0.02  # seconds between two looks at a bare container or job
+#: A bare Slurm job not ended yet (the slurm backend, too, waits out COMPLETING).
+WAITING_STATES = ('PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING')
 
 
 def parseArgs():
@@ -216,6 +222,75 @@ class BareDocker:
             shutil.rmtree(results, ignore_errors=True)
 
 
+class BareSbatch(BareBwrap):
+    """COMMAND in the process backend's run sandbox as a Slurm job submitted by hand."""
+
+    def once(self, timeout):
+        run = self.workRoot / secrets.token_hex(4)
+        home, results = run / 'home', run / 'results'
+        home.mkdir(parents=True)
+        results.mkdir()
+        results.chmod(0o777)
+        script = run / 'job.sh'
+        script.write_text('#!/bin/sh\nexec "$@"\n')
+        script.chmod(0o755)
+        dataDir, resultsDir = self.dirs
+        env = {
+            'PATH': '/usr/local/bin:/usr/bin:/bin',
+            'HOME': self.sandbox.RUN_HOME,
+            'DATASET_DIR': dataDir,
+            'RESULTS_DIR': resultsDir,
+        }
+        args = self.sandbox.run_bwrap_args(
+            str(home), self.dataPath, str(results), dataDir, resultsDir, (), env, self.bwrap
+        ) + ['bash', '-c', COMMAND]
+        t0 = time.perf_counter()
+        try:
+            submitted = subprocess.run(
+                ['sbatch', '--parsable', f'--output={run}/job.log', f'--chdir={run}', str(script)]
+                + args,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            if submitted.returncode != 0:
+                raise RuntimeError(f'sbatch failed: {submitted.stderr.strip()[:300]}')
+            jobId = submitted.stdout.strip().split(';')[0]
+            deadline = time.monotonic() + timeout
+            while True:
+                shown = subprocess.run(
+                    ['scontrol', 'show', 'job', '-o', jobId],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                ).stdout
+                state = re.search(r'JobState=(\S+)', shown)
+                if state and state.group(1) not in WAITING_STATES:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f'job {jobId} did not end in time')
+                time.sleep(POLL)
+            seconds = time.perf_counter() - t0
+            if state.group(1) != 'COMPLETED' or not (results / 'row-counts.txt').is_file():
+                raise RuntimeError(f'bare sbatch run ended {state.group(1)}')
+            return seconds
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def slurmUnavailable():
+    """Why the slurm phase cannot run here, or None."""
+    if shutil.which('sbatch') is None or shutil.which('sinfo') is None:
+        return 'Slurm is not installed (scripts/slurm.sh start sets up a one-node cluster)'
+    shown = subprocess.run(['sinfo', '-h', '-o', '%T'], capture_output=True, text=True)
+    if shown.returncode != 0 or not any(
+        state.strip('*~#') in ('idle', 'mixed', 'allocated') for state in shown.stdout.split()
+    ):
+        return f'no Slurm node is up ({(shown.stdout or shown.stderr).strip()[:200]})'
+    return None
+
+
 def dockerUnavailable(image):
     """Why the docker phase cannot run here, or None."""
     try:
@@ -323,6 +398,19 @@ def main():
                 setSettings(gc, {'resolver.backend': 'docker'})
                 result['docker'] = pluginVersusBare(
                     'docker', person, folder['_id'], BareDocker(str(directory), IMAGE, work), args
+                )
+                setSettings(gc, {'resolver.backend': 'process'})
+            slurmSkip = slurmUnavailable() if 'slurm' in args.only else None
+            if 'slurm' not in args.only:
+                pass
+            elif slurmSkip:
+                log(f'slurm backend skipped: {slurmSkip}')
+                result['slurm'] = {'skipped': slurmSkip}
+            else:
+                log('slurm backend: runs through the plugin against bare sbatch runs')
+                setSettings(gc, {'resolver.backend': 'slurm'})
+                result['slurm'] = pluginVersusBare(
+                    'slurm', person, folder['_id'], BareSbatch(str(directory), work), args
                 )
                 setSettings(gc, {'resolver.backend': 'process'})
         except (common.OutOfTime, RuntimeError) as exc:
