@@ -369,6 +369,7 @@ def main():
         common.interruptible(args.time_limit),
         common.Central(settings=settings) as central,
     ):
+        resources = common.Resources(central.serverProcess()).start()
         try:
             gc = central.client
             assetstore = sample.ensureAssetstore(gc, central.home / 'assetstore')
@@ -416,6 +417,10 @@ def main():
         except (common.OutOfTime, RuntimeError) as exc:
             log(f'stopped: {exc}')
             result['error'] = str(exc)
+        finally:
+            resources.stop()
+        result['resources'] = resources.summary()
+        result['girder_peak_rss_mib'] = result['resources']['server_vmhwm_mib']
 
     targets = {}
     errors = 0
