@@ -80,6 +80,17 @@ def slurm_memory(value):
     return f'{max(1, math.ceil(number * scale))}M'
 
 
+def describe_job(job):
+    """A sentence on where a job that does not answer yet is, for a person; None if ended."""
+    if job is None or job[0] not in LIVE_STATES:
+        return None
+    state, reason, node, _ = job
+    if state in QUEUED_STATES:
+        known = reason and reason != 'None'
+        return f'Waiting in the queue: {reason}' if known else 'Waiting in the queue'
+    return f'Starting on {node}' if node else 'Starting'
+
+
 def slurm_seconds(text):
     """squeue's time used (``M:SS``, ``H:MM:SS``, ``D-HH:MM:SS``) in seconds; 0 if unreadable."""
     days, _, clock = str(text).strip().rpartition('-')
@@ -340,17 +351,7 @@ class SlurmLauncher(ProcessLauncher):
 
     def progress(self, handle):
         """A sentence on where a job that does not answer yet is, for a person; None if ended."""
-        job = self.job(handle)
-        if job is None or job[0] not in LIVE_STATES:
-            return None
-        state, reason, node, _ = job
-        if state in QUEUED_STATES:
-            return (
-                f'Waiting in the queue: {reason}'
-                if reason and reason != 'None'
-                else ('Waiting in the queue')
-            )
-        return f'Starting on {node}' if node else 'Starting'
+        return describe_job(self.job(handle))
 
     def address(self, handle):
         """``handle`` with where its server answers (``host``, ``port``) once the job wrote it."""
@@ -394,6 +395,7 @@ class SlurmLauncher(ProcessLauncher):
         deadline = started + queue_limit if queue_limit else math.inf
         said, said_at = None, 0.0
         next_check = started
+        queued = False
         while not self.address(handle).get('port'):
             now = time.monotonic()
             if now >= next_check:
@@ -405,7 +407,7 @@ class SlurmLauncher(ProcessLauncher):
                         'answered. Its last output:\n' + self.logs_tail(handle)
                     )
                 queued = job[0] in QUEUED_STATES
-                message = self.progress(handle) if queued else None
+                message = describe_job(job) if queued else None
                 if progress and message and (message != said or now - said_at >= 30):
                     progress(message)
                     said, said_at = message, now
@@ -417,7 +419,12 @@ class SlurmLauncher(ProcessLauncher):
                     f'The notebook job {handle["jobId"]} did not start within {queue_limit:g} s '
                     f'({said or "not running yet"}).'
                 )
-            time.sleep(float(self.config['ready_poll_interval']))
+            # A job is queued for a moment at least: the address is read often at first,
+            # then, for a job that waits, only when Slurm is asked again (NFS, say).
+            pause = float(self.config['ready_poll_interval'])
+            if queued and now - started > 5:
+                pause = next_check - now
+            time.sleep(max(0.0, min(pause, deadline - now)))
         remaining = None if timeout is None else max(0.5, deadline - time.monotonic())
         super().wait_ready(handle, timeout=remaining, token=token)
 
