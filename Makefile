@@ -27,7 +27,7 @@ format:
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 bench: setup-test
-	. scripts/test-env.sh && $(PY) bench/resolve.py && $(PY) bench/register.py && $(PY) bench/launch.py
+	. scripts/test-env.sh && $(PY) bench/resolve.py && $(PY) bench/register.py && $(PY) bench/launch.py && $(PY) bench/run.py
 
 clean:
 	rm -rf build *.egg-info girder_resolver/web_client_dist/* web_client/node_modules
