@@ -246,8 +246,21 @@ def _launch(doc):
         backend.wait_ready(handle, token=doc['token'], progress=_progressOf(doc))
         url = publish(doc, backend, handle)
     except LaunchError as exc:
+        try:
+            # Only a launch still launching fails: one stopped meanwhile (which ended the
+            # wait, e.g. a cancelled batch job) is the stop's to finish as stopped.
+            model.transition(
+                doc,
+                'error',
+                fromStatus=('launching',),
+                message=str(exc),
+                url=None,
+                unset=('token',),
+            )
+        except InvalidTransition:
+            return None
         backend.stop(handle)
-        return model.fail(doc, str(exc))
+        return None
     try:
         model.transition(
             doc,
