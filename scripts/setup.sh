@@ -100,7 +100,11 @@ if [ "$TEST" = 1 ]; then
     scripts/build-tools.sh || { wait "$images"; exit 1; }
     wait "$images"
 else
-    step "Building the default notebook tool (python; cached)"
+    # The heading only when it is not built yet; build-tools.sh itself rebuilds a
+    # stale one and says so, and says "up to date" otherwise.
+    if [ -n "$(scripts/build-tools.sh --missing python)" ]; then
+        step "Building the default notebook tool (python)"
+    fi
     scripts/build-tools.sh python
     missing="$(scripts/build-tools.sh --missing scientific-python r)"
     if [ -n "$missing" ]; then
