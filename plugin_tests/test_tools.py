@@ -28,7 +28,7 @@ from girder_resolver import frontdoor, tools
 from girder_resolver.launcher import LaunchError, LaunchSpec, get_launcher
 from plugin_tests.kernel_helpers import contents, executeInNewKernel
 from plugin_tests.launcher_helpers import dockerEngine, makeDataset, requireDocker
-from plugin_tests.web_fixtures import launchChromium, newPage
+from plugin_tests.web_fixtures import Screenshots, launchChromium, newPage
 
 RUN = os.getpid()
 TOKEN = 'tools-test-token'
@@ -337,6 +337,62 @@ def test_jupyterlab_loads_in_chromium_through_the_front_door_with_the_dataset(
             page.screenshots('file-browser')
     finally:
         launcher.stop(handle)
+
+
+#: The one JavaScript error Notebook 7.6.5's own tree page raises (with or without our
+#: overrides.json, with or without a base_url): its shortcuts plugin reads the schema of
+#: a plugin the settings registry announced but does not hold. See docs/tools.md.
+CLASSIC_UI_KNOWN_ERROR = "Cannot read properties of undefined (reading 'schema')"
+
+
+def test_the_classic_ui_loads_its_tree_in_chromium_through_the_front_door_with_the_dataset(
+    dataset, frontDoor, chromium, request
+):
+    """A tool whose ui is 'notebook' (Notebook 7) opens on its tree page, which lists the
+    dataset and opens it. Any JavaScript error or console error fails the test, except
+    Notebook's known one (CLASSIC_UI_KNOWN_ERROR), which makes it xfail instead."""
+    front, api, apiToken = frontDoor
+    launcher = requireTool('process', 'python')
+    notebookId = f'tool-classic-{RUN}'
+    tool = {**TOOLS['python'], 'ui': 'notebook'}
+    handle = launcher.start(LaunchSpec(notebookId, TOKEN, str(dataset), DATA_NAME, tool=tool))
+    pageErrors, consoleErrors = [], []
+    try:
+        launcher.wait_ready(handle, timeout=90, token=TOKEN)
+        added = requests.post(
+            f'{api}{frontdoor.routePath(notebookId).rstrip("/")}',
+            data=json.dumps({'target': launcher.proxy_target(handle)}),
+            headers={'Authorization': f'token {apiToken}'},
+            timeout=10,
+        )
+        assert added.status_code == 201, added.text
+        context = chromium.new_context(viewport={'width': 1280, 'height': 900})
+        try:
+            context.set_default_timeout(20000)
+            page = context.new_page()
+            page.on('pageerror', lambda exc: pageErrors.append(str(exc)))
+            page.on(
+                'console',
+                lambda message: consoleErrors.append(message.text)
+                if message.type == 'error'
+                else None,
+            )
+            page.goto(f'{front}{handle["baseUrl"]}?token={TOKEN}', timeout=45000)
+            page.wait_for_url(f'{front}{handle["baseUrl"]}tree**')
+            assert page.title() == 'Home'
+            entry = page.locator('.jp-DirListing-item', has_text=DATA_NAME)
+            entry.wait_for(timeout=60000)
+            entry.dblclick()
+            page.locator('.jp-DirListing-item', has_text='readme.txt').wait_for()
+            Screenshots(page, request.node.name)('tree')
+        finally:
+            context.close()
+    finally:
+        launcher.stop(handle)
+    assert consoleErrors == []
+    assert all(error == CLASSIC_UI_KNOWN_ERROR for error in pageErrors), pageErrors
+    if pageErrors:
+        pytest.xfail(f'Notebook 7.6.5 tree page: {CLASSIC_UI_KNOWN_ERROR} (docs/tools.md)')
 
 
 def test_the_default_tool_works_in_the_warm_pool_bound_later(dataset):
