@@ -373,9 +373,9 @@ def test_the_classic_ui_loads_its_tree_in_chromium_through_the_front_door_with_t
             page.on('pageerror', lambda exc: pageErrors.append(str(exc)))
             page.on(
                 'console',
-                lambda message: consoleErrors.append(message.text)
-                if message.type == 'error'
-                else None,
+                lambda message: (
+                    consoleErrors.append(message.text) if message.type == 'error' else None
+                ),
             )
             page.goto(f'{front}{handle["baseUrl"]}?token={TOKEN}', timeout=45000)
             page.wait_for_url(f'{front}{handle["baseUrl"]}tree**')
