@@ -209,7 +209,7 @@ chroot \"\$1\" R --slave -e 'library(IRkernel)'"
     DATADNS_IMAGE_HOOKS="$hooks" \
     DATADNS_IMAGE_CHANGES="$changes" \
     DATADNS_IMAGE_WHAT="tool image '$id'" \
-        scripts/build-notebook-image.sh 2>&1 | sed -u "s/^/    /" \
+        scripts/build-notebook-image.sh 2>&1 | sed -u "s/^/    [$id] /" \
         || die "$id (docker): the image build failed (output above)"
     log "$id (docker): done in $((SECONDS - step)) s"
 }
@@ -229,6 +229,12 @@ if [[ $docker == 1 ]]; then
     exec 8>"$TOOLS_DIR/.lock-images"
     flock 8
     download_wheels
-    for id in "${ids[@]}"; do build_image "$id"; done
+    # The images at once: each build mostly waits on downloads and dpkg, and a fresh
+    # machine (CI) builds all three. A failed one fails the whole command.
+    builds=()
+    for id in "${ids[@]}"; do build_image "$id" & builds+=("$!"); done
+    failed=0
+    for pid in "${builds[@]}"; do wait "$pid" || failed=1; done
+    [[ $failed == 0 ]] || die "an image build failed (its output is above, prefixed by its tool id)"
 fi
 log "done"
