@@ -19,6 +19,7 @@ import requests
 import yaml
 
 from datadns import stack
+from girder_resolver import tools
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / 'docker-compose.yml'
@@ -46,8 +47,12 @@ SETTINGS = {
     'SITE_A_DATA': '/srv/datasets/site-a',
     'SITE_B_DATA': '/srv/datasets/site-b',
 }
+#: The default tools' images, one compose service each (profile "build").
+TOOL_SERVICES = {f'tool-{tool_id}': tool_id for tool_id in tools.default_tool_ids()}
 #: Built, never started (profile "build"): exempt from the running-service rules.
-BUILD_ONLY = {'notebook-image'}
+BUILD_ONLY = {'notebook-image', *TOOL_SERVICES}
+TOOLS_DOCKERFILE = REPO / 'docker' / 'tools' / 'Dockerfile'
+BUILD_TOOLS = REPO / 'scripts' / 'build-tools.sh'
 
 
 def dockerCompose():
@@ -182,6 +187,107 @@ def testTheDockerfileInstallsTheRepoAndServesGirder():
     assert 'pip install' in text and 'GIRDER_WORKER_TASK_ALWAYS_EAGER=true' in text
     assert 'entrypoint.sh' in text
     assert 'girder serve' in ENTRYPOINT.read_text()
+
+
+# The tools' images (#16) ------------------------------------------------------------------
+
+
+def testComposeBuildsEveryDefaultToolsImage(resolved):
+    """Every launch runs a tool: a docker site whose engine lacks the default tool's image
+    refuses every launch. ``--profile build build`` builds each default tool's image,
+    under the name the launcher looks for, from docker/tools with its id as TOOL."""
+    services = resolved['services']
+    built = {svc['image']: name for name, svc in services.items() if 'build' in svc}
+    for tool_id in tools.default_tool_ids():
+        image = tools.image_name(tool_id)
+        assert image in built, f'no compose service builds {image}'
+        svc = services[built[image]]
+        assert built[image] == f'tool-{tool_id}'
+        assert svc['build']['context'].endswith('docker/tools')
+        assert svc['build'].get('args') == {'TOOL': tool_id}
+        assert svc['profiles'] == ['build'] and svc['command'] == ['true']
+    assert tools.image_name(tools.DEFAULT_TOOL) in built
+
+
+def _buildToolsPins():
+    """The pins scripts/build-tools.sh installs, as it computes them (bash, from the repo)."""
+    script = BUILD_TOOLS.read_text()
+    reading = re.search(r'^read_pins\(\) \{.*?^SCIENTIFIC_PIP=.*?$', script, re.M | re.S)
+    assert reading, 'build-tools.sh no longer reads its pins with read_pins'
+    result = subprocess.run(
+        [
+            'bash',
+            '-c',
+            f'set -euo pipefail\n{reading.group(0)}\necho "$JUPYTER_PIP"\necho "$SCIENTIFIC_PIP"',
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    jupyter, scientific = result.stdout.splitlines()
+    return jupyter.split(), scientific.split()
+
+
+def _pinsFile(name):
+    lines = (REPO / 'docker' / 'tools' / 'pins' / name).read_text().splitlines()
+    return [line.split('#')[0].strip() for line in lines if line.split('#')[0].strip()]
+
+
+def testTheToolDockerfileInstallsBuildToolsPins():
+    """One pin list: build-tools.sh and the Dockerfile both read docker/tools/pins/."""
+    jupyter, scientific = _buildToolsPins()
+    assert jupyter == _pinsFile('jupyter.txt')
+    assert scientific == _pinsFile('scientific.txt')
+    assert {p.split('==')[0] for p in jupyter} == {'jupyterlab', 'notebook', 'ipykernel'}
+    for pin in jupyter + scientific:
+        assert re.fullmatch(r'[A-Za-z0-9_.-]+==[A-Za-z0-9_.]+', pin), f'{pin} is not pinned'
+    # No second copy of a pin in the script.
+    assert not re.search(r'\b[A-Za-z0-9_.-]+==\d', BUILD_TOOLS.read_text())
+    text = TOOLS_DOCKERFILE.read_text()
+    assert 'COPY pins/ /tmp/pins/' in text
+    assert 'pins=/tmp/pins/jupyter.txt;' in text
+    assert 'pins="$pins /tmp/pins/scientific.txt"' in text
+    assert '-r %s' in text and '--only-binary=:all:' in text
+    assert not re.search(r'\b[A-Za-z0-9_.-]+==\d', text), 'a pin written in the Dockerfile'
+
+
+def testTheToolDockerfileFollowsBuildToolsRecipe():
+    """The same base, packages, venv, settings, checks, user and environment as the
+    images build-tools.sh makes with build-notebook-image.sh."""
+    script = BUILD_TOOLS.read_text()
+    recipe = (REPO / 'scripts' / 'build-notebook-image.sh').read_text()
+    text = TOOLS_DOCKERFILE.read_text()
+    assert text.startswith('#') and re.search(r'^FROM debian:bookworm-slim$', text, re.M)
+    venv = re.search(r'^IMAGE_VENV=(\S+)$', script, re.M).group(1)
+    assert f'python3 -m venv {venv};' in text and f'{venv}/bin/pip install' in text
+    # Debian packages: the script's base list, and R's for the r tool.
+    base = re.search(r"deb='([^']+)'", script).group(1).split(',')
+    r = re.search(r"^R_DEB='([^']+)'$", script, re.M).group(1).split(',')
+    python = re.search(r"python\|scientific-python\) deb='([^']+)'", text).group(1).split()
+    rDeb = re.search(r"\br\) deb='([^']+)'", text).group(1).split()
+    assert python == base and rDeb == base + r
+    assert 'apt-get install -y --no-install-recommends $deb' in text
+    overrides = re.search(r"^LAB_OVERRIDES='([^']+)'$", script, re.M).group(1)
+    assert f"echo '{overrides}'" in text
+    assert f'{venv}/share/jupyter/lab/settings/overrides.json' in text
+    for check in re.findall(r"echo '(import [^']+)'", script):
+        assert f"check='{check}'" in text
+    assert "R --slave -e 'library(IRkernel)'" in text and 'kernels/ir/kernel.json' in text
+    # The user and the setuid/setgid sweep of build-notebook-image.sh.
+    useradd = re.search(r"chroot \"\$1\" (useradd [^']+)'", recipe).group(1)
+    assert useradd + ';' in text
+    assert 'find / -xdev -type f -perm /6000 -exec chmod ug-s {} +' in text
+    assert 'rm -rf /var/lib/apt/lists/*' in text
+    path = re.search(r'ENV PATH=(\S+)"', script).group(1).replace('$IMAGE_VENV', venv)
+    env = re.search(r'^ENV (.*?)\n\n', text, re.M | re.S).group(1)
+    values = dict(re.findall(r'(\w+)=(\S+)', env))
+    assert values['PATH'] == path
+    for change in re.findall(r"'ENV (\w+=\S+)'", recipe):
+        name, value = change.split('=', 1)
+        assert values[name] == value, name
+    assert 'USER 1000:1000' in text
 
 
 # The entry point, run as compose runs it ------------------------------------------------

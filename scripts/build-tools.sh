@@ -30,10 +30,18 @@ cd "$(dirname "$0")/.."
 umask 022
 
 ALL_IDS=(python scientific-python r)
-# What every tool runs: JupyterLab (the default UI), the classic UI (Notebook 7, for a
-# tool whose ui is 'notebook') and a Python kernel. Pinned: the recipe changes with them.
-JUPYTER_PIP='jupyterlab==4.6.6 notebook==7.6.5 ipykernel==7.4.0'
-SCIENTIFIC_PIP='numpy==2.4.6 scipy==1.17.1 pandas==3.1.1 matplotlib==3.11.2 xarray==2026.9.0 netCDF4==1.7.5.1.post1 h5py==3.16.0'
+# The pinned PyPI packages, in docker/tools/pins/ (which docker/tools/Dockerfile reads
+# too): jupyter.txt, what every tool runs (JupyterLab, the classic UI for a tool whose
+# ui is 'notebook', a Python kernel); scientific.txt, the scientific-python tool's
+# libraries. The recipe changes with them.
+read_pins() {
+    local pins
+    pins="$(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "docker/tools/pins/$1.txt" | paste -sd ' ')" \
+        && [[ -n "$pins" ]] || { echo "build-tools: error: no pins in docker/tools/pins/$1.txt" >&2; exit 1; }
+    echo "$pins"
+}
+JUPYTER_PIP="$(read_pins jupyter)"
+SCIENTIFIC_PIP="$(read_pins scientific)"
 R_DEB='r-base-core,r-cran-irkernel'
 IMAGE_VENV=/opt/datadns/venv
 # JupyterLab's settings in every tool: notebooks have no network, so it neither asks to
