@@ -79,8 +79,9 @@ fi
 if [ "$TEST" = 1 ]; then
     step "Starting Podman's Docker-compatible service"
     scripts/podman-service.sh start >/dev/null
-    step "Building the notebook image (first time only)"
-    scripts/build-notebook-image.sh
+    step "Building the notebook image (first time only; beside the steps below)"
+    scripts/build-notebook-image.sh 2>&1 | sed -u 's/^/    [notebook image] /' &
+    notebook_image=$!
     if [ "$(id -u)" = 0 ]; then
         step "Starting a one-node Slurm cluster"
         scripts/slurm.sh start
@@ -97,8 +98,9 @@ if [ "$TEST" = 1 ]; then
     # The images and the process environments at once: both mostly wait on downloads.
     scripts/build-tools.sh --docker &
     images=$!
-    scripts/build-tools.sh || { wait "$images"; exit 1; }
+    scripts/build-tools.sh || { wait "$images" "$notebook_image"; exit 1; }
     wait "$images"
+    wait "$notebook_image" || { echo "The notebook image did not build (its output is above)" >&2; exit 1; }
 else
     # The heading only when it is not built yet; build-tools.sh itself rebuilds a
     # stale one and says so, and says "up to date" otherwise.
