@@ -30,6 +30,7 @@ from .. import settings
 from ..errors import Conflict, InvalidTransition, LimitReached, Unavailable
 from ..primitives import now, processStamp, validSiteName
 from ..settings import PluginSettings, validToolId
+from . import transitions
 
 logger = logging.getLogger(__name__)
 
@@ -295,25 +296,19 @@ class Notebook(Model):
         :class:`InvalidTransition` when the guard misses (the notebook moved on, or is
         gone). ``doc`` itself gets the fields written, as a caller holding it expects.
         """
-        allowed = TRANSITIONS[to]
-        if fromStatus is not None:
-            if not set(fromStatus) <= set(allowed):
-                raise ValueError(f'A notebook never becomes {to} from {fromStatus}.')
-            allowed = tuple(fromStatus)
-        fields.update(status=to, live=to in LIVE, updated=now())
-        update = {'$set': fields}
-        if unset:
-            update['$unset'] = {field: '' for field in unset}
-        query = {**(guard or {}), '_id': doc['_id'], 'status': {'$in': list(allowed)}}
-        stored = self.collection.find_one_and_update(
-            query, update, return_document=pymongo.ReturnDocument.AFTER
+        stored = transitions.transition(
+            self.collection,
+            doc,
+            to,
+            TRANSITIONS,
+            'live',
+            LIVE,
+            'notebook',
+            fromStatus,
+            guard,
+            unset,
+            fields,
         )
-        if stored is None:
-            current = self.collection.find_one({'_id': doc['_id']}, {'status': True})
-            raise InvalidTransition((current or {}).get('status'), to)
-        doc.update(fields)
-        for field in unset:
-            doc.pop(field, None)
         _changed()
         return stored
 

@@ -16,8 +16,8 @@ import pymongo
 from girder.exceptions import ValidationException
 from girder.models.model_base import Model
 
-from ..errors import InvalidTransition
 from ..primitives import now, processStamp
+from . import transitions
 from .notebook import validIdentity
 
 ACTIVE = ('queued', 'running')
@@ -115,26 +115,19 @@ class Run(Model):
         narrowed to ``fromStatus`` if given, and by ``guard``; :class:`InvalidTransition`
         when the guard misses (the run moved on, or is gone).
         """
-        allowed = TRANSITIONS[to]
-        if fromStatus is not None:
-            if not set(fromStatus) <= set(allowed):
-                raise ValueError(f'A run never becomes {to} from {fromStatus}.')
-            allowed = tuple(fromStatus)
-        fields.update(status=to, active=to in ACTIVE, updated=now())
-        update = {'$set': fields}
-        if unset:
-            update['$unset'] = {field: '' for field in unset}
-        query = {**(guard or {}), '_id': doc['_id'], 'status': {'$in': list(allowed)}}
-        stored = self.collection.find_one_and_update(
-            query, update, return_document=pymongo.ReturnDocument.AFTER
+        return transitions.transition(
+            self.collection,
+            doc,
+            to,
+            TRANSITIONS,
+            'active',
+            ACTIVE,
+            'run',
+            fromStatus,
+            guard,
+            unset,
+            fields,
         )
-        if stored is None:
-            current = self.collection.find_one({'_id': doc['_id']}, {'status': True})
-            raise InvalidTransition((current or {}).get('status'), to, what='run')
-        doc.update(fields)
-        for field in unset:
-            doc.pop(field, None)
-        return stored
 
     def setFields(self, doc, **fields):
         """Write fields of ``doc`` that are not its status (its handle, its results folder)."""
